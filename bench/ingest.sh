@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Ingest benchmark (release build): prints events/s for
+#   (a) an NDJSON file -> the lake's Parquet (decode + encode), beside DuckDB's
+#       COPY (SELECT * FROM read_json(FILE)) TO OUT (FORMAT parquet) on the same file, and the ratio;
+#   (b) Kafka -> the lake end to end, with Tansu on this machine.
+# Usage: bench/ingest.sh [SCALE]   (default 0.002: about 4.5 million events)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCALE="${1:-0.002}"
+CACHE="$HOME/.cache/spacepulse"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+cargo build --release --bin spacepulse >&2
+BIN="$CARGO_TARGET_DIR/release/spacepulse"
+PY="$CACHE/venv/bin/python"
+[ -x "$PY" ] || { echo "run scripts/test once first: it makes the Python venv with DuckDB" >&2; exit 1; }
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"; [ -n "${TANSU_PID:-}" ] && kill "$TANSU_PID" 2>/dev/null || true' EXIT
+
+"$BIN" datasets generate --scale "$SCALE" --days 7 --out "$WORK/data" >&2
+FILE="$WORK/data/events.ndjson"
+ROWS=$(wc -l < "$FILE")
+MB=$(( $(stat -c %s "$FILE") / 1000000 ))
+echo "input: $ROWS events, $MB MB of NDJSON (spacepulse datasets generate --scale $SCALE --days 7)"
+
+t0=$(date +%s.%N)
+"$BIN" ingest --from-file "$FILE" --lake "$WORK/lake-a" >&2
+t1=$(date +%s.%N)
+OURS=$(echo "$t1 - $t0" | bc -l)
+
+DUCK=$("$PY" - "$FILE" "$WORK/duck.parquet" <<'PY'
+import sys, time, duckdb
+con = duckdb.connect()
+t = time.perf_counter()
+con.execute(f"COPY (SELECT * FROM read_json('{sys.argv[1]}')) TO '{sys.argv[2]}' (FORMAT parquet)")
+print(time.perf_counter() - t)
+PY
+)
+printf "(a) NDJSON -> Parquet: spacepulse %.2f s = %.0f events/s; DuckDB %.2f s = %.0f events/s; spacepulse is %.2fx DuckDB's speed\n" \
+  "$OURS" "$(echo "$ROWS / $OURS" | bc -l)" "$DUCK" "$(echo "$ROWS / $DUCK" | bc -l)" "$(echo "$DUCK / $OURS" | bc -l)"
+
+TANSU="${TANSU:-$CACHE/tansu/bin/tansu}"
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$TANSU" broker --kafka-listener-url "tcp://127.0.0.1:$PORT" --kafka-advertised-listener-url "tcp://127.0.0.1:$PORT" \
+  --storage-engine "sqlite://$WORK/tansu.db" >"$WORK/tansu.log" 2>&1 &
+TANSU_PID=$!
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+"$BIN" datasets produce --brokers "127.0.0.1:$PORT" --topic events --input "$FILE" >&2
+t0=$(date +%s.%N)
+"$BIN" ingest --brokers "127.0.0.1:$PORT" --topic events --lake "$WORK/lake-b" --until-caught-up >&2
+t1=$(date +%s.%N)
+KAFKA=$(echo "$t1 - $t0" | bc -l)
+printf "(b) Kafka (Tansu) -> Parquet: %.2f s = %.0f events/s end to end\n" "$KAFKA" "$(echo "$ROWS / $KAFKA" | bc -l)"

@@ -1,0 +1,17 @@
+//! Errors of the datasets crate.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{failed} of {sent} messages were not delivered; first error: {first}")]
+    Undelivered {
+        sent: u64,
+        failed: u64,
+        first: String,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

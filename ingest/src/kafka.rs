@@ -1,0 +1,261 @@
+//! The Kafka consumer group driving a [`LakeWriter`].
+//!
+//! Positions come from the lake, never from the group's committed offsets: the first message
+//! of a newly assigned partition is checked against what the `events` table covers, and the
+//! consumer seeks to the lake's position when they differ. Group offsets are committed only
+//! after a Delta commit, so that lag shows in Kafka tools.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use crate::stats::Stats;
+use crate::writer::{Committed, LakeWriter, Outcome};
+use crate::{Error, Result};
+
+/// How to reach Kafka and what to read.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// librdkafka properties (`-X key=value`), applied last.
+    pub overrides: Vec<(String, String)>,
+    /// Stop once every assigned partition is consumed up to its high watermark and flushed.
+    pub until_caught_up: bool,
+}
+
+/// Rebalances seen by the consumer, handed to the ingest loop.
+#[derive(Default)]
+struct GroupContext {
+    events: Mutex<Vec<(bool, Vec<i32>)>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (assigned, list) = match rebalance {
+            Rebalance::Assign(l) => (true, l),
+            Rebalance::Revoke(l) => (false, l),
+            Rebalance::Error(e) => {
+                warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        let partitions = list.elements().iter().map(|e| e.partition()).collect();
+        self.events
+            .lock()
+            .expect("not poisoned")
+            .push((assigned, partitions));
+    }
+}
+
+/// Where a partition stands in the loop.
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    /// Sought to this offset; earlier messages still in flight are dropped.
+    Seeking(i64),
+    Active,
+}
+
+/// Builds the consumer configuration: ours first, then the user's overrides.
+pub fn client_config(options: &KafkaOptions) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &options.brokers)
+        .set("group.id", &options.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        // Bounded memory: at most 32 MiB of prefetched messages per partition.
+        .set("queued.max.messages.kbytes", "32768")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &options.overrides {
+        config.set(k, v);
+    }
+    config
+}
+
+/// Consumes `options.topic` into the lake until `shutdown` resolves (or, with
+/// `until_caught_up`, until the topic is consumed to its end), then flushes and commits.
+pub async fn run(
+    mut writer: LakeWriter,
+    options: &KafkaOptions,
+    shutdown: impl Future<Output = ()>,
+    mut progress: impl FnMut(&Stats),
+) -> Result<Stats> {
+    let context = GroupContext::default();
+    let consumer: StreamConsumer<GroupContext> =
+        client_config(options).create_with_context(context)?;
+    consumer.subscribe(&[&options.topic])?;
+    let topic = options.topic.as_str();
+    let mut positions: HashMap<i32, Position> = HashMap::new();
+    let mut last_tick = Instant::now();
+    tokio::pin!(shutdown);
+
+    loop {
+        let message = tokio::select! {
+            _ = &mut shutdown => break,
+            m = tokio::time::timeout(Duration::from_millis(200), consumer.recv()) => m,
+        };
+        for (assigned, list) in consumer
+            .context()
+            .events
+            .lock()
+            .expect("not poisoned")
+            .drain(..)
+        {
+            for p in list {
+                positions.remove(&p);
+                if !assigned {
+                    writer.forget(topic, p);
+                }
+            }
+            info!(assigned, "rebalance");
+        }
+        match message {
+            Ok(Ok(m)) => {
+                let (partition, offset) = (m.partition(), m.offset());
+                if !writer.is_positioned(topic, partition) {
+                    positions.remove(&partition);
+                }
+                let accept = match positions.get(&partition) {
+                    Some(Position::Active) => true,
+                    Some(Position::Seeking(target)) => offset >= *target,
+                    None => {
+                        let resume = writer.resume_at(topic, partition).await?;
+                        let target = resume.unwrap_or(0);
+                        if offset == target || (resume.is_none() && offset == 0) {
+                            true
+                        } else {
+                            let to = resume.map(Offset::Offset).unwrap_or(Offset::Beginning);
+                            debug!(partition, offset, ?to, "seeking to the lake's position");
+                            consumer.seek(topic, partition, to, Duration::from_secs(10))?;
+                            positions.insert(partition, Position::Seeking(target));
+                            false
+                        }
+                    }
+                };
+                if accept {
+                    positions.insert(partition, Position::Active);
+                    let payload = m.payload().unwrap_or_default();
+                    let now = chrono::Utc::now().timestamp_millis();
+                    if let Outcome::Rejected(r) =
+                        writer.push(topic, partition, offset, payload, now)?
+                    {
+                        debug!(partition, offset, reason = %r, "rejected");
+                    }
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "kafka"),
+            Err(_) => {} // no message within the tick
+        }
+        if writer.should_flush() {
+            flush(&mut writer, &consumer, topic, &mut positions).await?;
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            let lag = lag(&consumer, topic);
+            writer.stats.lag = lag;
+            progress(&writer.stats);
+            if options.until_caught_up && lag == Some(0) && writer.is_empty() {
+                info!("caught up");
+                break;
+            }
+        }
+    }
+    flush(&mut writer, &consumer, topic, &mut positions).await?;
+    writer.stats.lag = lag(&consumer, topic);
+    Ok(writer.stats)
+}
+
+async fn flush(
+    writer: &mut LakeWriter,
+    consumer: &StreamConsumer<GroupContext>,
+    topic: &str,
+    positions: &mut HashMap<i32, Position>,
+) -> Result<()> {
+    match writer.flush().await {
+        Ok(committed) => {
+            commit_offsets(consumer, topic, &committed);
+            Ok(())
+        }
+        Err(Error::Fenced(why)) => {
+            warn!(%why, "fenced: dropping the buffer and re-reading positions from the lake");
+            writer.reset();
+            positions.clear();
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn commit_offsets(consumer: &StreamConsumer<GroupContext>, topic: &str, committed: &[Committed]) {
+    if committed.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for c in committed {
+        if tpl
+            .add_partition_offset(topic, c.partition, Offset::Offset(c.last + 1))
+            .is_err()
+        {
+            return;
+        }
+    }
+    // Informational only (the lake holds the truth): a failure is logged, not fatal.
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        debug!(error = %e, "offset commit");
+    }
+}
+
+/// Messages between the consumer's position and the high watermark, summed over the assigned
+/// partitions; `None` while unknown.
+fn lag(consumer: &StreamConsumer<GroupContext>, topic: &str) -> Option<i64> {
+    let assignment = consumer.assignment().ok()?;
+    if assignment.count() == 0 {
+        return None;
+    }
+    let position = consumer.position().ok()?;
+    let mut committed: Option<TopicPartitionList> = None;
+    let mut total = 0;
+    for e in assignment.elements_for_topic(topic) {
+        let p = e.partition();
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(2))
+            .ok()?;
+        let valid = |tpl: &TopicPartitionList| {
+            tpl.find_partition(topic, p)
+                .and_then(|x| x.offset().to_raw())
+                .filter(|o| *o >= 0)
+        };
+        // A partition that delivered nothing yet: its group offset (committed after the lake),
+        // or nothing to read at all.
+        let at = match valid(&position) {
+            Some(at) => at,
+            None => {
+                if committed.is_none() {
+                    committed = consumer.committed(Duration::from_secs(2)).ok();
+                }
+                match committed.as_ref().and_then(valid) {
+                    Some(at) => at,
+                    None if low == high => high,
+                    None => return None,
+                }
+            }
+        };
+        total += (high - at).max(0);
+    }
+    Some(total)
+}

@@ -1,0 +1,396 @@
+//! The exactly-once writer: buffers decoded messages and commits them to the lake.
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::{sort_to_indices, take_record_batch};
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use lake::decode::{Decoder, Origin, Rejection};
+use lake::event::col;
+use lake::ledger::{COMMIT_INFO_KEY, CommitRanges, SourceRange};
+use lake::tables::{Lake, Table, app_id, covered};
+
+use crate::stats::Stats;
+use crate::{Error, Result};
+
+/// When a buffer rolls into files and a commit.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Buffered messages (accepted and rejected) that trigger a flush.
+    pub max_rows: usize,
+    /// Buffered message bytes that trigger a flush.
+    pub max_bytes: usize,
+    /// Age of the oldest buffered message that triggers a flush.
+    pub max_age: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        // ~500k events are ~150 MB of Arrow builders: with Kafka's fetch buffers the process
+        // stays well under 1 GiB.
+        Self {
+            max_rows: 500_000,
+            max_bytes: 128 << 20,
+            max_age: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Rejected(Rejection),
+    /// The lake already covers this offset.
+    Skipped,
+}
+
+/// A source partition as the writer tracks it: what the lake covers, as far as this writer
+/// knows (the fencing expectation), and what is buffered.
+#[derive(Debug, Clone)]
+struct Part {
+    source: String,
+    partition: i32,
+    events_covered: Option<i64>,
+    rejected_covered: Option<i64>,
+    first: Option<i64>,
+    last: Option<i64>,
+    accepted: u64,
+    rejected: u64,
+}
+
+/// A committed source partition: its last offset now in the lake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub source: String,
+    pub partition: i32,
+    pub last: i64,
+}
+
+/// Buffers messages of any number of source partitions and commits them exactly once.
+pub struct LakeWriter {
+    events: DeltaTable,
+    rejected: DeltaTable,
+    decoder: Decoder,
+    parts: Vec<Part>,
+    buffered_bytes: usize,
+    buffered_rows: usize,
+    oldest: Option<Instant>,
+    options: WriterOptions,
+    pub stats: Stats,
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build()
+}
+
+impl LakeWriter {
+    /// Opens (creating if needed) the lake's `events` and `rejected` tables.
+    pub async fn open(lake: &Lake, options: WriterOptions) -> Result<Self> {
+        Ok(Self {
+            events: lake.open_or_create(Table::Events).await?,
+            rejected: lake.open_or_create(Table::Rejected).await?,
+            decoder: Decoder::new(),
+            parts: Vec::new(),
+            buffered_bytes: 0,
+            buffered_rows: 0,
+            oldest: None,
+            options,
+            stats: Stats::default(),
+        })
+    }
+
+    fn part_index(&self, source: &str, partition: i32) -> Option<usize> {
+        self.parts
+            .iter()
+            .position(|p| p.partition == partition && p.source == source)
+    }
+
+    /// Reads from the lake what it covers of a source partition and returns the offset to
+    /// resume at (`None`: from the beginning). Any buffered data of that partition must have
+    /// been dropped with [`LakeWriter::reset`] before.
+    pub async fn resume_at(&mut self, source: &str, partition: i32) -> Result<Option<i64>> {
+        self.events.update_state().await?;
+        self.rejected.update_state().await?;
+        let app = app_id(source, partition);
+        let events_covered = covered(&self.events, &app).await?;
+        let rejected_covered = covered(&self.rejected, &app).await?;
+        let part = Part {
+            source: source.to_string(),
+            partition,
+            events_covered,
+            rejected_covered,
+            first: None,
+            last: None,
+            accepted: 0,
+            rejected: 0,
+        };
+        match self.part_index(source, partition) {
+            Some(i) if self.parts[i].last.is_some() => {
+                return Err(Error::Usage(format!(
+                    "{app}: re-read while data is buffered"
+                )));
+            }
+            Some(i) => self.parts[i] = part,
+            None => self.parts.push(part),
+        }
+        // The events table's version covers every message of the partition, accepted or not:
+        // rejections are committed before the events commit of the same flush.
+        Ok(events_covered.map(|v| v + 1))
+    }
+
+    /// Decodes one message at `offset` of a source partition that [`LakeWriter::resume_at`]
+    /// has positioned. Offsets must come in increasing order per partition.
+    pub fn push(
+        &mut self,
+        source: &str,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<Outcome> {
+        let Some(i) = self.part_index(source, partition) else {
+            return Err(Error::Usage(format!(
+                "{}: not positioned",
+                app_id(source, partition)
+            )));
+        };
+        let part = &mut self.parts[i];
+        self.stats.read += 1;
+        if part.events_covered.is_some_and(|c| offset <= c)
+            || part.last.is_some_and(|l| offset <= l)
+        {
+            self.stats.skipped += 1;
+            return Ok(Outcome::Skipped);
+        }
+        let store_rejection = part.rejected_covered.is_none_or(|c| offset > c);
+        let origin = Origin {
+            source,
+            partition,
+            offset,
+        };
+        let outcome = match self.decoder.push(payload, origin, now_ms, store_rejection) {
+            Ok(()) => {
+                part.accepted += 1;
+                self.stats.accepted += 1;
+                Outcome::Accepted
+            }
+            Err(r) => {
+                if store_rejection {
+                    part.rejected += 1;
+                }
+                self.stats.rejected += 1;
+                Outcome::Rejected(r)
+            }
+        };
+        part.first.get_or_insert(offset);
+        part.last = Some(offset);
+        self.buffered_rows += 1;
+        self.buffered_bytes += payload.len();
+        self.oldest.get_or_insert_with(Instant::now);
+        Ok(outcome)
+    }
+
+    /// Whether [`LakeWriter::resume_at`] has positioned this partition (since the last reset
+    /// or failed flush).
+    pub fn is_positioned(&self, source: &str, partition: i32) -> bool {
+        self.part_index(source, partition).is_some()
+    }
+
+    /// Whether the buffer has reached a roll threshold.
+    pub fn should_flush(&self) -> bool {
+        self.buffered_rows >= self.options.max_rows
+            || self.buffered_bytes >= self.options.max_bytes
+            || self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= self.options.max_age)
+    }
+
+    /// Whether anything is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buffered_rows == 0
+    }
+
+    /// Drops everything buffered (files already streamed out stay unreferenced until a vacuum)
+    /// and forgets all positions: each partition must be positioned again.
+    pub fn reset(&mut self) {
+        self.decoder.finish();
+        self.parts.clear();
+        self.buffered_bytes = 0;
+        self.buffered_rows = 0;
+        self.oldest = None;
+    }
+
+    /// Forgets a partition (revoked in a rebalance). Its buffered rows, if any, are still
+    /// committed by the next flush; fencing keeps that safe.
+    pub fn forget(&mut self, source: &str, partition: i32) {
+        if let Some(i) = self.part_index(source, partition) {
+            if self.parts[i].last.is_none() {
+                self.parts.remove(i);
+            }
+        }
+    }
+
+    /// Writes the buffer as Parquet files and commits it, rejected table first. Returns the
+    /// partitions committed with their last offsets. On [`Error::Fenced`] the buffer is
+    /// dropped and every partition must be positioned again.
+    pub async fn flush(&mut self) -> Result<Vec<Committed>> {
+        if self.buffered_rows == 0 {
+            self.oldest = None;
+            return Ok(Vec::new());
+        }
+        let (events, rejected) = self.decoder.finish();
+        let result = self.commit_both(events, rejected).await;
+        let parts = std::mem::take(&mut self.parts);
+        self.buffered_bytes = 0;
+        self.buffered_rows = 0;
+        self.oldest = None;
+        match result {
+            Ok(()) => {
+                let mut done = Vec::new();
+                for mut p in parts {
+                    if let Some(last) = p.last {
+                        done.push(Committed {
+                            source: p.source.clone(),
+                            partition: p.partition,
+                            last,
+                        });
+                        p.events_covered = Some(last);
+                        if p.rejected > 0 {
+                            p.rejected_covered = Some(last);
+                        }
+                    }
+                    p.first = None;
+                    p.last = None;
+                    p.accepted = 0;
+                    p.rejected = 0;
+                    self.parts.push(p);
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                if matches!(e, Error::Fenced(_)) {
+                    self.stats.fenced += 1;
+                }
+                // Positions are unknown now: every partition is re-read from the lake.
+                Err(e)
+            }
+        }
+    }
+
+    async fn commit_both(&mut self, events: RecordBatch, rejected: RecordBatch) -> Result<()> {
+        let with_rejects: Vec<&Part> = self.parts.iter().filter(|p| p.rejected > 0).collect();
+        if !with_rejects.is_empty() {
+            let ranges: Vec<(&Part, u64, Option<i64>)> = with_rejects
+                .iter()
+                .map(|p| (*p, p.rejected, p.rejected_covered))
+                .collect();
+            let files = commit(&mut self.rejected, Table::Rejected, rejected, &ranges).await?;
+            self.stats.files += files;
+            self.stats.commits += 1;
+        }
+        let ranges: Vec<(&Part, u64, Option<i64>)> = self
+            .parts
+            .iter()
+            .filter(|p| p.last.is_some())
+            .map(|p| (p, p.accepted, p.events_covered))
+            .collect();
+        let events = sort_by_ts(events)?;
+        let files = commit(&mut self.events, Table::Events, events, &ranges).await?;
+        self.stats.files += files;
+        self.stats.commits += 1;
+        Ok(())
+    }
+}
+
+fn sort_by_ts(batch: RecordBatch) -> Result<RecordBatch> {
+    if batch.num_rows() < 2 {
+        return Ok(batch);
+    }
+    let ts = batch.column_by_name(col::TS).expect("events have ts");
+    let order = sort_to_indices(ts, None, None)?;
+    Ok(take_record_batch(&batch, &order)?)
+}
+
+/// Writes `batch` into `table` and commits it with one `txn` per source partition in
+/// `ranges` (part, rows, expected covered version). Returns the number of files added.
+async fn commit(
+    table: &mut DeltaTable,
+    which: Table,
+    batch: RecordBatch,
+    ranges: &[(&Part, u64, Option<i64>)],
+) -> Result<u64> {
+    table.update_state().await?;
+    // Fencing: the table must still cover exactly what this writer last saw it cover.
+    for (part, _, expected) in ranges {
+        let app = app_id(&part.source, part.partition);
+        let now = covered(table, &app).await?;
+        if now != *expected {
+            return Err(Error::Fenced(format!(
+                "{}: {app} covers {now:?}, this writer expected {expected:?}",
+                which.name()
+            )));
+        }
+    }
+    let mut actions = Vec::new();
+    if batch.num_rows() > 0 {
+        let mut writer =
+            RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
+        writer.write(batch).await?;
+        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+    }
+    let files = actions.len() as u64;
+    let txns = ranges
+        .iter()
+        .map(|(p, _, _)| {
+            Transaction::new(app_id(&p.source, p.partition), p.last.expect("buffered"))
+        })
+        .collect();
+    let info = CommitRanges {
+        ranges: ranges
+            .iter()
+            .map(|(p, rows, _)| SourceRange {
+                source: p.source.clone(),
+                partition: p.partition,
+                first: p.first.expect("buffered"),
+                last: p.last.expect("buffered"),
+                rows: *rows,
+            })
+            .collect(),
+    };
+    let properties = CommitProperties::default()
+        .with_application_transactions(txns)
+        .with_metadata([(
+            COMMIT_INFO_KEY.to_string(),
+            serde_json::to_value(&info).expect("serializable"),
+        )]);
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: Some(
+            which
+                .partition_columns()
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        ),
+        predicate: None,
+    };
+    let snapshot = table.snapshot()?;
+    CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    table.update_incremental(None).await?;
+    Ok(files)
+}

@@ -1,0 +1,225 @@
+//! The command line: flags (and their `SPACEPULSE_*` variables) parsed into typed options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spacepulse",
+    version,
+    about = "A social platform's event stream into the numbers brands, advertisers, analysts and operators act on"
+)]
+pub struct Cli {
+    /// Log format: text (default) or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SPACEPULSE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume a Kafka topic (or backfill NDJSON files) into the lake, exactly once.
+    Ingest(IngestArgs),
+    /// Inspect and maintain the lake.
+    #[command(subcommand)]
+    Lake(LakeCommand),
+    /// Produce or generate data.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
+    /// Run the pipeline end to end on an embedded Kafka broker and the shipped sample.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LakeArg {
+    /// The lake: a directory (created if missing) or a URL.
+    #[arg(long, default_value = "./lake", env = "SPACEPULSE_LAKE")]
+    pub lake: String,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub lake: LakeArg,
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
+    #[arg(
+        long,
+        env = "SPACEPULSE_BROKERS",
+        required_unless_present = "from_file",
+        conflicts_with = "from_file"
+    )]
+    pub brokers: Option<String>,
+    /// The topic to consume.
+    #[arg(long, default_value = "events", env = "SPACEPULSE_TOPIC")]
+    pub topic: String,
+    /// The consumer group; the lake, not the group, holds the positions.
+    #[arg(long, default_value = "spacepulse-ingest", env = "SPACEPULSE_GROUP")]
+    pub group: String,
+    /// A librdkafka property, KEY=VALUE (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka: Vec<(String, String)>,
+    /// Backfill NDJSON (.gz, .zst) from a file or a directory instead of Kafka.
+    #[arg(long, value_name = "PATH")]
+    pub from_file: Option<PathBuf>,
+    /// Stop once the topic is consumed to its end and committed.
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Roll the buffer into files after this many messages.
+    #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_rows: u64,
+    /// Roll the buffer into files after this many MiB of messages.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub flush_mib: u64,
+    /// Roll the buffer into files when its oldest message is this many seconds old.
+    #[arg(long, default_value_t = 5.0)]
+    pub flush_secs: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// Per topic-partition: the offsets published, the commits, files and rows they became, the rejected messages.
+    Ledger {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also list every commit.
+        #[arg(long)]
+        commits: bool,
+    },
+    /// Merge small files into large ones (one atomic commit per table, no change of content).
+    Compact {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Target file size in MiB.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+        target_mib: u64,
+    },
+    /// Delete files no live commit references, older than --retain.
+    Vacuum {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Keep unreferenced files younger than this (e.g. 30s, 15m, 1h, 7d): a running
+        /// ingester may be about to commit them.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        retain: std::time::Duration,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DatasetFormat {
+    Ndjson,
+    Parquet,
+    Kafka,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// Generate a deterministic dataset with the platform's launch and upload peaks.
+    Generate {
+        /// About this many lines: background activity fills what the shaped parts leave
+        /// (default: the background of --scale).
+        #[arg(long)]
+        rows: Option<u64>,
+        /// Report days (Asia/Shanghai) to cover.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// The first report day, YYYY-MM-DD.
+        #[arg(long, default_value = "2015-04-28")]
+        start: chrono::NaiveDate,
+        /// The seed: the same options give byte-identical output.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Size relative to the full platform (1.0: 200 million photos a day, a 3.5 million
+        /// reserver launch).
+        #[arg(long, default_value_t = 0.001)]
+        scale: f64,
+        /// Add producer retries (~0.5%), late events (~0.2%) and malformed messages of every kind.
+        #[arg(long)]
+        dirty: bool,
+        /// The launch's first second, RFC 3339 (default: 10:00:00+08:00 on the first day).
+        #[arg(long)]
+        launch_at: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// Output directory: events.ndjson or events.parquet, and manifest.json.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = DatasetFormat::Ndjson)]
+        format: DatasetFormat,
+        /// Kafka bootstrap servers, with --format kafka.
+        #[arg(long, env = "SPACEPULSE_BROKERS", required_if_eq("format", "kafka"))]
+        brokers: Option<String>,
+        #[arg(long, default_value = "events", env = "SPACEPULSE_TOPIC")]
+        topic: String,
+        /// A librdkafka property, KEY=VALUE (repeatable).
+        #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        kafka: Vec<(String, String)>,
+    },
+    /// Produce NDJSON lines (a file or stdin) to a Kafka topic, keyed by user_id.
+    Produce {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "SPACEPULSE_BROKERS")]
+        brokers: String,
+        #[arg(long, default_value = "events", env = "SPACEPULSE_TOPIC")]
+        topic: String,
+        /// The NDJSON file; `-` reads standard input.
+        #[arg(long, default_value = "-")]
+        input: PathBuf,
+        /// A librdkafka property, KEY=VALUE (repeatable).
+        #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        kafka: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo's lake goes.
+    #[arg(long, default_value = "./demo")]
+    pub dir: PathBuf,
+    /// A real Kafka broker instead of the embedded one.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Start from an empty demo directory.
+    #[arg(long)]
+    pub reset: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// A duration such as `500ms`, `30s`, `15m`, `1h` or `7d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("expected a number and a unit (ms, s, m, h, d), got {s:?}"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?}: use ms, s, m, h or d"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}

@@ -1,0 +1,81 @@
+//! `spacepulse`: the command line over the pipeline's crates.
+
+mod cli;
+mod commands;
+mod demo;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("SPACEPULSE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,deltalake=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// An error the user can fix (a bad flag value or input): exit code 2, like clap's.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Ingest(args) => commands::ingest(args).await,
+            Command::Lake(cmd) => commands::lake(cmd).await,
+            Command::Datasets(cmd) => commands::datasets(cmd).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || matches!(
+                    e.downcast_ref::<ingest::Error>(),
+                    Some(ingest::Error::Usage(_) | ingest::Error::Input { .. })
+                )
+                || matches!(
+                    e.downcast_ref::<lake::Error>(),
+                    Some(lake::Error::BadLocation { .. })
+                );
+            if usage {
+                eprintln!("hint: spacepulse --help");
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

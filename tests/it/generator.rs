@@ -1,0 +1,251 @@
+//! The generator: deterministic, valid by the contract, shaped like the platform, and every
+//! kind of mess rejected by the ingest with its reason.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use datasets::generate::{Malformed, Manifest, NdjsonSink, Options, generate};
+use ingest::writer::{LakeWriter, WriterOptions};
+use lake::tables::Lake;
+use spacepulse_tests::{query, session, spacepulse};
+
+fn run(options: &Options) -> (Vec<u8>, Manifest) {
+    let mut sink = NdjsonSink(Vec::new());
+    let manifest = generate(options, &mut sink).unwrap();
+    (sink.0, manifest)
+}
+
+fn small(days: u32, dirty: bool) -> Options {
+    Options {
+        days,
+        scale: 0.0005,
+        dirty,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn the_same_options_give_the_same_bytes() {
+    let a = run(&small(3, true)).0;
+    let b = run(&small(3, true)).0;
+    assert!(a.len() > 100_000);
+    assert!(a == b, "two runs differ");
+    let other = run(&Options {
+        seed: 2,
+        ..small(3, true)
+    })
+    .0;
+    assert!(a != other, "another seed gives the same data");
+    // Through the command line too.
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["x", "y"] {
+        let out = dir.path().join(d);
+        let (code, o, e) = spacepulse(&[
+            "datasets",
+            "generate",
+            "--days",
+            "2",
+            "--scale",
+            "0.0002",
+            "--dirty",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{o}{e}");
+    }
+    assert!(
+        std::fs::read(dir.path().join("x/events.ndjson")).unwrap()
+            == std::fs::read(dir.path().join("y/events.ndjson")).unwrap()
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("x/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["time_zone"], "Asia/Shanghai");
+}
+
+/// The Shanghai report day of an instant.
+fn day_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms + 8 * 3_600_000)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[test]
+fn clean_data_is_valid_and_has_the_platform_shapes() {
+    let options = Options {
+        days: 7,
+        scale: 0.001,
+        ..Options::default()
+    };
+    let (bytes, manifest) = run(&options);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut photos: BTreeMap<String, u64> = BTreeMap::new();
+    let mut users: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
+    let mut first_reserve: HashMap<u64, i64> = HashMap::new();
+    let mut ids = HashSet::new();
+    let mut platforms: HashMap<&'static str, u64> = HashMap::new();
+    let mut lines = 0;
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        lines += 1;
+        // Every clean event passes the ingest's own validation.
+        let ev = lake::decode::parse(line, now)
+            .unwrap_or_else(|r| panic!("{r}: {}", String::from_utf8_lossy(line)));
+        assert!(
+            ids.insert(ev.event_id.to_string()),
+            "duplicate event_id in clean data"
+        );
+        let day = day_of(ev.ts_ms);
+        users.entry(day.clone()).or_default().insert(ev.user_id);
+        *platforms.entry(ev.platform).or_default() += 1;
+        if ev.event_type == "photo_upload" {
+            *photos.entry(day).or_default() += u64::from(ev.photos.unwrap());
+        }
+        if ev.event_type == "reserve" && ev.campaign_id.as_deref() == Some("redmi-launch") {
+            let t = first_reserve.entry(ev.user_id).or_insert(ev.ts_ms);
+            *t = (*t).min(ev.ts_ms);
+        }
+    }
+    assert_eq!(lines, manifest.rows);
+    // Upload-day ratios (2015: 200M a day, 360M on the peak day, 650M on May 1, 510M on May 2).
+    let ordinary = photos["2015-04-28"] as f64;
+    for (day, ratio) in [
+        ("2015-04-29", 1.0),
+        ("2015-04-30", 1.8),
+        ("2015-05-01", 3.25),
+        ("2015-05-02", 2.55),
+        ("2015-05-03", 1.0),
+    ] {
+        let got = photos[day] as f64 / ordinary;
+        assert!(
+            (got / ratio - 1.0).abs() < 0.01,
+            "{day}: {got:.4} times an ordinary day, want {ratio}"
+        );
+    }
+    assert!(
+        (ordinary / 200_000.0 - 1.0).abs() < 0.01,
+        "an ordinary day has {ordinary} photos at scale 0.001"
+    );
+    // The launch curve, from the data: distinct reservers by their first reservation.
+    let start = manifest.launch.start_ms;
+    for (secs, target) in [
+        (1, 50.0),
+        (60, 300.0),
+        (600, 600.0),
+        (1800, 1000.0),
+        (86_400, 3500.0),
+    ] {
+        let got = first_reserve
+            .values()
+            .filter(|t| **t >= start && **t < start + secs * 1000)
+            .count() as f64;
+        assert!(
+            (got / target - 1.0).abs() < 0.01,
+            "+{secs}s: {got} reservers, want {target}"
+        );
+    }
+    // The manifest agrees with this independent pass.
+    for d in &manifest.days {
+        assert_eq!(
+            d.photos,
+            photos.get(&d.day).copied().unwrap_or(0),
+            "{}",
+            d.day
+        );
+        assert_eq!(
+            d.distinct_users,
+            users.get(&d.day).map_or(0, |u| u.len() as u64),
+            "{}",
+            d.day
+        );
+    }
+    // Mostly mobile.
+    let mobile = platforms["android"] + platforms["ios"];
+    assert!(
+        mobile as f64 > 0.7 * lines as f64,
+        "mobile share {mobile} of {lines}"
+    );
+    // A daily cycle: 21:00 in Shanghai is far busier than 04:00.
+    let hour_count = |h: i64| {
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| lake::decode::parse(l, now).ok())
+            .filter(|e| {
+                (e.ts_ms + 8 * 3_600_000)
+                    .div_euclid(3_600_000)
+                    .rem_euclid(24)
+                    == h
+            })
+            .count()
+    };
+    assert!(hour_count(21) > 10 * hour_count(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_mess_is_rejected_by_the_ingest_with_its_reason() {
+    let (bytes, manifest) = run(&small(2, true));
+    assert!(manifest.duplicates > 0 && manifest.late > 0);
+    let expected: [(Malformed, &str); 11] = [
+        (Malformed::NotUtf8, "message: not valid UTF-8"),
+        (Malformed::NotJson, "message: not valid JSON"),
+        (Malformed::NotAnObject, "message: expected a JSON object"),
+        (Malformed::MissingTs, "ts: required field is missing"),
+        (
+            Malformed::UserIdNotANumber,
+            "user_id: expected an unsigned integer",
+        ),
+        (Malformed::UnknownPlatform, "platform: unknown platform"),
+        (Malformed::BadTypeName, "does not match ^[a-z]"),
+        (Malformed::TsBefore2000, "is before 2000-01-01"),
+        (Malformed::TsFarFuture, "more than 24 h ahead"),
+        (
+            Malformed::FollowWithoutAccount,
+            "account_id: required for type follow",
+        ),
+        (Malformed::TooLarge, "larger than the 1 MiB limit"),
+    ];
+    for (kind, _) in &expected {
+        assert!(
+            manifest.malformed.get(kind).copied().unwrap_or(0) > 0,
+            "{kind:?} never generated"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dirty.ndjson");
+    std::fs::write(&file, &bytes).unwrap();
+    let lake = Lake::new(&dir.path().join("lake").to_string_lossy()).unwrap();
+    let mut writer = LakeWriter::open(&lake, WriterOptions::default())
+        .await
+        .unwrap();
+    ingest::backfill::run(&mut writer, &file, |_| {})
+        .await
+        .unwrap();
+
+    let ctx = session(&dir.path().join("lake")).await;
+    for (kind, fragment) in &expected {
+        let sql =
+            format!("SELECT count(*) AS n FROM rejected WHERE strpos(reason, '{fragment}') > 0");
+        let n = query(&ctx, &sql).await[0]["n"].as_u64().unwrap();
+        assert_eq!(
+            n, manifest.malformed[kind],
+            "{kind:?}: rejections with {fragment:?}"
+        );
+        assert!(
+            kind.field() == "message"
+                || fragment.starts_with(kind.field())
+                || fragment.contains("before")
+                || fragment.contains("ahead")
+                || fragment.contains("match")
+        );
+    }
+    let total: u64 = manifest.malformed.values().sum();
+    let r = query(&ctx, "SELECT count(*) AS n FROM rejected").await;
+    assert_eq!(r[0]["n"].as_u64(), Some(total));
+    let e = query(
+        &ctx,
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events",
+    )
+    .await;
+    assert_eq!(e[0]["n"].as_u64(), Some(manifest.valid_messages));
+    assert_eq!(e[0]["d"].as_u64(), Some(manifest.distinct_events));
+}

@@ -1,0 +1,76 @@
+//! The Kafka path on librdkafka's in-process mock cluster: the fast tier.
+
+use ingest::kafka::{self, KafkaOptions};
+use ingest::writer::{LakeWriter, WriterOptions};
+use lake::tables::Lake;
+use rdkafka::mocking::MockCluster;
+use spacepulse_tests::{event_id_counts, query, session};
+
+fn options(brokers: &str, group: &str) -> KafkaOptions {
+    KafkaOptions {
+        brokers: brokers.to_string(),
+        topic: "events".into(),
+        group: group.into(),
+        overrides: Vec::new(),
+        until_caught_up: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_goes_through_kafka_once_even_when_consumed_again() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("events", 3, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let sample = std::io::Cursor::new(datasets::SAMPLE_NDJSON.as_bytes().to_vec());
+    assert_eq!(
+        datasets::produce::produce_lines(&brokers, "events", &[], sample)
+            .await
+            .unwrap(),
+        275
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(&dir.path().to_string_lossy()).unwrap();
+    let writer = LakeWriter::open(&lake, WriterOptions::default())
+        .await
+        .unwrap();
+    let stats = kafka::run(
+        writer,
+        &options(&brokers, "g1"),
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((stats.accepted, stats.rejected), (267, 8));
+
+    // A new group starts from the earliest offsets; the lake's positions make it skip all.
+    let writer = LakeWriter::open(&lake, WriterOptions::default())
+        .await
+        .unwrap();
+    let stats = kafka::run(
+        writer,
+        &options(&brokers, "g2"),
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((stats.accepted, stats.rejected), (0, 0), "{}", stats.line());
+
+    let (total, ids) = event_id_counts(dir.path()).await;
+    assert_eq!((total, ids.len()), (267, 260));
+    let ctx = session(dir.path()).await;
+    let r = query(&ctx, "SELECT count(*) AS n FROM rejected WHERE reason LIKE 'user_id: expected an unsigned integer%'").await;
+    assert_eq!(r[0]["n"].as_i64(), Some(1));
+    // Kafka's key is the user id.
+    let parts = query(
+        &ctx,
+        "SELECT count(DISTINCT source_partition) AS p FROM events",
+    )
+    .await;
+    assert!(
+        parts[0]["p"].as_i64().unwrap() > 1,
+        "keys spread over partitions"
+    );
+}

@@ -1,0 +1,10 @@
+//! spacepulse's end-to-end tests: one binary, one module per area.
+
+mod backfill;
+mod cli;
+mod contract;
+mod fencing;
+mod generator;
+mod kafka_mock;
+mod readers;
+mod tansu;

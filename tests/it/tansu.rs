@@ -1,0 +1,287 @@
+//! Against a real Kafka-compatible broker (Tansu) in its own process, with the ingester as a
+//! separate process: kill -9, two ingesters in one group, a broker restart.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lake::ledger::Ledger;
+use lake::tables::Lake;
+use spacepulse_tests::{
+    Broker, Rng, create_topic, event_id_counts, produce, spacepulse, spacepulse_bin, valid_events,
+};
+
+/// The broker tests run one at a time: each starts a broker and ingester processes, which
+/// would otherwise compete for this machine's two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn ingester(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -> Child {
+    Command::new(spacepulse_bin())
+        .args([
+            "ingest",
+            "--brokers",
+            brokers,
+            "--topic",
+            "events",
+            "--group",
+            group,
+        ])
+        .args([
+            "--lake",
+            lake.to_str().unwrap(),
+            "--flush-rows",
+            "15000",
+            "--flush-secs",
+            "1",
+        ])
+        .args(["-X", "session.timeout.ms=6000"])
+        .args(extra)
+        .env("SPACEPULSE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the ingester")
+}
+
+/// Waits for a process to exit; returns its exit code and stdout+stderr.
+fn finish(mut child: Child, limit: Duration) -> (i32, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (status.code().unwrap_or(-1), text);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ingester did not finish in {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn terminate(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM");
+}
+
+/// Messages the lake's events table covers, summed over the topic's partitions.
+async fn covered(lake: &Path) -> i64 {
+    let Ok(lake) = Lake::new(&lake.to_string_lossy()) else {
+        return 0;
+    };
+    match Ledger::read(&lake).await {
+        Ok(l) => l
+            .partitions
+            .iter()
+            .filter(|p| p.source == "events")
+            .map(|p| p.events_covered.map_or(0, |c| c + 1))
+            .sum(),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_covered(lake: &Path, n: i64, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let c = covered(lake).await;
+        if c >= n {
+            assert_eq!(c, n, "the lake covers more offsets than were produced");
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the lake covers {c} of {n} offsets after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asserts the lake holds exactly `expected` event ids, each once.
+async fn assert_exactly(lake: &Path, expected: &[String]) {
+    let (total, ids) = event_id_counts(lake).await;
+    let want: HashSet<String> = expected
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            v.get("event_id")
+                .and_then(|e| e.as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    let dups: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dups.is_empty(), "duplicated in the lake: {dups:?}");
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|id| !ids.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "missing from the lake: {missing:?}");
+    assert_eq!(
+        ids.len(),
+        want.len(),
+        "ids in the lake that were never produced"
+    );
+    assert_eq!(total as usize, want.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let brokers = broker.brokers();
+    create_topic(&brokers, "events", 4).await;
+    let mut lines = valid_events("k", 200_000, 42);
+    // A bad message every 10,000: rejected exactly once too.
+    for i in 0..20 {
+        lines.insert(i * 10_000 + 5, format!(r#"{{"event_id":"bad-{i}","ts":1430150400000,"user_id":"x{i}","type":"like","platform":"ios"}}"#));
+    }
+    assert_eq!(produce(&brokers, "events", &lines).await, 200_020);
+    let lake = dir.path().join("lake");
+
+    let mut rng = Rng(7);
+    for round in 0..5 {
+        let mut child = ingester(&brokers, &lake, &format!("kill-{round}"), &[]);
+        // A random moment: anywhere from start-up to mid-commit.
+        std::thread::sleep(Duration::from_millis(1500 + rng.below(3500)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let partial = covered(&lake).await;
+    let (code, out) = finish(
+        ingester(&brokers, &lake, "final", &["--until-caught-up"]),
+        Duration::from_secs(600),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        covered(&lake).await,
+        200_020,
+        "covered {partial} before the final run"
+    );
+    assert_exactly(&lake, &lines).await;
+    let ctx = spacepulse_tests::session(&lake).await;
+    let r = spacepulse_tests::query(
+        &ctx,
+        "SELECT count(*) AS n, count(DISTINCT raw) AS d FROM rejected",
+    )
+    .await;
+    assert_eq!(
+        (r[0]["n"].as_i64(), r[0]["d"].as_i64()),
+        (Some(20), Some(20))
+    );
+
+    // Files the killed writers wrote but never committed are removed by vacuum; afterwards
+    // every Parquet file on disk is one the log references.
+    let (code, out, err) = spacepulse(&[
+        "lake",
+        "vacuum",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--retain",
+        "0s",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ledger = Ledger::read(&Lake::new(&lake.to_string_lossy()).unwrap())
+        .await
+        .unwrap();
+    let on_disk = parquet_files(&lake.join("events"));
+    assert_eq!(
+        on_disk as u64, ledger.events_files,
+        "unreferenced files left after vacuum"
+    );
+    assert_eq!(ledger.events_rows, 200_000);
+}
+
+fn parquet_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().unwrap() != "_delta_log" {
+                n += parquet_files(&p);
+            }
+        } else if p.extension().is_some_and(|e| e == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn accepted_in(summary: &str) -> u64 {
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix("ingested "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in: {summary}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ingesters_in_one_group_split_the_partitions() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let brokers = broker.brokers();
+    create_topic(&brokers, "events", 4).await;
+    let lines = valid_events("g", 60_000, 3);
+    assert_eq!(produce(&brokers, "events", &lines).await, 60_000);
+    let lake = dir.path().join("lake");
+    let a = ingester(&brokers, &lake, "pair", &[]);
+    let b = ingester(&brokers, &lake, "pair", &[]);
+    wait_covered(&lake, 60_000, Duration::from_secs(300)).await;
+    terminate(&a);
+    terminate(&b);
+    let (code_a, out_a) = finish(a, Duration::from_secs(60));
+    let (code_b, out_b) = finish(b, Duration::from_secs(60));
+    assert_eq!((code_a, code_b), (0, 0), "{out_a}\n{out_b}");
+    let (na, nb) = (accepted_in(&out_a), accepted_in(&out_b));
+    assert!(
+        na > 0 && nb > 0,
+        "both members ingest a share: {na} and {nb}"
+    );
+    assert_exactly(&lake, &lines).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let brokers = broker.brokers();
+    create_topic(&brokers, "events", 2).await;
+    let first = valid_events("r1", 30_000, 5);
+    produce(&brokers, "events", &first).await;
+    let lake = dir.path().join("lake");
+    let child = ingester(&brokers, &lake, "restart", &[]);
+    let start = Instant::now();
+    while covered(&lake).await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no progress before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.restart();
+    let second = valid_events("r2", 30_000, 6);
+    produce(&brokers, "events", &second).await;
+    wait_covered(&lake, 60_000, Duration::from_secs(300)).await;
+    terminate(&child);
+    let (code, out) = finish(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    let all: Vec<String> = first.into_iter().chain(second).collect();
+    assert_exactly(&lake, &all).await;
+}

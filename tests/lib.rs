@@ -1,0 +1,325 @@
+//! The end-to-end test harness: a real Kafka-compatible broker (Tansu) in its own process, the
+//! `spacepulse` binary, independent readers (Python `deltalake` and DuckDB), and reading the
+//! lake back with DataFusion.
+//!
+//! Prerequisites are installed by `scripts/test` (the README's test command); a missing one
+//! fails the test that needs it with a message saying what to run, never skips it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use std::time::{Duration, Instant};
+
+use deltalake::datafusion::prelude::SessionContext;
+use lake::tables::Lake;
+
+/// The `spacepulse` binary next to this test binary (built by `cargo build --bin spacepulse`).
+pub fn spacepulse_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = dir.join("spacepulse");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin spacepulse` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `spacepulse ARGS` to completion and returns (exit code, stdout, stderr).
+pub fn spacepulse(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(spacepulse_bin())
+        .args(args)
+        .env("SPACEPULSE_LOG", "warn")
+        .output()
+        .expect("run spacepulse");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The prerequisites' home: `$HOME/.cache/spacepulse`.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/spacepulse")
+}
+
+/// The Python of the test virtual environment (with `deltalake`, `duckdb` and its delta extension).
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("SPACEPULSE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test, which makes the Python environment",
+        p.display()
+    );
+    p
+}
+
+/// Runs a Python snippet in the test environment; returns its stdout parsed as JSON.
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "python printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A Tansu broker in its own process, storing into SQLite in `dir` (so data survives a
+/// restart), or the broker `KAFKA_BROKERS` names.
+pub struct Broker {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    external: Option<String>,
+}
+
+pub fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU") {
+        return PathBuf::from(p);
+    }
+    let cached = cache_dir().join("tansu/bin/tansu");
+    assert!(
+        cached.exists(),
+        "{} is missing: run scripts/test, which installs Tansu",
+        cached.display()
+    );
+    cached
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Self {
+        if let Ok(external) = std::env::var("KAFKA_BROKERS") {
+            return Self {
+                child: None,
+                port: 0,
+                dir: dir.to_path_buf(),
+                external: Some(external),
+            };
+        }
+        let mut b = Self {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            external: None,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let db = self.dir.join("tansu.db");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .expect("log");
+        let child = Command::new(tansu_bin())
+            .arg("broker")
+            .args([
+                "--kafka-listener-url",
+                &url,
+                "--kafka-advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", &format!("sqlite://{}", db.display())])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        wait_for(Duration::from_secs(30), "tansu to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    pub fn brokers(&self) -> String {
+        self.external
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.port))
+    }
+
+    /// Stops the broker process (SIGKILL) and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        assert!(self.external.is_none(), "cannot restart an external broker");
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `done` until it holds, failing after `limit` with what was awaited.
+pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Creates a topic with `partitions` partitions through the Kafka admin API.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// SplitMix64: a tiny deterministic generator for test data and kill moments.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// `n` valid events as NDJSON lines with ids `{prefix}-{i}`, a few hours around 2015-04-28.
+pub fn valid_events(prefix: &str, n: usize, seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed);
+    let base: i64 = 1_430_150_400_000; // 2015-04-27T16:00:00Z
+    let platforms = ["android", "ios", "pc", "web"];
+    (0..n)
+        .map(|i| {
+            let ts = base + (i as i64) * 37 + rng.below(1000) as i64;
+            let user = rng.below(50_000);
+            let platform = platforms[rng.below(4) as usize];
+            if i % 3 == 0 {
+                format!(r#"{{"event_id":"{prefix}-{i}","ts":{ts},"user_id":{user},"type":"photo_upload","platform":"{platform}","photos":{}}}"#, 1 + rng.below(9))
+            } else {
+                format!(r#"{{"event_id":"{prefix}-{i}","ts":{ts},"user_id":"{user}","type":"app_open","platform":"{platform}"}}"#)
+            }
+        })
+        .collect()
+}
+
+/// Produces lines to a topic with the real producer; returns how many were acknowledged.
+pub async fn produce(brokers: &str, topic: &str, lines: &[String]) -> u64 {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    datasets::produce::produce_lines(brokers, topic, &[], std::io::Cursor::new(text.into_bytes()))
+        .await
+        .expect("produce")
+}
+
+/// A DataFusion session with the lake's `events` and `rejected` tables registered.
+pub async fn session(lake_dir: &Path) -> SessionContext {
+    let lake = Lake::new(&lake_dir.to_string_lossy()).expect("lake");
+    let ctx = SessionContext::new();
+    for name in ["events", "rejected"] {
+        if let Some(table) = lake.open(name).await.expect("open") {
+            table
+                .update_datafusion_session(&ctx.state())
+                .expect("object store");
+            let provider = table.table_provider().await.expect("provider");
+            ctx.register_table(name, provider).expect("register");
+        }
+    }
+    ctx
+}
+
+/// Runs SQL and returns the rows as JSON objects.
+pub async fn query(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .expect("collect");
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<_> = batches.iter().collect();
+    writer.write_batches(&refs).expect("json");
+    writer.finish().expect("json");
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&bytes).expect("json rows")
+}
+
+/// Every `event_id` the events table holds with how often, and the total rows.
+pub async fn event_id_counts(lake_dir: &Path) -> (u64, std::collections::HashMap<String, u64>) {
+    let ctx = session(lake_dir).await;
+    let rows = query(
+        &ctx,
+        "SELECT event_id, count(*) AS n FROM events GROUP BY event_id",
+    )
+    .await;
+    let mut map = std::collections::HashMap::new();
+    let mut total = 0;
+    for r in rows {
+        let n = r["n"].as_u64().expect("count");
+        total += n;
+        map.insert(r["event_id"].as_str().expect("id").to_string(), n);
+    }
+    (total, map)
+}
