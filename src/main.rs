@@ -14,7 +14,7 @@ use crate::cli::{Cli, Command, LogFormat};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("SPACEPULSE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,deltalake=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,spacepulse=info,ingest=info,lake=info,datasets=info,deltalake_core=error,buoyant_kernel=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

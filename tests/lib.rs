@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use deltalake::datafusion::prelude::SessionContext;
 use lake::tables::Lake;
 
-/// The `spacepulse` binary next to this test binary (built by `cargo build --bin spacepulse`).
+/// The `spacepulse` binary next to this test binary (`cargo test --workspace` builds it).
 pub fn spacepulse_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
@@ -24,7 +24,7 @@ pub fn spacepulse_bin() -> PathBuf {
     let bin = dir.join("spacepulse");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build --bin spacepulse` first (scripts/test does)",
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test does), which builds it",
         bin.display()
     );
     bin

@@ -776,7 +776,8 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
     for h in 0..hours {
         let hour_start = plan.start_utc_ms + h * HOUR_MS;
         let day = (h / 24) as usize;
-        let china_hour = ((h + 8) % 24) as usize;
+        // Hour 0 is midnight in Shanghai: the days are report days.
+        let china_hour = (h % 24) as usize;
         let share = |total: u64| apportion(total, &HOUR_WEIGHTS)[china_hour];
         let mut rng = Rng::derive(seed, 2, h as u64);
         let mut items: Vec<Item> = pending.remove(&h).unwrap_or_default();

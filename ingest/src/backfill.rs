@@ -32,6 +32,14 @@ pub fn input_files(path: &Path) -> Result<Vec<PathBuf>> {
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| input_error(&dir, e))? {
             let p = entry.map_err(|e| input_error(&dir, e))?.path();
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
+            if hidden {
+                // Hidden files and Delta logs (a lake inside the input directory) are not input.
+                continue;
+            }
             if p.is_dir() {
                 dirs.push(p);
             } else {
@@ -107,6 +115,7 @@ pub async fn run(
             let this = number;
             number += 1;
             if this < resume {
+                writer.stats.skipped += 1;
                 continue;
             }
             let text = line.strip_suffix(b"\n").unwrap_or(&line);

@@ -60,12 +60,20 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// Where a partition stands in the loop.
+/// Where a partition stands in the loop, with the next offset it expects.
 #[derive(Debug, Clone, Copy)]
 enum Position {
     /// Sought to this offset; earlier messages still in flight are dropped.
     Seeking(i64),
-    Active,
+    Active(i64),
+}
+
+impl Position {
+    fn next(self) -> i64 {
+        match self {
+            Position::Seeking(n) | Position::Active(n) => n,
+        }
+    }
 }
 
 /// Builds the consumer configuration: ours first, then the user's overrides.
@@ -131,7 +139,7 @@ pub async fn run(
                     positions.remove(&partition);
                 }
                 let accept = match positions.get(&partition) {
-                    Some(Position::Active) => true,
+                    Some(Position::Active(_)) => true,
                     Some(Position::Seeking(target)) => offset >= *target,
                     None => {
                         let resume = writer.resume_at(topic, partition).await?;
@@ -148,7 +156,7 @@ pub async fn run(
                     }
                 };
                 if accept {
-                    positions.insert(partition, Position::Active);
+                    positions.insert(partition, Position::Active(offset + 1));
                     let payload = m.payload().unwrap_or_default();
                     let now = chrono::Utc::now().timestamp_millis();
                     if let Outcome::Rejected(r) =
@@ -166,17 +174,17 @@ pub async fn run(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            let lag = lag(&consumer, topic);
+            let lag = lag(&consumer, topic, &positions);
             writer.stats.lag = lag;
             progress(&writer.stats);
-            if options.until_caught_up && lag == Some(0) && writer.is_empty() {
+            if options.until_caught_up && lag == Some(0) {
                 info!("caught up");
                 break;
             }
         }
     }
     flush(&mut writer, &consumer, topic, &mut positions).await?;
-    writer.stats.lag = lag(&consumer, topic);
+    writer.stats.lag = lag(&consumer, topic, &positions);
     Ok(writer.stats)
 }
 
@@ -220,14 +228,17 @@ fn commit_offsets(consumer: &StreamConsumer<GroupContext>, topic: &str, committe
     }
 }
 
-/// Messages between the consumer's position and the high watermark, summed over the assigned
-/// partitions; `None` while unknown.
-fn lag(consumer: &StreamConsumer<GroupContext>, topic: &str) -> Option<i64> {
+/// Messages between where each assigned partition stands and its high watermark, summed;
+/// `None` while unknown.
+fn lag(
+    consumer: &StreamConsumer<GroupContext>,
+    topic: &str,
+    positions: &HashMap<i32, Position>,
+) -> Option<i64> {
     let assignment = consumer.assignment().ok()?;
     if assignment.count() == 0 {
         return None;
     }
-    let position = consumer.position().ok()?;
     let mut committed: Option<TopicPartitionList> = None;
     let mut total = 0;
     for e in assignment.elements_for_topic(topic) {
@@ -235,20 +246,20 @@ fn lag(consumer: &StreamConsumer<GroupContext>, topic: &str) -> Option<i64> {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(2))
             .ok()?;
-        let valid = |tpl: &TopicPartitionList| {
-            tpl.find_partition(topic, p)
-                .and_then(|x| x.offset().to_raw())
-                .filter(|o| *o >= 0)
-        };
-        // A partition that delivered nothing yet: its group offset (committed after the lake),
-        // or nothing to read at all.
-        let at = match valid(&position) {
-            Some(at) => at,
+        // A partition that delivered nothing yet: its group offset (committed after the
+        // lake), or nothing to read at all.
+        let at = match positions.get(&p) {
+            Some(pos) => pos.next(),
             None => {
                 if committed.is_none() {
                     committed = consumer.committed(Duration::from_secs(2)).ok();
                 }
-                match committed.as_ref().and_then(valid) {
+                let group = committed
+                    .as_ref()
+                    .and_then(|tpl| tpl.find_partition(topic, p))
+                    .and_then(|x| x.offset().to_raw())
+                    .filter(|o| *o >= 0);
+                match group {
                     Some(at) => at,
                     None if low == high => high,
                     None => return None,

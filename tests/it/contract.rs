@@ -85,7 +85,7 @@ async fn every_bad_input_is_rejected_with_its_reason_and_bytes() {
     writer.flush().await.unwrap();
 
     let ctx = session(dir.path()).await;
-    let rows = query(&ctx, "SELECT source_offset, reason, field, raw_bytes, length(raw) AS stored, encode(raw, 'hex') AS hex FROM rejected ORDER BY source_offset").await;
+    let rows = query(&ctx, "SELECT source_offset, reason, field, raw_bytes, length(encode(raw, 'hex')) / 2 AS stored, encode(raw, 'hex') AS hex FROM rejected ORDER BY source_offset").await;
     assert_eq!(rows.len(), bad.len());
     for (i, ((msg, field, reason), row)) in bad.iter().zip(&rows).enumerate() {
         assert_eq!(row["source_offset"].as_i64(), Some(i as i64));
@@ -152,7 +152,7 @@ async fn good_input_round_trips() {
     let ctx = session(dir.path()).await;
     let rows = query(
         &ctx,
-        "SELECT event_id, CAST(to_unixtime(ts) * 1000 AS BIGINT) AS ms, user_id, CAST(user_id AS DECIMAL(20,0)) AS u, type, platform, \
+        "SELECT event_id, CAST(ts AS BIGINT) / 1000 AS ms, user_id, CAST(user_id AS DECIMAL(20,0)) AS u, type, platform, \
          account_id, campaign_id, advertiser_id, ad_id, photos, amount_cents, region, props, source, source_partition, source_offset, date, hour \
          FROM events ORDER BY source_offset",
     )

@@ -1,7 +1,6 @@
 //! spacepulse's end-to-end tests: one binary, one module per area.
 
 mod backfill;
-mod cli;
 mod contract;
 mod fencing;
 mod generator;
