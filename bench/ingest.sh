@@ -40,8 +40,8 @@ printf "(a) NDJSON -> Parquet: spacepulse %.2f s = %.0f events/s; DuckDB %.2f s 
 
 TANSU="${TANSU:-$CACHE/tansu/bin/tansu}"
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$TANSU" broker --kafka-listener-url "tcp://127.0.0.1:$PORT" --kafka-advertised-listener-url "tcp://127.0.0.1:$PORT" \
-  --storage-engine "sqlite://$WORK/tansu.db" >"$WORK/tansu.log" 2>&1 &
+(cd "$WORK" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+  --storage-engine "sqlite://tansu.db" >"$WORK/tansu.log" 2>&1) &
 TANSU_PID=$!
 for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
 "$BIN" datasets produce --brokers "127.0.0.1:$PORT" --topic events --input "$FILE" >&2

@@ -136,7 +136,6 @@ impl Broker {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let db = self.dir.join("tansu.db");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -144,13 +143,10 @@ impl Broker {
             .expect("log");
         let child = Command::new(tansu_bin())
             .arg("broker")
-            .args([
-                "--kafka-listener-url",
-                &url,
-                "--kafka-advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", &format!("sqlite://{}", db.display())])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            // Tansu resolves the SQLite path against its working directory.
+            .current_dir(&self.dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
