@@ -489,24 +489,20 @@ impl Emitter<'_> {
                 b.extend_from_slice(b",\"photos\":");
                 b.extend_from_slice(int.format(item.a).as_bytes());
             }
-            Kind::Follow | Kind::Unfollow | Kind::Like | Kind::Comment => {
-                if item.flags & F_CAMPAIGN != 0
-                    || item.kind == Kind::Follow
-                    || item.kind == Kind::Unfollow
-                {
-                    let account = if item.a < 0 {
-                        OTHER_ACCOUNTS[(-item.a - 1) as usize % 3]
-                    } else {
-                        ACCOUNT_ID
-                    };
-                    text(b, "account_id", account);
-                }
+            Kind::Follow | Kind::Unfollow => {
+                let account = if item.a < 0 {
+                    OTHER_ACCOUNTS[(-item.a - 1) as usize % 3]
+                } else {
+                    ACCOUNT_ID
+                };
+                text(b, "account_id", account);
             }
-            Kind::PageView => {
-                if item.flags & F_CAMPAIGN != 0 {
-                    text(b, "account_id", ACCOUNT_ID);
-                    text(b, "campaign_id", CAMPAIGN_ID);
-                }
+            Kind::Like | Kind::Comment if item.flags & F_CAMPAIGN != 0 => {
+                text(b, "account_id", ACCOUNT_ID);
+            }
+            Kind::PageView if item.flags & F_CAMPAIGN != 0 => {
+                text(b, "account_id", ACCOUNT_ID);
+                text(b, "campaign_id", CAMPAIGN_ID);
             }
             Kind::Reserve | Kind::Preorder => {
                 text(b, "account_id", ACCOUNT_ID);

@@ -235,10 +235,10 @@ impl LakeWriter {
     /// Forgets a partition (revoked in a rebalance). Its buffered rows, if any, are still
     /// committed by the next flush; fencing keeps that safe.
     pub fn forget(&mut self, source: &str, partition: i32) {
-        if let Some(i) = self.part_index(source, partition) {
-            if self.parts[i].last.is_none() {
-                self.parts.remove(i);
-            }
+        if let Some(i) = self.part_index(source, partition)
+            && self.parts[i].last.is_none()
+        {
+            self.parts.remove(i);
         }
     }
 
