@@ -245,6 +245,8 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
                 scale,
                 dirty,
                 launch_at_ms: launch_at.map(|t| t.timestamp_millis()),
+                // A default Kafka broker refuses messages over 1 MiB.
+                oversized: !matches!(format, DatasetFormat::Kafka),
             };
             if dirty && matches!(format, DatasetFormat::Parquet) {
                 return Err(UsageError(

@@ -74,6 +74,9 @@ pub struct Options {
     pub dirty: bool,
     /// The launch's first second, epoch ms; default 10:00:00 Shanghai time on the first day.
     pub launch_at_ms: Option<i64>,
+    /// With `dirty`, also one message over 1 MiB (a default Kafka broker refuses those, so
+    /// the Kafka output leaves it out).
+    pub oversized: bool,
 }
 
 impl Default for Options {
@@ -86,6 +89,7 @@ impl Default for Options {
             scale: 0.001,
             dirty: false,
             launch_at_ms: None,
+            oversized: true,
         }
     }
 }
@@ -955,7 +959,7 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
                     });
                 }
             }
-            if h == 0 {
+            if h == 0 && options.oversized {
                 let ts = hour_start + 1;
                 extra.push(Item {
                     arrival_ms: ts,

@@ -74,3 +74,55 @@ async fn the_sample_goes_through_kafka_once_even_when_consumed_again() {
         "keys spread over partitions"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_data_produced_to_kafka_arrives_as_the_manifest_says() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("events", 2, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gen");
+    let (code, o, e) = spacepulse_tests::spacepulse(&[
+        "datasets",
+        "generate",
+        "--days",
+        "2",
+        "--scale",
+        "0.0002",
+        "--dirty",
+        "--format",
+        "kafka",
+        "--brokers",
+        &brokers,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let lake = Lake::new(&dir.path().join("lake").to_string_lossy()).unwrap();
+    let writer = LakeWriter::open(&lake, WriterOptions::default())
+        .await
+        .unwrap();
+    let stats = kafka::run(
+        writer,
+        &options(&brokers, "gen"),
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let malformed: u64 = manifest["malformed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(stats.accepted, manifest["valid_messages"].as_u64().unwrap());
+    assert_eq!(stats.rejected, malformed);
+    let (_, ids) = event_id_counts(&dir.path().join("lake")).await;
+    assert_eq!(
+        ids.len() as u64,
+        manifest["distinct_events"].as_u64().unwrap()
+    );
+}
