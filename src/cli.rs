@@ -41,7 +41,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct LakeArg {
     /// The lake: a directory (created if missing) or a URL.
-    #[arg(long, default_value = "./lake", env = "SPACEPULSE_LAKE")]
+    #[arg(long, default_value = "./lake-data", env = "SPACEPULSE_LAKE")]
     pub lake: String,
 }
 
