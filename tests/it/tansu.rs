@@ -16,36 +16,60 @@ use spacepulse_tests::{
 /// would otherwise compete for this machine's two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn ingester(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -> Child {
-    Command::new(spacepulse_bin())
-        .args([
-            "ingest",
-            "--brokers",
-            brokers,
-            "--topic",
-            "events",
-            "--group",
-            group,
-        ])
-        .args([
-            "--lake",
-            lake.to_str().unwrap(),
-            "--flush-rows",
-            "15000",
-            "--flush-secs",
-            "1",
-        ])
-        .args(["-X", "session.timeout.ms=6000"])
-        .args(extra)
-        .env("SPACEPULSE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the ingester")
+/// An ingester process, killed if the test ends (or fails) while it still runs.
+struct Ingester(Option<Child>);
+
+impl Ingester {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+    fn take(mut self) -> Child {
+        self.0.take().expect("running")
+    }
+}
+
+impl Drop for Ingester {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ingester(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -> Ingester {
+    Ingester(Some(
+        Command::new(spacepulse_bin())
+            .args([
+                "ingest",
+                "--brokers",
+                brokers,
+                "--topic",
+                "events",
+                "--group",
+                group,
+            ])
+            .args([
+                "--lake",
+                lake.to_str().unwrap(),
+                "--flush-rows",
+                "15000",
+                "--flush-secs",
+                "1",
+            ])
+            .args(["-X", "session.timeout.ms=6000"])
+            .args(extra)
+            .env("SPACEPULSE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the ingester"),
+    ))
 }
 
 /// Waits for a process to exit; returns its exit code and stdout+stderr.
-fn finish(mut child: Child, limit: Duration) -> (i32, String) {
+fn finish(ingester: Ingester, limit: Duration) -> (i32, String) {
+    let mut child = ingester.take();
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -69,7 +93,8 @@ fn finish(mut child: Child, limit: Duration) -> (i32, String) {
     }
 }
 
-fn terminate(child: &Child) {
+fn terminate(ingester: &mut Ingester) {
+    let child = ingester.child();
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -164,8 +189,8 @@ async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
         let mut child = ingester(brokers, &lake, &format!("kill-{round}"), &[]);
         // A random moment: anywhere from start-up to mid-commit.
         tokio::time::sleep(Duration::from_millis(1500 + rng.below(3500))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.child().kill().unwrap(); // SIGKILL
+        child.child().wait().unwrap();
     }
     assert_eq!(producer.await.unwrap(), lines.len() as u64);
     let partial = covered(&lake).await;
@@ -281,15 +306,15 @@ async fn two_ingesters_in_one_group_split_the_partitions() {
     create_topic(&brokers, "events", 4).await;
     let lines = valid_events("g", 60_000, 3);
     let lake = dir.path().join("lake");
-    let a = ingester(&brokers, &lake, "pair", &[]);
-    let b = ingester(&brokers, &lake, "pair", &[]);
+    let mut a = ingester(&brokers, &lake, "pair", &[]);
+    let mut b = ingester(&brokers, &lake, "pair", &[]);
     // Produce in waves while both members join and the group rebalances.
     for (wave, chunk) in lines.chunks(6_000).enumerate() {
         assert_eq!(produce(&brokers, "events", chunk).await, 6_000);
         wait_covered(&lake, 6_000 * (wave as i64 + 1), Duration::from_secs(120)).await;
     }
-    terminate(&a);
-    terminate(&b);
+    terminate(&mut a);
+    terminate(&mut b);
     let (code_a, out_a) = finish(a, Duration::from_secs(60));
     let (code_b, out_b) = finish(b, Duration::from_secs(60));
     assert_eq!((code_a, code_b), (0, 0), "{out_a}\n{out_b}");
@@ -311,7 +336,7 @@ async fn a_broker_restart_loses_nothing() {
     let first = valid_events("r1", 30_000, 5);
     produce(&brokers, "events", &first).await;
     let lake = dir.path().join("lake");
-    let child = ingester(&brokers, &lake, "restart", &[]);
+    let mut child = ingester(&brokers, &lake, "restart", &[]);
     let start = Instant::now();
     while covered(&lake).await == 0 {
         assert!(
@@ -324,7 +349,7 @@ async fn a_broker_restart_loses_nothing() {
     let second = valid_events("r2", 30_000, 6);
     produce(&brokers, "events", &second).await;
     wait_covered(&lake, 60_000, Duration::from_secs(300)).await;
-    terminate(&child);
+    terminate(&mut child);
     let (code, out) = finish(child, Duration::from_secs(60));
     assert_eq!(code, 0, "{out}");
     let all: Vec<String> = first.into_iter().chain(second).collect();
