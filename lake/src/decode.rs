@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::event::{
-    self, BUILT_IN_TYPES, EVENTS_SCHEMA, MAX_EVENT_ID_BYTES, MAX_FUTURE_MS, MAX_MESSAGE_BYTES,
-    MIN_TS_MS, PLATFORMS, REJECTED_SCHEMA,
+    self, EVENTS_SCHEMA, MAX_EVENT_ID_BYTES, MAX_FUTURE_MS, MAX_MESSAGE_BYTES, MIN_TS_MS,
+    PLATFORMS, REJECTED_SCHEMA,
 };
 
 /// Why a message was refused: the field concerned (if one is) and the problem.
@@ -372,11 +372,6 @@ pub fn parse(payload: &[u8], now_ms: i64) -> Result<Event<'_>, Rejection> {
         ev.photos = Some(1);
     }
     Ok(ev)
-}
-
-/// Whether `name` is one of the contract's built-in event types.
-pub fn is_built_in(name: &str) -> bool {
-    BUILT_IN_TYPES.contains(&name)
 }
 
 /// The UTC `date` (YYYY-MM-DD) and `hour` partition values of an instant.

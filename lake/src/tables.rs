@@ -87,11 +87,6 @@ impl Lake {
         &self.root
     }
 
-    /// The local directory of a `file://` lake.
-    pub fn local_dir(&self) -> Option<std::path::PathBuf> {
-        self.root.to_file_path().ok()
-    }
-
     /// The URL of a table by its relative name (`events`, `metrics/dau`, ...).
     pub fn table_url(&self, name: &str) -> Result<Url> {
         self.root
