@@ -34,6 +34,12 @@ pub enum Command {
     /// Produce or generate data.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
+    /// Compute the metric tables from the lake's events (incrementally).
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Register, list and remove launch campaigns (the funnels' and launch curves' input).
+    #[command(subcommand)]
+    Campaigns(CampaignsCommand),
     /// Run the pipeline end to end on an embedded Kafka broker and the shipped sample.
     Demo(DemoArgs),
 }
@@ -115,6 +121,96 @@ pub enum LakeCommand {
         /// Only list what would be deleted.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArg {
+    /// The registry file (default: _registry.sqlite in a local lake).
+    #[arg(long, env = "SPACEPULSE_REGISTRY")]
+    pub registry: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Recompute the days whose events changed since the last run, and publish them.
+    Run(JobsRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobsRunArgs {
+    #[command(flatten)]
+    pub lake: LakeArg,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    /// Only recompute report days from this one, YYYY-MM-DD.
+    #[arg(long)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Only recompute report days up to this one (inclusive), YYYY-MM-DD.
+    #[arg(long)]
+    pub to: Option<chrono::NaiveDate>,
+    /// The report time zone (IANA name): where a day starts.
+    #[arg(long, default_value = query::tz::DEFAULT_TZ, env = "SPACEPULSE_TZ", value_parser = clap::value_parser!(query::tz::ReportTz))]
+    pub tz: query::tz::ReportTz,
+    /// Recompute every day, not only the changed ones.
+    #[arg(long)]
+    pub full: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The jobs to run (default: all): activity, peaks, campaigns, accounts, advertisers.
+    #[arg(value_parser = clap::value_parser!(jobs::Job))]
+    pub jobs: Vec<jobs::Job>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignsCommand {
+    /// Register a campaign.
+    Add {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        /// The campaign id, as events carry it in campaign_id.
+        id: String,
+        /// The official account that owns it.
+        #[arg(long)]
+        account: String,
+        /// When it starts, RFC 3339 (e.g. 2015-04-28T10:00:00+08:00).
+        #[arg(long)]
+        start: chrono::DateTime<chrono::FixedOffset>,
+        /// The funnel's steps: event types, in order, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "page_view,reserve,preorder"
+        )]
+        steps: Vec<String>,
+        /// How long after a chain's first step its last may come (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        window: std::time::Duration,
+        /// furthest: each user's longest chain over all attempts; first: the chain from the
+        /// user's first step-1 event only.
+        #[arg(long, default_value = "furthest", value_parser = ["furthest", "first"])]
+        mode: String,
+    },
+    /// List the registered campaigns.
+    List {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a campaign.
+    Remove {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        id: String,
     },
 }
 

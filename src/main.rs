@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod metrics;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use crate::cli::{Cli, Command, LogFormat};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("SPACEPULSE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,spacepulse=info,ingest=info,lake=info,datasets=info,deltalake_core=error,buoyant_kernel=off"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,spacepulse=info,ingest=info,lake=info,datasets=info,jobs=info,query=info,deltalake_core=error,buoyant_kernel=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -54,6 +55,8 @@ fn main() -> ExitCode {
             Command::Ingest(args) => commands::ingest(args).await,
             Command::Lake(cmd) => commands::lake(cmd).await,
             Command::Datasets(cmd) => commands::datasets(cmd).await,
+            Command::Jobs(cmd) => metrics::jobs(cmd).await,
+            Command::Campaigns(cmd) => metrics::campaigns(cmd).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });
@@ -68,8 +71,9 @@ fn main() -> ExitCode {
                 )
                 || matches!(
                     e.downcast_ref::<lake::Error>(),
-                    Some(lake::Error::BadLocation { .. })
-                );
+                    Some(lake::Error::BadLocation { .. } | lake::Error::Registry(_))
+                )
+                || matches!(e.downcast_ref::<jobs::Error>(), Some(jobs::Error::Usage(_)));
             if usage {
                 eprintln!("hint: spacepulse --help");
                 ExitCode::from(2)

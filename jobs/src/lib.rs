@@ -1,1 +1,288 @@
-//! jobs
+//! The jobs: the lake's events into the metric tables that the dashboard serves and analysts
+//! query (docs/metrics.md).
+//!
+//! A run reads which UTC hour partitions of `events` changed since the version each metric
+//! table last recorded ([`changes`], from the Delta log), turns them into report-time-zone
+//! days, scans only those days ([`scan`]) with native folds over Arrow arrays, and replaces
+//! those days of each table in one commit that records the `events` version it saw
+//! ([`publish`]). Jobs: [`activity`] (DAU/WAU/MAU exact from roaring bitmaps and approximate
+//! from HLL++ sketches, new users), [`peaks`] (photo uploads per second, minute, hour and day
+//! with the day's peaks; reservations per campaign), [`campaigns`] (funnels and launch curves),
+//! [`accounts`] (official accounts' followers, reach, engagement), [`advertisers`].
+
+pub mod accounts;
+pub mod activity;
+pub mod advertisers;
+pub mod campaigns;
+pub mod changes;
+pub mod peaks;
+pub mod publish;
+pub mod scan;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use lake::tables::Lake;
+use query::tz::ReportTz;
+
+/// What went wrong in a job.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Something the user can fix: no events yet, a bad range, a bad registry.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Lake(#[from] lake::Error),
+    #[error(transparent)]
+    Query(#[from] query::Error),
+    #[error(transparent)]
+    Delta(#[from] deltalake::DeltaTableError),
+    #[error(transparent)]
+    DataFusion(#[from] deltalake::datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    ObjectStore(#[from] object_store::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The jobs, in the order a run takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Job {
+    Activity,
+    Peaks,
+    Campaigns,
+    Accounts,
+    Advertisers,
+}
+
+impl Job {
+    pub const ALL: [Job; 5] = [
+        Job::Activity,
+        Job::Peaks,
+        Job::Campaigns,
+        Job::Accounts,
+        Job::Advertisers,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::Activity => "activity",
+            Job::Peaks => "peaks",
+            Job::Campaigns => "campaigns",
+            Job::Accounts => "accounts",
+            Job::Advertisers => "advertisers",
+        }
+    }
+
+    /// The metric tables the job writes.
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            Job::Activity => &["activity"],
+            Job::Peaks => &[
+                "uploads_daily",
+                "uploads_by_second",
+                "uploads_by_minute",
+                "uploads_by_hour",
+                "campaign_peaks",
+            ],
+            Job::Campaigns => &["funnels", "launch_milestones", "launch_curve"],
+            Job::Accounts => &["accounts_daily"],
+            Job::Advertisers => &["advertisers_daily"],
+        }
+    }
+}
+
+impl std::str::FromStr for Job {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Job::ALL.into_iter().find(|j| j.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Job::ALL.iter().map(|j| j.name()).collect();
+            format!("unknown job {s:?}: expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// A run's options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub lake: Lake,
+    /// The registry file; `<lake>/_registry.sqlite` when `None`.
+    pub registry: Option<PathBuf>,
+    pub tz: ReportTz,
+    /// Only days in this range (Date32, inclusive) are recomputed.
+    pub from: Option<i32>,
+    pub to: Option<i32>,
+    /// Recompute every day, not only the changed ones.
+    pub full: bool,
+    /// The jobs to run; every job when empty.
+    pub jobs: Vec<Job>,
+}
+
+/// How a job went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub job: &'static str,
+    /// Days recomputed (for campaigns: campaigns).
+    pub days: usize,
+    pub rows: u64,
+    pub seconds: f64,
+    /// The version of `events` the tables now reflect.
+    pub events_version: i64,
+    /// True when nothing had changed since the last run.
+    pub up_to_date: bool,
+}
+
+/// Told about a job's progress (a progress bar on a terminal).
+pub trait Progress: Send + Sync {
+    fn start(&self, job: &'static str, units: u64);
+    fn advance(&self, job: &'static str);
+    fn finish(&self, summary: &Summary);
+}
+
+/// No progress shown.
+pub struct Quiet;
+impl Progress for Quiet {
+    fn start(&self, _: &'static str, _: u64) {}
+    fn advance(&self, _: &'static str) {}
+    fn finish(&self, _: &Summary) {}
+}
+
+/// Where a run stands before the jobs start: the events table and its version.
+pub struct Ctx<'a> {
+    pub opts: &'a Options,
+    pub events: deltalake::DeltaTable,
+    pub events_version: i64,
+    pub scan: scan::Scan,
+    pub progress: &'a dyn Progress,
+}
+
+impl Ctx<'_> {
+    /// The `txn` application id a job's tables record their `events` version under; the
+    /// time zone is part of it, so a run in another zone recomputes everything.
+    pub fn app(&self, job: Job) -> String {
+        format!("jobs/{}/{}", job.name(), self.opts.tz)
+    }
+
+    fn in_range(&self, day: i32) -> bool {
+        self.opts.from.is_none_or(|f| day >= f) && self.opts.to.is_none_or(|t| day <= t)
+    }
+
+    /// The days a daily job must recompute, whether that is every day (the tables are then
+    /// replaced whole unless a range is given), and whether the run covers every change (only
+    /// then do the tables record the new `events` version).
+    pub async fn plan(&self, job: Job) -> Result<Plan> {
+        let app = self.app(job);
+        let mut since: Option<i64> = Some(i64::MAX);
+        for t in job.tables() {
+            let v = publish::seen(&self.opts.lake, t, &app).await?;
+            since = match (since, v) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            };
+        }
+        let (changed, full) = match since {
+            Some(v) if !self.opts.full => match changes::hours_since(&self.events, v).await? {
+                Some(h) => (changes::days_of(&h, self.opts.tz), false),
+                None => (
+                    changes::days_of(&changes::all_hours(&self.events)?, self.opts.tz),
+                    true,
+                ),
+            },
+            _ => (
+                changes::days_of(&changes::all_hours(&self.events)?, self.opts.tz),
+                true,
+            ),
+        };
+        let days: BTreeSet<i32> = changed
+            .iter()
+            .copied()
+            .filter(|d| self.in_range(*d))
+            .collect();
+        let complete = days.len() == changed.len();
+        let ranged = self.opts.from.is_some() || self.opts.to.is_some();
+        Ok(Plan {
+            scope: if full && !ranged {
+                publish::Scope::All
+            } else {
+                publish::Scope::Days(days.clone())
+            },
+            days,
+            txns: if complete {
+                vec![(app, self.events_version)]
+            } else {
+                Vec::new()
+            },
+            up_to_date: changed.is_empty() && !full,
+        })
+    }
+}
+
+/// What a daily job does in a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub days: BTreeSet<i32>,
+    pub scope: publish::Scope,
+    pub txns: Vec<(String, i64)>,
+    pub up_to_date: bool,
+}
+
+/// Runs the jobs over the lake.
+pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>> {
+    if let (Some(f), Some(t)) = (opts.from, opts.to)
+        && f > t
+    {
+        return Err(Error::Usage("--from is after --to".into()));
+    }
+    let Some(events) = opts.lake.open("events").await? else {
+        return Err(Error::Usage(format!(
+            "the lake {} has no events table yet: ingest some events first (spacepulse ingest)",
+            opts.lake.url()
+        )));
+    };
+    let events_version = events.version().unwrap_or(0) as i64;
+    let session = query::session::context();
+    query::session::register(&session, "events", &events).await?;
+    let ctx = Ctx {
+        opts,
+        events,
+        events_version,
+        scan: scan::Scan::new(session, opts.tz),
+        progress,
+    };
+    let mut jobs = if opts.jobs.is_empty() {
+        Job::ALL.to_vec()
+    } else {
+        opts.jobs.clone()
+    };
+    jobs.sort();
+    jobs.dedup();
+    let mut out = Vec::new();
+    for job in jobs {
+        let started = Instant::now();
+        let (days, rows, up_to_date) = match job {
+            Job::Activity => activity::run(&ctx).await?,
+            Job::Peaks => peaks::run(&ctx).await?,
+            Job::Campaigns => campaigns::run(&ctx).await?,
+            Job::Accounts => accounts::run(&ctx).await?,
+            Job::Advertisers => advertisers::run(&ctx).await?,
+        };
+        let s = Summary {
+            job: job.name(),
+            days,
+            rows,
+            seconds: started.elapsed().as_secs_f64(),
+            events_version,
+            up_to_date,
+        };
+        progress.finish(&s);
+        out.push(s);
+    }
+    Ok(out)
+}

@@ -180,16 +180,6 @@ fn unsigned(field: &'static str, raw: &RawValue, allow_string: bool) -> Result<u
     })
 }
 
-fn is_type_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && b[0].is_ascii_lowercase()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
-}
-
 fn timestamp(raw: &RawValue, now_ms: i64) -> Result<i64, Rejection> {
     let text = raw.get();
     let ms = if text.starts_with('"') {
@@ -274,7 +264,7 @@ pub fn parse(payload: &[u8], now_ms: i64) -> Result<Event<'_>, Rejection> {
     let user_id = unsigned(col::USER_ID, required(col::USER_ID, wire.user_id)?, true)?;
     let type_raw = required(col::TYPE, wire.event_type)?;
     let event_type = string(col::TYPE, type_raw)?;
-    if !is_type_name(&event_type) {
+    if !crate::event::valid_type_name(&event_type) {
         return Err(Rejection::field(
             col::TYPE,
             format!(

@@ -9,6 +9,11 @@ pub enum Error {
     /// The table exists but was not written by spacepulse (or by an incompatible version).
     #[error("table {table}: {reason}")]
     Incompatible { table: String, reason: String },
+    /// The registry refused a change or could not be read.
+    #[error("registry: {0}")]
+    Registry(String),
+    #[error("registry: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Delta(#[from] deltalake::DeltaTableError),
     #[error(transparent)]

@@ -35,6 +35,17 @@ pub const BUILT_IN_TYPES: &[&str] = &[
 pub const PLATFORMS: &[&str] = &["pc", "android", "ios", "web", "other"];
 
 /// Fields an event of `type` must carry beyond the always-required ones.
+/// Whether `name` matches `^[a-z][a-z0-9_]{0,63}$`, the form of an event type.
+pub fn valid_type_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_lowercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
 pub fn required_for(event_type: &str) -> &'static [&'static str] {
     match event_type {
         "follow" | "unfollow" => &["account_id"],

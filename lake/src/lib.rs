@@ -11,6 +11,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod ledger;
+pub mod registry;
 pub mod tables;
 
 pub use error::{Error, Result};

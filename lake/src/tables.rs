@@ -55,6 +55,21 @@ pub fn parse_app_id(app_id: &str) -> Option<(&str, i32)> {
     Some((source, partition.parse().ok()?))
 }
 
+/// The metric tables the jobs write, each at `metrics/<name>` (docs/metrics.md).
+pub const METRIC_TABLES: &[&str] = &[
+    "activity",
+    "uploads_daily",
+    "uploads_by_second",
+    "uploads_by_minute",
+    "uploads_by_hour",
+    "campaign_peaks",
+    "funnels",
+    "launch_milestones",
+    "launch_curve",
+    "accounts_daily",
+    "advertisers_daily",
+];
+
 /// A lake: a local directory or an object-store URL holding Delta tables.
 #[derive(Debug, Clone)]
 pub struct Lake {

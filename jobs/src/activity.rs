@@ -1,0 +1,338 @@
+//! Activity: per report day and segment (all users, each platform, each platform group),
+//! DAU, WAU and MAU (distinct users over the 7 and 30 days ending that day), DAU/MAU, and new
+//! users (first seen in the segment), exact from one roaring bitmap of user ids per day and
+//! segment and approximate from one HLL++ sketch per day and segment. Both are stored, so any
+//! range's distinct users is an OR (or merge) of stored days without rescanning events; WAU
+//! and MAU of later days are recomputed from them when an earlier day changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field};
+use futures::TryStreamExt;
+use query::sketch::{
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_from_bytes, bitmap_of, bitmap_to_bytes,
+    hll_relative_error,
+};
+use roaring::RoaringTreemap;
+
+use crate::publish::{Scope, publish, schema};
+use crate::scan::{ints, strs};
+use crate::{Ctx, Error, Job, Result};
+
+pub const TABLE: &str = "activity";
+
+/// The segments, in the order rows are written: (breakdown, segment).
+pub const SEGMENTS: [(&str, &str); 10] = [
+    ("total", "all"),
+    ("platform", "pc"),
+    ("platform", "android"),
+    ("platform", "ios"),
+    ("platform", "web"),
+    ("platform", "other"),
+    ("platform_group", "mobile"),
+    ("platform_group", "pc"),
+    ("platform_group", "web"),
+    ("platform_group", "other"),
+];
+
+pub fn table_schema() -> arrow::datatypes::SchemaRef {
+    schema(vec![
+        Field::new("day", DataType::Date32, false),
+        Field::new("breakdown", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("dau", DataType::Int64, false),
+        Field::new("wau", DataType::Int64, false),
+        Field::new("mau", DataType::Int64, false),
+        Field::new("dau_mau", DataType::Float64, true),
+        Field::new("new_users", DataType::Int64, false),
+        Field::new("dau_approx", DataType::Float64, false),
+        Field::new("wau_approx", DataType::Float64, false),
+        Field::new("mau_approx", DataType::Float64, false),
+        Field::new("estimator", DataType::Utf8, false),
+        Field::new("hll_precision", DataType::Int32, false),
+        Field::new("hll_relative_error", DataType::Float64, false),
+        Field::new("users_bitmap", DataType::Binary, false),
+        Field::new("users_hll", DataType::Binary, false),
+    ])
+}
+
+fn platform_index(p: &str) -> usize {
+    match p {
+        "pc" => 0,
+        "android" => 1,
+        "ios" => 2,
+        "web" => 3,
+        _ => 4,
+    }
+}
+
+/// The ten segments' bitmaps from the five platforms' bitmaps.
+fn segments_of(platforms: [RoaringTreemap; 5]) -> Vec<RoaringTreemap> {
+    let [pc, android, ios, web, other] = platforms;
+    let all = &(&(&pc | &android) | &(&ios | &web)) | &other;
+    let mobile = &android | &ios;
+    vec![
+        all,
+        pc.clone(),
+        android,
+        ios,
+        web.clone(),
+        other.clone(),
+        mobile,
+        pc,
+        web,
+        other,
+    ]
+}
+
+/// The distinct users of one day per segment, from the events.
+async fn day_bitmaps(ctx: &Ctx<'_>, day: i32) -> Result<Vec<RoaringTreemap>> {
+    let parts = ctx
+        .scan
+        .fold(
+            ctx.scan.day_filter(day),
+            &["user_id", "platform"],
+            || std::array::from_fn::<Vec<u64>, 5, _>(|_| Vec::new()),
+            |acc, batch| {
+                let users = ints(batch, "user_id")?;
+                let platforms = strs(batch, "platform")?;
+                for i in 0..batch.num_rows() {
+                    let p = platform_index(platforms.get(i).unwrap_or("other"));
+                    acc[p].push(users.value(i) as u64);
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    let mut merged: [Vec<u64>; 5] = std::array::from_fn(|_| Vec::new());
+    for part in parts {
+        for (m, p) in merged.iter_mut().zip(part) {
+            if m.is_empty() {
+                *m = p;
+            } else {
+                m.extend(p);
+            }
+        }
+    }
+    Ok(segments_of(merged.map(bitmap_of)))
+}
+
+fn sketch(b: &RoaringTreemap) -> Hll {
+    let mut h = Hll::new();
+    for u in b.iter() {
+        h.insert(u);
+    }
+    h
+}
+
+struct Day {
+    bitmaps: Vec<RoaringTreemap>,
+    sketches: Vec<Hll>,
+}
+
+/// The stored days' bitmaps and sketches (those not being recomputed).
+async fn stored(ctx: &Ctx<'_>, skip: &BTreeSet<i32>) -> Result<BTreeMap<i32, Day>> {
+    let mut out: BTreeMap<i32, Day> = BTreeMap::new();
+    let Some(table) = ctx
+        .opts
+        .lake
+        .open(&crate::publish::table_name(TABLE))
+        .await?
+    else {
+        return Ok(out);
+    };
+    let session = query::session::context();
+    query::session::register(&session, TABLE, &table).await?;
+    let mut stream = session
+        .sql("SELECT day, breakdown, segment, users_bitmap, users_hll FROM activity")
+        .await?
+        .execute_stream()
+        .await?;
+    let index: BTreeMap<(&str, &str), usize> =
+        SEGMENTS.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    while let Some(batch) = stream.try_next().await? {
+        let days = arrow::array::AsArray::as_primitive::<arrow::datatypes::Date32Type>(
+            batch.column(0).as_ref(),
+        )
+        .clone();
+        let breakdowns = strs(&batch, "breakdown")?;
+        let segments = strs(&batch, "segment")?;
+        let bitmaps = arrow::compute::cast(batch.column(3), &DataType::Binary)?;
+        let bitmaps = arrow::array::AsArray::as_binary::<i32>(bitmaps.as_ref());
+        let sketches = arrow::compute::cast(batch.column(4), &DataType::Binary)?;
+        let sketches = arrow::array::AsArray::as_binary::<i32>(sketches.as_ref());
+        for i in 0..batch.num_rows() {
+            let day = days.value(i);
+            if skip.contains(&day) {
+                continue;
+            }
+            let key = (
+                breakdowns.get(i).unwrap_or(""),
+                segments.get(i).unwrap_or(""),
+            );
+            let Some(&s) = index.get(&key) else { continue };
+            let entry = out.entry(day).or_insert_with(|| Day {
+                bitmaps: vec![RoaringTreemap::new(); SEGMENTS.len()],
+                sketches: vec![Hll::new(); SEGMENTS.len()],
+            });
+            entry.bitmaps[s] =
+                bitmap_from_bytes(bitmaps.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
+            entry.sketches[s] =
+                Hll::from_bytes(sketches.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
+    let plan = ctx.plan(Job::Activity).await?;
+    if plan.up_to_date {
+        return Ok((0, 0, true));
+    }
+    ctx.progress
+        .start(Job::Activity.name(), plan.days.len() as u64);
+    let mut days: BTreeMap<i32, Day> = if plan.scope == Scope::All {
+        BTreeMap::new()
+    } else {
+        stored(ctx, &plan.days).await?
+    };
+    for &day in &plan.days {
+        let bitmaps = day_bitmaps(ctx, day).await?;
+        if bitmaps[0].is_empty() {
+            days.remove(&day);
+        } else {
+            let sketches = bitmaps.iter().map(sketch).collect();
+            days.insert(day, Day { bitmaps, sketches });
+        }
+        ctx.progress.advance(Job::Activity.name());
+    }
+    // Every day from the first recomputed one on: its WAU, MAU and new users may change.
+    let first = plan.days.first().copied().unwrap_or(i32::MAX);
+    let write_days: BTreeSet<i32> = days
+        .keys()
+        .copied()
+        .filter(|d| *d >= first)
+        .chain(plan.days.iter().copied())
+        .collect();
+    let batch = rows(&mut days, &write_days)?;
+    let rows = batch.num_rows() as u64;
+    let scope = match plan.scope {
+        Scope::All => Scope::All,
+        Scope::Days(_) => Scope::Days(write_days),
+    };
+    publish(
+        &ctx.opts.lake,
+        TABLE,
+        table_schema(),
+        vec![batch],
+        &scope,
+        &plan.txns,
+    )
+    .await?;
+    Ok((plan.days.len(), rows, false))
+}
+
+fn rows(days: &mut BTreeMap<i32, Day>, write: &BTreeSet<i32>) -> Result<RecordBatch> {
+    let n = SEGMENTS.len();
+    let mut ever: Vec<RoaringTreemap> = vec![RoaringTreemap::new(); n];
+    let mut b = Builders::default();
+    let keys: Vec<i32> = days.keys().copied().collect();
+    for &day in &keys {
+        if write.contains(&day) {
+            for s in 0..n {
+                let range = |len: i32| keys.iter().filter(move |d| **d > day - len && **d <= day);
+                let mut wau = RoaringTreemap::new();
+                let mut mau = RoaringTreemap::new();
+                let mut wau_h = Hll::new();
+                let mut mau_h = Hll::new();
+                for d in range(30) {
+                    let other = &days[d];
+                    mau |= &other.bitmaps[s];
+                    mau_h
+                        .merge(&other.sketches[s])
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    if *d > day - 7 {
+                        wau |= &other.bitmaps[s];
+                        wau_h
+                            .merge(&other.sketches[s])
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                    }
+                }
+                let today = days.get_mut(&day).expect("present");
+                let dau = today.bitmaps[s].len() as i64;
+                let new_users = today.bitmaps[s].difference_len(&ever[s]) as i64;
+                b.day.append_value(day);
+                b.breakdown.append_value(SEGMENTS[s].0);
+                b.segment.append_value(SEGMENTS[s].1);
+                b.dau.append_value(dau);
+                b.wau.append_value(wau.len() as i64);
+                b.mau.append_value(mau.len() as i64);
+                b.dau_mau
+                    .append_option((!mau.is_empty()).then(|| dau as f64 / mau.len() as f64));
+                b.new_users.append_value(new_users);
+                b.dau_approx.append_value(today.sketches[s].estimate());
+                b.wau_approx.append_value(wau_h.estimate());
+                b.mau_approx.append_value(mau_h.estimate());
+                b.estimator.append_value(HLL_ESTIMATOR);
+                b.precision.append_value(HLL_PRECISION as i32);
+                b.rse.append_value(hll_relative_error());
+                b.bitmap.append_value(bitmap_to_bytes(&today.bitmaps[s]));
+                b.hll.append_value(today.sketches[s].to_bytes());
+            }
+        }
+        let today = &days[&day];
+        for s in 0..n {
+            ever[s] |= &today.bitmaps[s];
+        }
+    }
+    b.finish()
+}
+
+#[derive(Default)]
+struct Builders {
+    day: Date32Builder,
+    breakdown: StringBuilder,
+    segment: StringBuilder,
+    dau: Int64Builder,
+    wau: Int64Builder,
+    mau: Int64Builder,
+    dau_mau: Float64Builder,
+    new_users: Int64Builder,
+    dau_approx: Float64Builder,
+    wau_approx: Float64Builder,
+    mau_approx: Float64Builder,
+    estimator: StringBuilder,
+    precision: Int32Builder,
+    rse: Float64Builder,
+    bitmap: BinaryBuilder,
+    hll: BinaryBuilder,
+}
+
+impl Builders {
+    fn finish(mut self) -> Result<RecordBatch> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.day.finish()),
+            Arc::new(self.breakdown.finish()),
+            Arc::new(self.segment.finish()),
+            Arc::new(self.dau.finish()),
+            Arc::new(self.wau.finish()),
+            Arc::new(self.mau.finish()),
+            Arc::new(self.dau_mau.finish()),
+            Arc::new(self.new_users.finish()),
+            Arc::new(self.dau_approx.finish()),
+            Arc::new(self.wau_approx.finish()),
+            Arc::new(self.mau_approx.finish()),
+            Arc::new(self.estimator.finish()),
+            Arc::new(self.precision.finish()),
+            Arc::new(self.rse.finish()),
+            Arc::new(self.bitmap.finish()),
+            Arc::new(self.hll.finish()),
+        ];
+        Ok(RecordBatch::try_new(table_schema(), cols)?)
+    }
+}

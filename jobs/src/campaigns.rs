@@ -1,0 +1,456 @@
+//! Campaigns: each campaign's funnel (users per step, conversion, drop-off, time to convert,
+//! by platform and region) and launch curve (distinct reserving users at milestones after the
+//! start, and per second through the first hour).
+//!
+//! Campaigns come from the registry; campaign ids seen in events but not registered get the
+//! default funnel starting at their first event. A campaign's funnel spans every day from its
+//! start, so the job recomputes all campaigns when events changed or the registry did (the
+//! tables then record both versions) and replaces its tables whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use deltalake::datafusion::prelude::col;
+use lake::registry::{Campaign, DEFAULT_MODE, DEFAULT_STEPS, DEFAULT_WINDOW_MS, Registry};
+use query::funnel::{FunnelMode, quantile, reach};
+use query::tz::SEC_US;
+
+use crate::publish::{Scope, publish, schema, seen};
+use crate::scan::{ints, strs, times, types};
+use crate::{Ctx, Error, Job, Result};
+
+/// Launch milestones, in seconds after the start.
+pub const MILESTONES: [i64; 7] = [1, 10, 60, 600, 1800, 3600, 86_400];
+/// The per-second launch curve covers the first hour.
+pub const CURVE_SECONDS: i64 = 3600;
+
+fn ts_field(name: &str, nullable: bool) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        nullable,
+    )
+}
+
+pub fn funnels_schema() -> SchemaRef {
+    schema(vec![
+        Field::new("campaign_id", DataType::Utf8, false),
+        Field::new("account_id", DataType::Utf8, true),
+        Field::new("registered", DataType::Boolean, false),
+        ts_field("start", false),
+        Field::new("window_ms", DataType::Int64, false),
+        Field::new("mode", DataType::Utf8, false),
+        Field::new("breakdown", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("step", DataType::Int32, false),
+        Field::new("step_type", DataType::Utf8, false),
+        Field::new("users", DataType::Int64, false),
+        Field::new("conversion_from_previous", DataType::Float64, true),
+        Field::new("conversion_overall", DataType::Float64, true),
+        Field::new("drop_off", DataType::Int64, true),
+        Field::new("median_seconds_from_previous", DataType::Float64, true),
+        Field::new("p90_seconds_from_previous", DataType::Float64, true),
+    ])
+}
+
+pub fn milestones_schema() -> SchemaRef {
+    schema(vec![
+        Field::new("campaign_id", DataType::Utf8, false),
+        Field::new("account_id", DataType::Utf8, true),
+        ts_field("start", false),
+        Field::new("after_seconds", DataType::Int64, false),
+        Field::new("users", DataType::Int64, false),
+    ])
+}
+
+pub fn curve_schema() -> SchemaRef {
+    schema(vec![
+        Field::new("campaign_id", DataType::Utf8, false),
+        ts_field("start", false),
+        Field::new("second", DataType::Int32, false),
+        Field::new("new_users", DataType::Int64, false),
+        Field::new("users", DataType::Int64, false),
+    ])
+}
+
+/// One user's events in one campaign.
+#[derive(Default)]
+struct UserEvents {
+    /// (ts µs, index of the event type in the scan's type list)
+    events: Vec<(i64, u8)>,
+    /// Platform and region of the user's earliest event in the campaign.
+    first: Option<(i64, String, String)>,
+}
+
+type PerCampaign = HashMap<String, HashMap<u64, UserEvents>>;
+
+/// The registry's campaigns, or none for a lake without a local registry.
+pub fn registered(ctx: &Ctx<'_>) -> Result<Vec<Campaign>> {
+    let path = match Registry::path_for(&ctx.opts.lake, ctx.opts.registry.as_deref()) {
+        Ok(p) => p,
+        Err(_) => return Ok(Vec::new()),
+    };
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    Ok(Registry::open(&path)?.campaigns()?)
+}
+
+fn fingerprint(campaigns: &[Campaign]) -> i64 {
+    let json = serde_json::to_vec(campaigns).unwrap_or_default();
+    (xxhash_rust::xxh64::xxh64(&json, 0) & (i64::MAX as u64)) as i64
+}
+
+pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
+    let campaigns = registered(ctx)?;
+    let registry_app = format!("jobs/{}/registry", Job::Campaigns.name());
+    let print = fingerprint(&campaigns);
+    let plan = ctx.plan(Job::Campaigns).await?;
+    let mut registry_seen = true;
+    for t in Job::Campaigns.tables() {
+        registry_seen &= seen(&ctx.opts.lake, t, &registry_app).await? == Some(print);
+    }
+    if plan.up_to_date && registry_seen && !ctx.opts.full {
+        return Ok((0, 0, true));
+    }
+
+    let mut type_names: Vec<String> = DEFAULT_STEPS.iter().map(|s| s.to_string()).collect();
+    for c in &campaigns {
+        for s in &c.steps {
+            if !type_names.contains(s) {
+                type_names.push(s.clone());
+            }
+        }
+    }
+    if type_names.len() > 255 {
+        return Err(Error::Usage(
+            "campaigns: more than 255 distinct step types".into(),
+        ));
+    }
+    let reserve = type_names
+        .iter()
+        .position(|t| t == "reserve")
+        .expect("default step") as u8;
+    let names: Arc<Vec<String>> = Arc::new(type_names);
+    let type_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fold_names = names.clone();
+    let parts = ctx
+        .scan
+        .fold(
+            types(&type_refs).and(col("campaign_id").is_not_null()),
+            &["campaign_id", "user_id", "ts", "type", "platform", "region"],
+            PerCampaign::new,
+            move |acc: &mut PerCampaign, batch| {
+                let campaign = strs(batch, "campaign_id")?;
+                let users = ints(batch, "user_id")?;
+                let ts = times(batch, "ts")?;
+                let ty = strs(batch, "type")?;
+                let platform = strs(batch, "platform")?;
+                let region = strs(batch, "region")?;
+                for i in 0..batch.num_rows() {
+                    let Some(c) = campaign.get(i) else { continue };
+                    let t = ty.get(i).unwrap_or("");
+                    let Some(ti) = fold_names.iter().position(|n| n == t) else {
+                        continue;
+                    };
+                    let per_user = match acc.get_mut(c) {
+                        Some(m) => m,
+                        None => acc.entry(c.to_string()).or_default(),
+                    };
+                    let u = per_user.entry(users.value(i) as u64).or_default();
+                    let when = ts.value(i);
+                    u.events.push((when, ti as u8));
+                    if u.first.as_ref().is_none_or(|f| when < f.0) {
+                        u.first = Some((
+                            when,
+                            platform.get(i).unwrap_or("other").to_string(),
+                            region.get(i).unwrap_or("unknown").to_string(),
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    let mut merged: BTreeMap<String, HashMap<u64, UserEvents>> = BTreeMap::new();
+    for part in parts {
+        for (c, users) in part {
+            let into = merged.entry(c).or_default();
+            for (u, ev) in users {
+                let e = into.entry(u).or_default();
+                e.events.extend(ev.events);
+                if let Some(f) = ev.first
+                    && e.first.as_ref().is_none_or(|g| f.0 < g.0)
+                {
+                    e.first = Some(f);
+                }
+            }
+        }
+    }
+    // Registered campaigns without events still get their (empty) funnel.
+    for c in &campaigns {
+        merged.entry(c.id.clone()).or_default();
+    }
+
+    ctx.progress
+        .start(Job::Campaigns.name(), merged.len() as u64);
+    let mut out = Outputs::default();
+    for (id, users) in &merged {
+        let reg = campaigns.iter().find(|c| &c.id == id);
+        let def = Campaign {
+            id: id.clone(),
+            account_id: String::new(),
+            start_ms: users
+                .values()
+                .flat_map(|u| u.events.iter().map(|e| e.0))
+                .min()
+                .unwrap_or(0)
+                .div_euclid(1000),
+            steps: DEFAULT_STEPS.iter().map(|s| s.to_string()).collect(),
+            window_ms: DEFAULT_WINDOW_MS,
+            mode: DEFAULT_MODE.to_string(),
+        };
+        let campaign = reg.unwrap_or(&def);
+        out.campaign(campaign, reg.is_some(), users, &names, reserve)?;
+        ctx.progress.advance(Job::Campaigns.name());
+    }
+    let mut txns = plan.txns.clone();
+    txns.push((registry_app, print));
+    let (f, m, c) = out.finish()?;
+    let rows = (f.num_rows() + m.num_rows() + c.num_rows()) as u64;
+    for (name, schema, batch) in [
+        ("funnels", funnels_schema(), f),
+        ("launch_milestones", milestones_schema(), m),
+        ("launch_curve", curve_schema(), c),
+    ] {
+        publish(
+            &ctx.opts.lake,
+            name,
+            schema,
+            vec![batch],
+            &Scope::All,
+            &txns,
+        )
+        .await?;
+    }
+    Ok((merged.len(), rows, false))
+}
+
+#[derive(Default)]
+struct Outputs {
+    f_campaign: StringBuilder,
+    f_account: StringBuilder,
+    f_registered: BooleanBuilder,
+    f_start: TimestampMicrosecondBuilder,
+    f_window: Int64Builder,
+    f_mode: StringBuilder,
+    f_breakdown: StringBuilder,
+    f_segment: StringBuilder,
+    f_step: Int32Builder,
+    f_step_type: StringBuilder,
+    f_users: Int64Builder,
+    f_conv_prev: Float64Builder,
+    f_conv_all: Float64Builder,
+    f_drop: Int64Builder,
+    f_median: Float64Builder,
+    f_p90: Float64Builder,
+    m_campaign: StringBuilder,
+    m_account: StringBuilder,
+    m_start: TimestampMicrosecondBuilder,
+    m_after: Int64Builder,
+    m_users: Int64Builder,
+    c_campaign: StringBuilder,
+    c_start: TimestampMicrosecondBuilder,
+    c_second: Int32Builder,
+    c_new: Int64Builder,
+    c_users: Int64Builder,
+}
+
+/// Users reaching each step and the seconds between consecutive steps, for one segment.
+#[derive(Default)]
+struct StepStats {
+    users: Vec<i64>,
+    seconds: Vec<Vec<i64>>,
+}
+
+impl Outputs {
+    fn campaign(
+        &mut self,
+        c: &Campaign,
+        registered: bool,
+        users: &HashMap<u64, UserEvents>,
+        names: &[String],
+        reserve: u8,
+    ) -> Result<()> {
+        let mode: FunnelMode = c.mode.parse().map_err(Error::Usage)?;
+        let steps = c.steps.len();
+        let start_us = c.start_ms * 1000;
+        let masks: Vec<u64> = names
+            .iter()
+            .map(|n| {
+                c.steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| *s == n)
+                    .fold(0u64, |m, (k, _)| m | (1 << k))
+            })
+            .collect();
+        let mut segments: BTreeMap<(&'static str, String), StepStats> = BTreeMap::new();
+        segments.insert(("total", "all".into()), StepStats::default());
+        let mut first_reserves: Vec<i64> = Vec::new();
+        let mut evs: Vec<(i64, u64)> = Vec::new();
+        for u in users.values() {
+            evs.clear();
+            evs.extend(
+                u.events
+                    .iter()
+                    .filter(|(ts, t)| *ts >= start_us && masks[*t as usize] != 0)
+                    .map(|(ts, t)| (*ts, masks[*t as usize])),
+            );
+            if let Some(first) = u
+                .events
+                .iter()
+                .filter(|e| e.1 == reserve)
+                .map(|e| e.0)
+                .min()
+            {
+                first_reserves.push(first);
+            }
+            let r = reach(&mut evs, steps, c.window_ms * 1000, mode);
+            if r.level == 0 {
+                continue;
+            }
+            let (platform, region) = u
+                .first
+                .as_ref()
+                .map(|f| (f.1.clone(), f.2.clone()))
+                .unwrap_or_else(|| ("other".into(), "unknown".into()));
+            for key in [
+                ("total", "all".to_string()),
+                ("platform", platform),
+                ("region", region),
+            ] {
+                let s = segments.entry(key).or_default();
+                if s.users.is_empty() {
+                    s.users = vec![0; steps];
+                    s.seconds = vec![Vec::new(); steps];
+                }
+                for k in 0..r.level {
+                    s.users[k] += 1;
+                    if k > 0 {
+                        s.seconds[k].push(r.times[k] - r.times[k - 1]);
+                    }
+                }
+            }
+        }
+        for ((breakdown, segment), mut s) in segments {
+            if s.users.is_empty() {
+                s.users = vec![0; steps];
+                s.seconds = vec![Vec::new(); steps];
+            }
+            for k in 0..steps {
+                self.f_campaign.append_value(&c.id);
+                self.f_account
+                    .append_option(registered.then_some(c.account_id.as_str()));
+                self.f_registered.append_value(registered);
+                self.f_start.append_value(start_us);
+                self.f_window.append_value(c.window_ms);
+                self.f_mode.append_value(&c.mode);
+                self.f_breakdown.append_value(breakdown);
+                self.f_segment.append_value(&segment);
+                self.f_step.append_value(k as i32 + 1);
+                self.f_step_type.append_value(&c.steps[k]);
+                let users = s.users[k];
+                self.f_users.append_value(users);
+                let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
+                if k == 0 {
+                    self.f_conv_prev.append_null();
+                    self.f_drop.append_null();
+                    self.f_median.append_null();
+                    self.f_p90.append_null();
+                } else {
+                    self.f_conv_prev.append_option(ratio(users, s.users[k - 1]));
+                    self.f_drop.append_value(s.users[k - 1] - users);
+                    let times = &mut s.seconds[k];
+                    times.sort_unstable();
+                    let secs = |q| quantile(times, q).map(|us| us as f64 / SEC_US as f64);
+                    self.f_median.append_option(secs(0.5));
+                    self.f_p90.append_option(secs(0.9));
+                }
+                self.f_conv_all.append_option(ratio(users, s.users[0]));
+            }
+        }
+        // The launch curve: users whose first reservation is in [start, start + s).
+        first_reserves.sort_unstable();
+        let count_before = |end: i64| first_reserves.partition_point(|t| *t < end) as i64;
+        let base = count_before(start_us);
+        for after in MILESTONES {
+            self.m_campaign.append_value(&c.id);
+            self.m_account
+                .append_option(registered.then_some(c.account_id.as_str()));
+            self.m_start.append_value(start_us);
+            self.m_after.append_value(after);
+            self.m_users
+                .append_value(count_before(start_us + after * SEC_US) - base);
+        }
+        let mut prev = 0;
+        for second in 0..CURVE_SECONDS {
+            let users = count_before(start_us + (second + 1) * SEC_US) - base;
+            self.c_campaign.append_value(&c.id);
+            self.c_start.append_value(start_us);
+            self.c_second.append_value(second as i32);
+            self.c_new.append_value(users - prev);
+            self.c_users.append_value(users);
+            prev = users;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(RecordBatch, RecordBatch, RecordBatch)> {
+        let utc = |b: &mut TimestampMicrosecondBuilder| -> ArrayRef {
+            Arc::new(b.finish().with_timezone("UTC"))
+        };
+        let f: Vec<ArrayRef> = vec![
+            Arc::new(self.f_campaign.finish()),
+            Arc::new(self.f_account.finish()),
+            Arc::new(self.f_registered.finish()),
+            utc(&mut self.f_start),
+            Arc::new(self.f_window.finish()),
+            Arc::new(self.f_mode.finish()),
+            Arc::new(self.f_breakdown.finish()),
+            Arc::new(self.f_segment.finish()),
+            Arc::new(self.f_step.finish()),
+            Arc::new(self.f_step_type.finish()),
+            Arc::new(self.f_users.finish()),
+            Arc::new(self.f_conv_prev.finish()),
+            Arc::new(self.f_conv_all.finish()),
+            Arc::new(self.f_drop.finish()),
+            Arc::new(self.f_median.finish()),
+            Arc::new(self.f_p90.finish()),
+        ];
+        let m: Vec<ArrayRef> = vec![
+            Arc::new(self.m_campaign.finish()),
+            Arc::new(self.m_account.finish()),
+            utc(&mut self.m_start),
+            Arc::new(self.m_after.finish()),
+            Arc::new(self.m_users.finish()),
+        ];
+        let c: Vec<ArrayRef> = vec![
+            Arc::new(self.c_campaign.finish()),
+            utc(&mut self.c_start),
+            Arc::new(self.c_second.finish()),
+            Arc::new(self.c_new.finish()),
+            Arc::new(self.c_users.finish()),
+        ];
+        Ok((
+            RecordBatch::try_new(funnels_schema(), f)?,
+            RecordBatch::try_new(milestones_schema(), m)?,
+            RecordBatch::try_new(curve_schema(), c)?,
+        ))
+    }
+}

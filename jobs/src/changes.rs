@@ -1,0 +1,113 @@
+//! What changed in `events`: the UTC hour partitions that commits with `dataChange: true`
+//! added since a version, read from the Delta log. Compaction (`dataChange: false`) changes
+//! nothing.
+
+use std::collections::BTreeSet;
+
+use chrono::NaiveDate;
+use deltalake::DeltaTable;
+use deltalake::Path;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use query::tz::ReportTz;
+
+use crate::Result;
+
+/// A UTC hour partition of `events`.
+pub type Hour = (NaiveDate, i32);
+
+fn parse_hour(date: Option<&str>, hour: Option<&str>) -> Option<Hour> {
+    let date = NaiveDate::parse_from_str(date?, "%Y-%m-%d").ok()?;
+    let hour: i32 = hour?.parse().ok()?;
+    (0..24).contains(&hour).then_some((date, hour))
+}
+
+/// Every hour partition that holds a file in the table's current snapshot.
+pub fn all_hours(events: &DeltaTable) -> Result<BTreeSet<Hour>> {
+    let mut out = BTreeSet::new();
+    for f in events.snapshot()?.log_data().iter() {
+        let path = f.path().to_string();
+        let mut date = None;
+        let mut hour = None;
+        for part in path.split('/') {
+            if let Some(d) = part.strip_prefix("date=") {
+                date = Some(d.to_string());
+            } else if let Some(h) = part.strip_prefix("hour=") {
+                hour = Some(h.to_string());
+            }
+        }
+        if let Some(h) = parse_hour(date.as_deref(), hour.as_deref()) {
+            out.insert(h);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(serde::Deserialize)]
+struct LogLine {
+    add: Option<Add>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Add {
+    #[serde(default)]
+    partition_values: std::collections::HashMap<String, Option<String>>,
+    #[serde(default = "yes")]
+    data_change: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The hours that commits after `since` (up to the table's version) added data to, or `None`
+/// when a commit in that range is no longer in the log (then everything is recomputed).
+pub async fn hours_since(events: &DeltaTable, since: i64) -> Result<Option<BTreeSet<Hour>>> {
+    let Some(latest) = events.version() else {
+        return Ok(Some(BTreeSet::new()));
+    };
+    let store = events.object_store();
+    let listed: Vec<_> = store
+        .list(Some(&Path::from("_delta_log")))
+        .try_collect()
+        .await?;
+    let present: BTreeSet<i64> = listed
+        .iter()
+        .filter_map(|m| m.location.filename())
+        .filter_map(|f| f.strip_suffix(".json"))
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let mut out = BTreeSet::new();
+    for version in (since + 1)..=(latest as i64) {
+        if !present.contains(&version) {
+            return Ok(None);
+        }
+        let bytes = store
+            .get(&Path::from(format!("_delta_log/{version:020}.json")))
+            .await?
+            .bytes()
+            .await?;
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(LogLine { add: Some(add) }) = serde_json::from_slice::<LogLine>(line) else {
+                continue;
+            };
+            if !add.data_change {
+                continue;
+            }
+            let get = |k: &str| add.partition_values.get(k).cloned().flatten();
+            if let Some(h) = parse_hour(get("date").as_deref(), get("hour").as_deref()) {
+                out.insert(h);
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The report days (Date32) that the hours overlap.
+pub fn days_of(hours: &BTreeSet<Hour>, tz: ReportTz) -> BTreeSet<i32> {
+    hours
+        .iter()
+        .flat_map(|(date, hour)| tz.days_of_utc_hour(*date, *hour))
+        .collect()
+}

@@ -1,0 +1,173 @@
+//! Reading the events of one report day: a DataFusion scan of `events` pruned to the UTC
+//! hour partitions of the day, cut exactly at the day's bounds, with only the columns and
+//! event types a job needs, folded in parallel (one task per scan partition).
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, Int64Array, LargeStringArray, RecordBatch, StringArray, StringViewArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
+use deltalake::datafusion::physical_plan::execute_stream_partitioned;
+use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
+use deltalake::datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+use query::tz::ReportTz;
+
+use crate::{Error, Result};
+
+/// The session over `events` that every job scans.
+pub struct Scan {
+    ctx: SessionContext,
+    pub tz: ReportTz,
+}
+
+fn ts_lit(us: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(us),
+        Some("UTC".into()),
+    ))
+}
+
+impl Scan {
+    pub fn new(ctx: SessionContext, tz: ReportTz) -> Self {
+        Self { ctx, tz }
+    }
+
+    pub fn ctx(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The filter selecting local day `day`: its UTC hour partitions, then its exact bounds.
+    pub fn day_filter(&self, day: i32) -> Expr {
+        let mut by_date: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+        for (date, hour) in self.tz.utc_hours(day) {
+            by_date.entry(date).or_default().push(hour);
+        }
+        let partitions = by_date
+            .into_iter()
+            .map(|(date, hours)| {
+                col("date")
+                    .eq(lit(date))
+                    .and(col("hour").in_list(hours.into_iter().map(lit).collect(), false))
+            })
+            .reduce(Expr::or)
+            .unwrap_or(lit(false));
+        let start = self.tz.day_start_us(day);
+        let end = self.tz.day_start_us(day + 1);
+        partitions
+            .and(col("ts").gt_eq(ts_lit(start)))
+            .and(col("ts").lt(ts_lit(end)))
+    }
+
+    /// Folds the rows of `events` matching `filter` (with `columns` projected) into one
+    /// accumulator per scan partition, each on its own task.
+    pub async fn fold<A, I, F>(
+        &self,
+        filter: Expr,
+        columns: &[&str],
+        init: I,
+        fold: F,
+    ) -> Result<Vec<A>>
+    where
+        A: Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(&mut A, &RecordBatch) -> Result<()> + Send + Sync + 'static,
+    {
+        let df = self
+            .ctx
+            .table("events")
+            .await?
+            .filter(filter)?
+            .select_columns(columns)?;
+        let plan = df.create_physical_plan().await?;
+        let streams = execute_stream_partitioned(plan, self.ctx.task_ctx())?;
+        let init = Arc::new(init);
+        let fold = Arc::new(fold);
+        let mut tasks = Vec::with_capacity(streams.len());
+        for mut stream in streams {
+            let init = init.clone();
+            let fold = fold.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut acc = init();
+                while let Some(batch) = stream.next().await {
+                    fold(&mut acc, &batch?)?;
+                }
+                Ok::<A, Error>(acc)
+            }));
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(t.await.map_err(|e| Error::Internal(e.to_string()))??);
+        }
+        Ok(out)
+    }
+}
+
+/// `type IN (...)`.
+pub fn types(names: &[&str]) -> Expr {
+    col("type").in_list(names.iter().map(|n| lit(*n)).collect(), false)
+}
+
+/// A string column whatever its physical layout.
+pub enum Strs<'a> {
+    Utf8(&'a StringArray),
+    Large(&'a LargeStringArray),
+    View(&'a StringViewArray),
+}
+
+impl Strs<'_> {
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            Strs::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
+            Strs::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Strs::View(a) => a.is_valid(i).then(|| a.value(i)),
+        }
+    }
+}
+
+fn missing(name: &str) -> Error {
+    Error::Internal(format!("column {name} is missing or of an unexpected type"))
+}
+
+pub fn strs<'a>(batch: &'a RecordBatch, name: &str) -> Result<Strs<'a>> {
+    let a = batch.column_by_name(name).ok_or_else(|| missing(name))?;
+    Ok(match a.data_type() {
+        DataType::Utf8 => Strs::Utf8(a.as_string::<i32>()),
+        DataType::LargeUtf8 => Strs::Large(a.as_string::<i64>()),
+        DataType::Utf8View => Strs::View(a.as_string_view()),
+        _ => return Err(missing(name)),
+    })
+}
+
+pub fn ints<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
+    let a = batch.column_by_name(name).ok_or_else(|| missing(name))?;
+    a.as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| missing(name))
+}
+
+pub fn times<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray> {
+    let a = batch.column_by_name(name).ok_or_else(|| missing(name))?;
+    match a.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Ok(a.as_primitive::<TimestampMicrosecondType>())
+        }
+        _ => Err(missing(name)),
+    }
+}
+
+/// A 128-bit key for an `event_id` (deduplication without keeping the strings).
+#[inline]
+pub fn event_key(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+/// The number of distinct keys among `(key, amount)` items and the sum of their amounts (a
+/// producer's retry repeats the key and counts once).
+pub fn distinct(items: &mut Vec<(u128, i64)>) -> (i64, i64) {
+    items.sort_unstable_by_key(|e| e.0);
+    items.dedup_by_key(|e| e.0);
+    (items.len() as i64, items.iter().map(|e| e.1).sum())
+}

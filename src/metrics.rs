@@ -1,0 +1,169 @@
+//! `spacepulse jobs` and `spacepulse campaigns`: the metric jobs and their registry.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use anyhow::Result;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use lake::registry::{Campaign, Registry};
+use lake::tables::Lake;
+
+use crate::cli::{CampaignsCommand, JobsCommand, LakeArg, RegistryArg};
+
+/// A progress bar per job on a terminal; nothing otherwise.
+struct Bars {
+    multi: Option<MultiProgress>,
+    bars: Mutex<Vec<(&'static str, ProgressBar)>>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        Self {
+            multi: std::io::stderr().is_terminal().then(MultiProgress::new),
+            bars: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl jobs::Progress for Bars {
+    fn start(&self, job: &'static str, units: u64) {
+        if let Some(m) = &self.multi {
+            let bar = m.add(ProgressBar::new(units));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(job);
+            self.bars.lock().expect("bars").push((job, bar));
+        }
+    }
+    fn advance(&self, job: &'static str) {
+        if let Some((_, bar)) = self.bars.lock().expect("bars").iter().find(|b| b.0 == job) {
+            bar.inc(1);
+        }
+    }
+    fn finish(&self, s: &jobs::Summary) {
+        if let Some((_, bar)) = self
+            .bars
+            .lock()
+            .expect("bars")
+            .iter()
+            .find(|b| b.0 == s.job)
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn registry(lake: &LakeArg, registry: &RegistryArg) -> Result<Registry> {
+    let lake = Lake::new(&lake.lake)?;
+    let path = Registry::path_for(&lake, registry.registry.as_deref())?;
+    Ok(Registry::open(&path)?)
+}
+
+pub async fn jobs(cmd: JobsCommand) -> Result<()> {
+    let JobsCommand::Run(args) = cmd;
+    let day = |d: Option<chrono::NaiveDate>| d.map(query::tz::date32);
+    let opts = jobs::Options {
+        lake: Lake::new(&args.lake.lake)?,
+        registry: args.registry.registry.clone(),
+        tz: args.tz,
+        from: day(args.from),
+        to: day(args.to),
+        full: args.full,
+        jobs: args.jobs.clone(),
+    };
+    let bars = Bars::new();
+    let summaries = jobs::run(&opts, &bars).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        return Ok(());
+    }
+    for s in &summaries {
+        if s.up_to_date {
+            println!(
+                "{:<12} up to date (events version {})",
+                s.job, s.events_version
+            );
+        } else {
+            let unit = if s.job == "campaigns" {
+                "campaigns"
+            } else {
+                "days"
+            };
+            println!(
+                "{:<12} {} {unit}, {} rows in {:.2} s (events version {}, {})",
+                s.job, s.days, s.rows, s.seconds, s.events_version, opts.tz
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn campaigns(cmd: CampaignsCommand) -> Result<()> {
+    match cmd {
+        CampaignsCommand::Add {
+            lake,
+            registry: reg,
+            id,
+            account,
+            start,
+            steps,
+            window,
+            mode,
+        } => {
+            let r = registry(&lake, &reg)?;
+            let c = Campaign {
+                id,
+                account_id: account,
+                start_ms: start.timestamp_millis(),
+                steps,
+                window_ms: window.as_millis() as i64,
+                mode,
+            };
+            r.add_campaign(&c)?;
+            println!("registered campaign {} in {}", c.id, r.path().display());
+        }
+        CampaignsCommand::List {
+            lake,
+            registry: reg,
+            json,
+        } => {
+            let list = registry(&lake, &reg)?.campaigns()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<20} {:<16} {:<26} {:>10} {:<9} steps",
+                    "id", "account", "start (UTC)", "window", "mode"
+                );
+                for c in list {
+                    let start = chrono::DateTime::from_timestamp_millis(c.start_ms)
+                        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<20} {:<16} {:<26} {:>9}s {:<9} {}",
+                        c.id,
+                        c.account_id,
+                        start,
+                        c.window_ms / 1000,
+                        c.mode,
+                        c.steps.join(" > ")
+                    );
+                }
+            }
+        }
+        CampaignsCommand::Remove {
+            lake,
+            registry: reg,
+            id,
+        } => {
+            if !registry(&lake, &reg)?.remove_campaign(&id)? {
+                return Err(crate::UsageError(format!("no campaign {id:?} is registered")).into());
+            }
+            println!("removed campaign {id}");
+        }
+    }
+    Ok(())
+}
