@@ -263,20 +263,11 @@ pub async fn produce(brokers: &str, topic: &str, lines: &[String]) -> u64 {
         .expect("produce")
 }
 
-/// A DataFusion session with the lake's `events` and `rejected` tables registered.
+/// The query crate's session over the lake: `events`, `rejected`, every metric table, and the
+/// spacepulse SQL functions.
 pub async fn session(lake_dir: &Path) -> SessionContext {
     let lake = Lake::new(&lake_dir.to_string_lossy()).expect("lake");
-    let ctx = SessionContext::new();
-    for name in ["events", "rejected"] {
-        if let Some(table) = lake.open(name).await.expect("open") {
-            table
-                .update_datafusion_session(&ctx.state())
-                .expect("object store");
-            let provider = table.table_provider().await.expect("provider");
-            ctx.register_table(name, provider).expect("register");
-        }
-    }
-    ctx
+    query::session::session(&lake).await.expect("session")
 }
 
 /// Runs SQL and returns the rows as JSON objects.

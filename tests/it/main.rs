@@ -4,6 +4,7 @@ mod backfill;
 mod contract;
 mod fencing;
 mod generator;
+mod jobs;
 mod kafka_mock;
 mod readers;
 mod tansu;

@@ -1,0 +1,637 @@
+//! The metric jobs through the binary: golden fixtures worked out by hand, an oracle over
+//! generated data (a plain HashSet pass over the NDJSON and the generator's manifest),
+//! incremental runs against a full recompute, and the SQL functions over the same data.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use chrono::{DateTime, FixedOffset};
+use datasets::generate::{NdjsonSink, Options, generate};
+use serde_json::Value;
+use spacepulse_tests::{query, session, spacepulse};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/fixtures");
+
+fn fixture(name: &str) -> (String, Value) {
+    let events = format!("{FIXTURES}/{name}.ndjson");
+    let expected =
+        serde_json::from_slice(&std::fs::read(format!("{FIXTURES}/{name}.expected.json")).unwrap())
+            .unwrap();
+    (events, expected)
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = spacepulse(args);
+    assert_eq!(code, 0, "spacepulse {args:?}: {out}{err}");
+    out
+}
+
+fn ingest(lake: &str, file: &str) {
+    ok(&["ingest", "--from-file", file, "--lake", lake]);
+}
+
+fn jobs(lake: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["jobs", "run", "--json", "--lake", lake];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&args)).expect("summary JSON")
+}
+
+/// Every metric table's rows (sorted, bitmaps and sketches included) for comparisons.
+async fn snapshot(lake: &Path) -> BTreeMap<String, Vec<String>> {
+    let ctx = session(lake).await;
+    let mut out = BTreeMap::new();
+    for name in lake::tables::METRIC_TABLES {
+        if ctx.table_exist(*name).unwrap() {
+            let rows = query(&ctx, &format!("SELECT * FROM {name}")).await;
+            let mut rows: Vec<String> = rows
+                .into_iter()
+                .map(|r| serde_json::to_string(&r).unwrap())
+                .collect();
+            rows.sort();
+            out.insert(name.to_string(), rows);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shanghai_days_duplicates_and_a_late_event_match_the_hand_worked_figures() {
+    let (file, expected) = fixture("shanghai_midnight");
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake = lake_dir.to_str().unwrap();
+    // Everything but the late event first, then the late event (the last line) on its own.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (early, late) = lines.split_at(lines.len() - 1);
+    let first = dir.path().join("early.ndjson");
+    let second = dir.path().join("late.ndjson");
+    std::fs::write(&first, early.join("\n") + "\n").unwrap();
+    std::fs::write(&second, late.join("\n") + "\n").unwrap();
+    ingest(lake, first.to_str().unwrap());
+    let run = jobs(lake, &[]);
+    assert!(run.iter().all(|j| j["up_to_date"] == false), "{run:?}");
+    ingest(lake, second.to_str().unwrap());
+    // The late event changes one report day (2015-04-27 in Shanghai): only it is recomputed.
+    let run = jobs(lake, &[]);
+    for j in run.iter().filter(|j| j["job"] != "campaigns") {
+        assert_eq!(j["days"], 1, "{j}");
+    }
+    let again = jobs(lake, &[]);
+    assert!(again.iter().all(|j| j["up_to_date"] == true), "{again:?}");
+
+    let ctx = session(&lake_dir).await;
+    let activity = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, dau, new_users, wau, mau, dau_approx, hll_relative_error \
+         FROM activity WHERE breakdown = 'total' ORDER BY day",
+    )
+    .await;
+    let uploads = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, uploads, photos FROM uploads_daily ORDER BY day",
+    )
+    .await;
+    let days = expected["days"].as_array().unwrap();
+    assert_eq!(activity.len(), days.len());
+    for (got, want) in activity.iter().zip(days) {
+        assert_eq!(got["day"], want["day"]);
+        assert_eq!(got["dau"], want["dau"], "{}", want["day"]);
+        assert_eq!(got["new_users"], want["new_users"], "{}", want["day"]);
+        // Tiny sets are counted exactly by the sketch's sparse form.
+        assert_eq!(
+            got["dau_approx"].as_f64().unwrap().round() as i64,
+            want["dau"].as_i64().unwrap()
+        );
+    }
+    let last = activity.last().unwrap();
+    assert_eq!(last["wau"], expected["wau_2015-04-29"]);
+    assert_eq!(last["mau"], expected["mau_2015-04-29"]);
+    let with_uploads: Vec<&Value> = days.iter().filter(|d| d["uploads"] != 0).collect();
+    assert_eq!(uploads.len(), with_uploads.len());
+    for (got, want) in uploads.iter().zip(with_uploads) {
+        assert_eq!(got["day"], want["day"]);
+        assert_eq!(got["uploads"], want["uploads"], "{}", want["day"]);
+        assert_eq!(got["photos"], want["photos"], "{}", want["day"]);
+    }
+
+    // Another report time zone recomputes every table in it: in UTC, 2015-04-27 holds m7
+    // (12:00Z) and m1, m3 (15:59Z); retries still count once.
+    let utc = jobs(lake, &["--tz", "UTC", "peaks"]);
+    assert!(utc[0]["days"].as_u64().unwrap() >= 2, "{utc:?}");
+    let ctx = session(&lake_dir).await;
+    let utc_uploads = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, uploads, photos FROM uploads_daily ORDER BY day",
+    )
+    .await;
+    let total: i64 = utc_uploads
+        .iter()
+        .map(|r| r["photos"].as_i64().unwrap())
+        .sum();
+    let want: i64 = days.iter().map(|d| d["photos"].as_i64().unwrap()).sum();
+    assert_eq!(total, want);
+    assert_eq!(utc_uploads[0]["day"], "2015-04-27");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn funnels_and_launch_curves_match_the_hand_worked_figures() {
+    let (file, expected) = fixture("funnel_edges");
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake = lake_dir.to_str().unwrap();
+    ingest(lake, &file);
+    let c = &expected["campaign"];
+    let start_ms = c["start_ms"].as_i64().unwrap();
+    let start = DateTime::from_timestamp_millis(start_ms)
+        .unwrap()
+        .with_timezone(&FixedOffset::east_opt(8 * 3600).unwrap())
+        .to_rfc3339();
+    let add = |mode: &str| {
+        ok(&[
+            "campaigns",
+            "add",
+            "c1",
+            "--lake",
+            lake,
+            "--account",
+            "acme",
+            "--start",
+            &start,
+            "--window",
+            "24h",
+            "--mode",
+            mode,
+        ])
+    };
+    add("furthest");
+    let listed: Value =
+        serde_json::from_str(&ok(&["campaigns", "list", "--json", "--lake", lake])).unwrap();
+    assert_eq!(listed[0]["start_ms"], start_ms);
+    assert_eq!(listed[0]["window_ms"], c["window_ms"]);
+    jobs(lake, &[]);
+
+    let users_per_step = |ctx, campaign: &'static str| async move {
+        query(
+            ctx,
+            &format!(
+                "SELECT users FROM funnels WHERE campaign_id = '{campaign}' AND breakdown = 'total' ORDER BY step"
+            ),
+        )
+        .await
+        .iter()
+        .map(|r| r["users"].clone())
+        .collect::<Vec<Value>>()
+    };
+    let ctx = session(&lake_dir).await;
+    assert_eq!(
+        Value::from(users_per_step(&ctx, "c1").await),
+        expected["users_per_step_furthest"]
+    );
+    assert_eq!(
+        Value::from(users_per_step(&ctx, "c-unreg").await),
+        expected["unregistered"]["c-unreg"]["users_per_step"]
+    );
+    let unreg_start = query(
+        &ctx,
+        "SELECT DISTINCT CAST(start AS BIGINT) / 1000 AS ms, registered FROM funnels WHERE campaign_id = 'c-unreg'",
+    )
+    .await;
+    assert_eq!(
+        unreg_start[0]["ms"],
+        expected["unregistered"]["c-unreg"]["start_ms"]
+    );
+    assert_eq!(unreg_start[0]["registered"], false);
+    // By platform: the segments add up to the total at every step.
+    let by_platform = query(
+        &ctx,
+        "SELECT step, sum(users) AS users FROM funnels WHERE campaign_id = 'c1' AND breakdown = 'platform' GROUP BY step ORDER BY step",
+    )
+    .await;
+    let sums: Vec<Value> = by_platform.iter().map(|r| r["users"].clone()).collect();
+    assert_eq!(Value::from(sums), expected["users_per_step_furthest"]);
+
+    let milestones = query(
+        &ctx,
+        "SELECT after_seconds, users FROM launch_milestones WHERE campaign_id = 'c1' ORDER BY after_seconds",
+    )
+    .await;
+    let want = expected["launch_curve"]["milestones"].as_object().unwrap();
+    assert_eq!(milestones.len(), want.len());
+    for m in &milestones {
+        let key = m["after_seconds"].to_string();
+        assert_eq!(m["users"], want[&key], "milestone +{key} s");
+    }
+    let curve = query(
+        &ctx,
+        "SELECT max(users) AS users, count(*) AS seconds FROM launch_curve WHERE campaign_id = 'c1'",
+    )
+    .await;
+    assert_eq!(curve[0]["users"], want["3600"]);
+    assert_eq!(curve[0]["seconds"], 3600);
+
+    // window_funnel in SQL gives every user's level, in both modes.
+    for (func, key) in [
+        ("window_funnel", "levels_furthest"),
+        ("window_funnel_first", "levels_first"),
+    ] {
+        let rows = query(
+            &ctx,
+            &format!(
+                "SELECT user_id, {func}(86400000, ts, type = 'page_view', type = 'reserve', type = 'preorder') AS level \
+                 FROM events WHERE campaign_id = 'c1' AND ts >= to_timestamp_millis({start_ms}) GROUP BY user_id"
+            ),
+        )
+        .await;
+        let got: BTreeMap<String, Value> = rows
+            .iter()
+            .map(|r| (r["user_id"].to_string(), r["level"].clone()))
+            .collect();
+        let want: BTreeMap<String, Value> = expected[key]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(got, want, "{func}");
+    }
+
+    // Changing the registry alone recomputes the campaigns: mode first.
+    ok(&["campaigns", "remove", "c1", "--lake", lake]);
+    add("first");
+    let run = jobs(lake, &["campaigns"]);
+    assert_eq!(run[0]["up_to_date"], false);
+    let ctx = session(&lake_dir).await;
+    assert_eq!(
+        Value::from(users_per_step(&ctx, "c1").await),
+        expected["users_per_step_first"]
+    );
+    // Bad input to the registry is a usage error naming the field.
+    let (code, _, err) = spacepulse(&[
+        "campaigns",
+        "add",
+        "c2",
+        "--lake",
+        lake,
+        "--account",
+        "acme",
+        "--start",
+        &start,
+        "--steps",
+        "page_view,Reserve",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("steps"), "{err}");
+    let (code, _, err) = spacepulse(&["jobs", "run", "--lake", lake, "--tz", "Mars/Base"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tz") && err.contains("Mars/Base"), "{err}");
+}
+
+/// One valid event of the generated data, the fields the oracle needs.
+struct Ev {
+    id: String,
+    ts_ms: i64,
+    user: u64,
+    ty: String,
+    platform: &'static str,
+    photos: i64,
+    account: Option<String>,
+    advertiser: Option<String>,
+    ad: Option<String>,
+    amount: i64,
+    campaign: Option<String>,
+}
+
+fn parse_all(bytes: &[u8]) -> Vec<Ev> {
+    let now = chrono::Utc::now().timestamp_millis();
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| lake::decode::parse(l, now).ok())
+        .map(|e| Ev {
+            id: e.event_id.to_string(),
+            ts_ms: e.ts_ms,
+            user: e.user_id,
+            ty: e.event_type.to_string(),
+            platform: e.platform,
+            photos: e.photos.map(i64::from).unwrap_or(1),
+            account: e.account_id.map(|s| s.to_string()),
+            advertiser: e.advertiser_id.map(|s| s.to_string()),
+            ad: e.ad_id.map(|s| s.to_string()),
+            amount: e.amount_cents.unwrap_or(0),
+            campaign: e.campaign_id.map(|s| s.to_string()),
+        })
+        .collect()
+}
+
+/// The Shanghai day of an instant as YYYY-MM-DD (UTC+8, no DST since 1991).
+fn shanghai_day(ts_ms: i64) -> String {
+    DateTime::from_timestamp_millis(ts_ms + 8 * 3600 * 1000)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full() {
+    let options = Options {
+        days: 9,
+        scale: 0.0004,
+        dirty: true,
+        ..Options::default()
+    };
+    let mut sink = NdjsonSink(Vec::new());
+    let manifest = generate(&options, &mut sink).unwrap();
+    let bytes = sink.0;
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake = lake_dir.to_str().unwrap();
+    // Two halves with a run between: the second half has late events for old days.
+    let lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let half = lines.len() / 2;
+    for (i, part) in [&lines[..half], &lines[half..]].iter().enumerate() {
+        let path = dir.path().join(format!("part{i}.ndjson"));
+        let mut text = part.join(&b"\n"[..]);
+        text.push(b'\n');
+        std::fs::write(&path, text).unwrap();
+        ingest(lake, path.to_str().unwrap());
+        if i == 0 {
+            ok(&[
+                "campaigns",
+                "add",
+                "redmi-launch",
+                "--lake",
+                lake,
+                "--account",
+                "xiaomi",
+                "--start",
+                &manifest.launch.start,
+            ]);
+        }
+        jobs(lake, &[]);
+    }
+    let incremental = snapshot(&lake_dir).await;
+    jobs(lake, &["--full"]);
+    let full = snapshot(&lake_dir).await;
+    assert_eq!(incremental.len(), lake::tables::METRIC_TABLES.len());
+    for (name, rows) in &full {
+        assert!(
+            incremental[name] == *rows,
+            "{name}: incremental runs differ from a full recompute"
+        );
+    }
+
+    // The oracle: each event_id once, days in Shanghai, HashSets all the way.
+    let events = parse_all(&bytes);
+    let mut seen = HashSet::new();
+    let distinct: Vec<&Ev> = events
+        .iter()
+        .filter(|e| seen.insert(e.id.clone()))
+        .collect();
+    let mut users: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
+    let mut platform_users: HashMap<(String, &str), HashSet<u64>> = HashMap::new();
+    let mut photos: BTreeMap<String, i64> = BTreeMap::new();
+    let mut per_second: HashMap<(String, i64), i64> = HashMap::new();
+    let mut follows: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    let mut ads: BTreeMap<(String, String, String), (i64, i64, i64, i64)> = BTreeMap::new();
+    let mut reservers: HashMap<u64, i64> = HashMap::new();
+    for e in &distinct {
+        let day = shanghai_day(e.ts_ms);
+        users.entry(day.clone()).or_default().insert(e.user);
+        platform_users
+            .entry((day.clone(), e.platform))
+            .or_default()
+            .insert(e.user);
+        match e.ty.as_str() {
+            "photo_upload" => {
+                *photos.entry(day.clone()).or_default() += e.photos;
+                *per_second
+                    .entry((day.clone(), e.ts_ms.div_euclid(1000)))
+                    .or_default() += e.photos;
+            }
+            "follow" | "unfollow" => {
+                let f = follows
+                    .entry((day.clone(), e.account.clone().unwrap()))
+                    .or_default();
+                if e.ty == "follow" { f.0 += 1 } else { f.1 += 1 }
+            }
+            "ad_impression" | "ad_click" | "ad_conversion" => {
+                let a = ads
+                    .entry((
+                        day.clone(),
+                        e.advertiser.clone().unwrap(),
+                        e.ad.clone().unwrap(),
+                    ))
+                    .or_default();
+                match e.ty.as_str() {
+                    "ad_impression" => {
+                        a.0 += 1;
+                        a.3 += e.amount
+                    }
+                    "ad_click" => {
+                        a.1 += 1;
+                        a.3 += e.amount
+                    }
+                    _ => a.2 += 1,
+                }
+            }
+            "reserve" if e.campaign.as_deref() == Some("redmi-launch") => {
+                let t = reservers.entry(e.user).or_insert(e.ts_ms);
+                *t = (*t).min(e.ts_ms);
+            }
+            _ => {}
+        }
+    }
+
+    let ctx = session(&lake_dir).await;
+    let activity = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, breakdown, segment, dau, wau, mau, dau_approx, wau_approx, mau_approx, hll_relative_error AS rse FROM activity",
+    )
+    .await;
+    let days: Vec<String> = users.keys().cloned().collect();
+    let mut checked_hll = 0;
+    for r in &activity {
+        let day = r["day"].as_str().unwrap().to_string();
+        let seg = r["segment"].as_str().unwrap();
+        let want = match r["breakdown"].as_str().unwrap() {
+            "total" => users.get(&day).map_or(0, |u| u.len()),
+            "platform" => platform_users
+                .get(&(day.clone(), seg))
+                .map_or(0, |u| u.len()),
+            _ => match seg {
+                "mobile" => ["android", "ios"]
+                    .iter()
+                    .flat_map(|p| platform_users.get(&(day.clone(), *p)).into_iter().flatten())
+                    .collect::<HashSet<_>>()
+                    .len(),
+                p => platform_users.get(&(day.clone(), p)).map_or(0, |u| u.len()),
+            },
+        };
+        assert_eq!(r["dau"].as_u64().unwrap() as usize, want, "dau {day} {seg}");
+        if r["breakdown"] == "total" {
+            let window = |n: usize| {
+                let i = days.iter().position(|d| *d == day).unwrap();
+                days[i.saturating_sub(n - 1)..=i]
+                    .iter()
+                    .flat_map(|d| users[d].iter())
+                    .collect::<HashSet<_>>()
+                    .len()
+            };
+            assert_eq!(r["wau"].as_u64().unwrap() as usize, window(7), "wau {day}");
+            assert_eq!(r["mau"].as_u64().unwrap() as usize, window(30), "mau {day}");
+            for (exact, approx) in [
+                ("dau", "dau_approx"),
+                ("wau", "wau_approx"),
+                ("mau", "mau_approx"),
+            ] {
+                let x = r[exact].as_f64().unwrap();
+                let est = r[approx].as_f64().unwrap();
+                let se = r["rse"].as_f64().unwrap() * x;
+                assert!(
+                    (est - x).abs() <= 3.0 * se.max(1.0),
+                    "{approx} {day}: {est} vs {x}"
+                );
+                checked_hll += 1;
+            }
+        }
+    }
+    assert!(checked_hll >= 27);
+    // The manifest agrees on distinct users per day.
+    for d in &manifest.days {
+        if let Some(u) = users.get(&d.day) {
+            assert_eq!(u.len() as u64, d.distinct_users, "manifest {}", d.day);
+        }
+    }
+
+    let uploads = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, photos, CAST(peak_second AS BIGINT) / 1000000 AS peak, peak_second_photos FROM uploads_daily",
+    )
+    .await;
+    assert_eq!(uploads.len(), photos.len());
+    for r in &uploads {
+        let day = r["day"].as_str().unwrap().to_string();
+        assert_eq!(r["photos"].as_i64().unwrap(), photos[&day], "photos {day}");
+        let best = per_second
+            .iter()
+            .filter(|((d, _), _)| *d == day)
+            .map(|((_, s), n)| (*n, -s))
+            .max()
+            .unwrap();
+        assert_eq!(
+            (
+                r["peak_second_photos"].as_i64().unwrap(),
+                -r["peak"].as_i64().unwrap()
+            ),
+            best,
+            "peak second {day}"
+        );
+    }
+    let per_minute_sum = query(&ctx, "SELECT sum(photos) AS p FROM uploads_by_minute").await;
+    assert_eq!(
+        per_minute_sum[0]["p"].as_i64().unwrap(),
+        photos.values().sum::<i64>()
+    );
+
+    let accounts = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, account_id, follows, unfollows, followers FROM accounts_daily WHERE follows + unfollows > 0",
+    )
+    .await;
+    assert_eq!(accounts.len(), follows.len());
+    let mut running: HashMap<String, i64> = HashMap::new();
+    let mut want_followers = BTreeMap::new();
+    for ((day, account), (f, u)) in &follows {
+        let t = running.entry(account.clone()).or_default();
+        *t += f - u;
+        want_followers.insert((day.clone(), account.clone()), (*f, *u, *t));
+    }
+    for r in &accounts {
+        let key = (
+            r["day"].as_str().unwrap().to_string(),
+            r["account_id"].as_str().unwrap().to_string(),
+        );
+        let got = (
+            r["follows"].as_i64().unwrap(),
+            r["unfollows"].as_i64().unwrap(),
+            r["followers"].as_i64().unwrap(),
+        );
+        assert_eq!(got, want_followers[&key], "{key:?}");
+    }
+
+    let adv = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, advertiser_id, ad_id, impressions, clicks, conversions, spend_cents FROM advertisers_daily",
+    )
+    .await;
+    assert_eq!(adv.len(), ads.len());
+    for r in &adv {
+        let key = (
+            r["day"].as_str().unwrap().to_string(),
+            r["advertiser_id"].as_str().unwrap().to_string(),
+            r["ad_id"].as_str().unwrap().to_string(),
+        );
+        let got = (
+            r["impressions"].as_i64().unwrap(),
+            r["clicks"].as_i64().unwrap(),
+            r["conversions"].as_i64().unwrap(),
+            r["spend_cents"].as_i64().unwrap(),
+        );
+        assert_eq!(got, ads[&key], "{key:?}");
+    }
+
+    // The launch: milestones equal the manifest's and the oracle's.
+    let milestones = query(
+        &ctx,
+        "SELECT after_seconds, users FROM launch_milestones WHERE campaign_id = 'redmi-launch' ORDER BY after_seconds",
+    )
+    .await;
+    let start = manifest.launch.start_ms;
+    for m in &manifest.launch.milestones {
+        let row = milestones
+            .iter()
+            .find(|r| r["after_seconds"] == m.after_seconds)
+            .unwrap_or_else(|| panic!("milestone {}", m.after_seconds));
+        assert_eq!(
+            row["users"].as_u64().unwrap(),
+            m.distinct_reservers,
+            "+{} s",
+            m.after_seconds
+        );
+        let oracle = reservers
+            .values()
+            .filter(|t| **t >= start && **t < start + m.after_seconds * 1000)
+            .count() as u64;
+        assert_eq!(oracle, m.distinct_reservers);
+    }
+
+    // Any range's distinct users from the stored bitmaps and sketches, in SQL.
+    let range = query(
+        &ctx,
+        "SELECT bitmap_count(bitmap_union(users_bitmap)) AS exact, hll_count(hll_merge(users_hll)) AS approx \
+         FROM activity WHERE breakdown = 'total'",
+    )
+    .await;
+    let all_users: HashSet<u64> = distinct.iter().map(|e| e.user).collect();
+    assert_eq!(
+        range[0]["exact"].as_u64().unwrap() as usize,
+        all_users.len()
+    );
+    let approx = range[0]["approx"].as_f64().unwrap();
+    let n = all_users.len() as f64;
+    assert!((approx - n).abs() <= 3.0 * query::sketch::hll_relative_error() * n);
+    let direct = query(
+        &ctx,
+        "SELECT hll_count(hll_sketch(user_id)) AS a FROM events",
+    )
+    .await;
+    let direct = direct[0]["a"].as_f64().unwrap();
+    assert!(
+        (direct - n).abs() <= 3.0 * query::sketch::hll_relative_error() * n,
+        "{direct} vs {n}"
+    );
+}
