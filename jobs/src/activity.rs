@@ -286,8 +286,8 @@ fn rows(days: &mut BTreeMap<i32, Day>, write: &BTreeSet<i32>) -> Result<RecordBa
             }
         }
         let today = &days[&day];
-        for s in 0..n {
-            ever[s] |= &today.bitmaps[s];
+        for (e, b) in ever.iter_mut().zip(&today.bitmaps) {
+            *e |= b;
         }
     }
     b.finish()

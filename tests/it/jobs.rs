@@ -396,7 +396,9 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
     let mut photos: BTreeMap<String, i64> = BTreeMap::new();
     let mut per_second: HashMap<(String, i64), i64> = HashMap::new();
     let mut follows: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
-    let mut ads: BTreeMap<(String, String, String), (i64, i64, i64, i64)> = BTreeMap::new();
+    // (day, advertiser, ad) -> (impressions, clicks, conversions, spend)
+    type AdKey = (String, String, String);
+    let mut ads: BTreeMap<AdKey, (i64, i64, i64, i64)> = BTreeMap::new();
     let mut reservers: HashMap<u64, i64> = HashMap::new();
     for e in &distinct {
         let day = shanghai_day(e.ts_ms);
