@@ -7,7 +7,8 @@
 //!   at the first step-1 event.
 //! - `hll_sketch(user_id)` → Binary, `hll_merge(sketch)` → Binary, `hll_count(sketch)` →
 //!   Float64.
-//! - `bitmap_union(bitmap)` → Binary, `bitmap_count(bitmap)` → Int64.
+//! - `bitmap_agg(user_id)` → Binary (a roaring bitmap of the ids), `bitmap_union(bitmap)` →
+//!   Binary, `bitmap_count(bitmap)` → Int64: exact distinct counts that merge.
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ pub fn register(ctx: &SessionContext) {
     for kind in [
         SketchKind::HllSketch,
         SketchKind::HllMerge,
+        SketchKind::BitmapAgg,
         SketchKind::BitmapUnion,
     ] {
         ctx.register_udaf(AggregateUDF::from(SketchAgg::new(kind)));
@@ -285,6 +287,7 @@ impl Accumulator for FunnelAcc {
 enum SketchKind {
     HllSketch,
     HllMerge,
+    BitmapAgg,
     BitmapUnion,
 }
 
@@ -308,6 +311,7 @@ impl AggregateUDFImpl for SketchAgg {
         match self.kind {
             SketchKind::HllSketch => "hll_sketch",
             SketchKind::HllMerge => "hll_merge",
+            SketchKind::BitmapAgg => "bitmap_agg",
             SketchKind::BitmapUnion => "bitmap_union",
         }
     }
@@ -316,6 +320,7 @@ impl AggregateUDFImpl for SketchAgg {
     }
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         let ok = match self.kind {
+            SketchKind::BitmapAgg => args[0].is_integer() || args[0] == DataType::Null,
             SketchKind::HllSketch => {
                 args[0].is_integer()
                     || matches!(
@@ -331,6 +336,7 @@ impl AggregateUDFImpl for SketchAgg {
         if !ok {
             let want = match self.kind {
                 SketchKind::HllSketch => "an integer or string",
+                SketchKind::BitmapAgg => "an integer id",
                 SketchKind::HllMerge => "an HLL sketch (binary)",
                 SketchKind::BitmapUnion => "a bitmap (binary)",
             };
@@ -365,7 +371,9 @@ impl SketchAcc {
     fn merge_bytes(&mut self, a: &ArrayRef) -> Result<()> {
         for bytes in as_binary(a)?.iter().flatten() {
             match self.kind {
-                SketchKind::BitmapUnion => self.bitmap |= bitmap_from_bytes(bytes).map_err(ext)?,
+                SketchKind::BitmapUnion | SketchKind::BitmapAgg => {
+                    self.bitmap |= bitmap_from_bytes(bytes).map_err(ext)?
+                }
                 _ => self
                     .hll
                     .merge(&Hll::from_bytes(bytes).map_err(ext)?)
@@ -376,7 +384,7 @@ impl SketchAcc {
     }
     fn bytes(&mut self) -> Vec<u8> {
         match self.kind {
-            SketchKind::BitmapUnion => bitmap_to_bytes(&self.bitmap),
+            SketchKind::BitmapUnion | SketchKind::BitmapAgg => bitmap_to_bytes(&self.bitmap),
             _ => self.hll.to_bytes(),
         }
     }
@@ -385,8 +393,24 @@ impl SketchAcc {
 impl Accumulator for SketchAcc {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let a = &values[0];
-        if self.kind != SketchKind::HllSketch {
-            return self.merge_bytes(a);
+        match self.kind {
+            SketchKind::HllMerge | SketchKind::BitmapUnion => return self.merge_bytes(a),
+            SketchKind::BitmapAgg => {
+                if a.data_type().is_integer() {
+                    let ints = cast(a, &DataType::Int64)?;
+                    let mut ids: Vec<u64> = ints
+                        .as_primitive::<Int64Type>()
+                        .iter()
+                        .flatten()
+                        .map(|v| v as u64)
+                        .collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    self.bitmap |= RoaringTreemap::from_sorted_iter(ids).map_err(ext)?;
+                }
+                return Ok(());
+            }
+            SketchKind::HllSketch => {}
         }
         if a.data_type().is_integer() {
             let ints = cast(a, &DataType::Int64)?;
