@@ -135,6 +135,27 @@ pub struct RegistryArg {
 pub enum JobsCommand {
     /// Recompute the days whose events changed since the last run, and publish them.
     Run(JobsRunArgs),
+    /// Distinct users over a range of report days, exact and approximate, from the stored
+    /// daily bitmaps and sketches (no event is rescanned).
+    Users {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// The first report day, YYYY-MM-DD.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// The last report day (inclusive), YYYY-MM-DD.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// total, platform or platform_group.
+        #[arg(long, default_value = "total", value_parser = ["total", "platform", "platform_group"])]
+        breakdown: String,
+        /// all; pc, android, ios, web, other; mobile.
+        #[arg(long, default_value = "all")]
+        segment: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -63,7 +63,17 @@ fn registry(lake: &LakeArg, registry: &RegistryArg) -> Result<Registry> {
 }
 
 pub async fn jobs(cmd: JobsCommand) -> Result<()> {
-    let JobsCommand::Run(args) = cmd;
+    let args = match cmd {
+        JobsCommand::Run(args) => args,
+        JobsCommand::Users {
+            lake,
+            from,
+            to,
+            breakdown,
+            segment,
+            json,
+        } => return users(&lake, from, to, &breakdown, &segment, json).await,
+    };
     let day = |d: Option<chrono::NaiveDate>| d.map(query::tz::date32);
     let opts = jobs::Options {
         lake: Lake::new(&args.lake.lake)?,
@@ -164,6 +174,44 @@ pub async fn campaigns(cmd: CampaignsCommand) -> Result<()> {
             }
             println!("removed campaign {id}");
         }
+    }
+    Ok(())
+}
+
+async fn users(
+    lake: &LakeArg,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    breakdown: &str,
+    segment: &str,
+    json: bool,
+) -> Result<()> {
+    if from > to {
+        return Err(crate::UsageError("--from is after --to".into()).into());
+    }
+    let started = std::time::Instant::now();
+    let lake = Lake::new(&lake.lake)?;
+    let (f, t) = (query::tz::date32(from), query::tz::date32(to));
+    let Some(r) = jobs::activity::distinct_users(&lake, f, t, breakdown, segment).await? else {
+        return Err(crate::UsageError(
+            "no activity table yet: run `spacepulse jobs run` first".into(),
+        )
+        .into());
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if json {
+        let mut v = serde_json::to_value(&r)?;
+        v["milliseconds"] = ms.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{breakdown}/{segment} {from}..{to} ({} days with activity): {} distinct users exact, {:.0} approximate ({}, ±{:.2}% standard error); {ms:.1} ms",
+            r.days,
+            r.exact,
+            r.approx,
+            r.estimator,
+            r.relative_error * 100.0
+        );
     }
     Ok(())
 }

@@ -336,3 +336,70 @@ impl Builders {
         Ok(RecordBatch::try_new(table_schema(), cols)?)
     }
 }
+
+/// Distinct users of a segment over the report days `from..=to` (Date32), exact (an OR of the
+/// stored daily bitmaps) and approximate (a merge of the stored daily sketches), with no event
+/// rescanned. `None` if the activity table does not exist yet.
+pub async fn distinct_users(
+    lake: &lake::tables::Lake,
+    from: i32,
+    to: i32,
+    breakdown: &str,
+    segment: &str,
+) -> Result<Option<RangeUsers>> {
+    use deltalake::datafusion::prelude::{col, lit};
+    use deltalake::datafusion::scalar::ScalarValue;
+    let Some(table) = lake.open(&crate::publish::table_name(TABLE)).await? else {
+        return Ok(None);
+    };
+    let session = query::session::context();
+    query::session::register(&session, TABLE, &table).await?;
+    let date = |d: i32| lit(ScalarValue::Date32(Some(d)));
+    let mut stream = session
+        .table(TABLE)
+        .await?
+        .filter(
+            col("day")
+                .gt_eq(date(from))
+                .and(col("day").lt_eq(date(to)))
+                .and(col("breakdown").eq(lit(breakdown.to_string())))
+                .and(col("segment").eq(lit(segment.to_string()))),
+        )?
+        .select_columns(&["users_bitmap", "users_hll"])?
+        .execute_stream()
+        .await?;
+    let mut exact = RoaringTreemap::new();
+    let mut approx = Hll::new();
+    let mut days = 0;
+    while let Some(batch) = stream.try_next().await? {
+        let b = arrow::compute::cast(batch.column(0), &DataType::Binary)?;
+        let h = arrow::compute::cast(batch.column(1), &DataType::Binary)?;
+        let b = arrow::array::AsArray::as_binary::<i32>(b.as_ref());
+        let h = arrow::array::AsArray::as_binary::<i32>(h.as_ref());
+        for i in 0..batch.num_rows() {
+            exact |= bitmap_from_bytes(b.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
+            approx
+                .merge(&Hll::from_bytes(h.value(i)).map_err(|e| Error::Internal(e.to_string()))?)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            days += 1;
+        }
+    }
+    Ok(Some(RangeUsers {
+        days,
+        exact: exact.len(),
+        approx: approx.estimate(),
+        relative_error: hll_relative_error(),
+        estimator: HLL_ESTIMATOR,
+    }))
+}
+
+/// Distinct users over a range of days.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RangeUsers {
+    /// Days with activity in the range.
+    pub days: usize,
+    pub exact: u64,
+    pub approx: f64,
+    pub relative_error: f64,
+    pub estimator: &'static str,
+}
