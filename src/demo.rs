@@ -1,9 +1,10 @@
 //! `spacepulse demo`: the pipeline end to end on an embedded broker.
 //!
-//! So far (the demo issue extends it with the generator, jobs and the dashboard): starts
+//! So far (the demo issue extends it with the generator and the dashboard): starts
 //! librdkafka's mock cluster unless `--brokers` names a real one, produces the shipped
 //! sample through the real producer, runs the ingester exactly as `spacepulse ingest` does
-//! until it has caught up, and prints the lake's ledger.
+//! until it has caught up, prints the lake's ledger, then runs the metric jobs as
+//! `spacepulse jobs run` does and prints the activity table.
 
 use anyhow::{Context, Result};
 use ingest::kafka::KafkaOptions;
@@ -61,6 +62,27 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let ledger = Ledger::read(&lake).await?;
     println!("\nthe lake at {}:", lake.url());
     print!("{}", render_ledger(&ledger, false));
+    let opts = jobs::Options {
+        lake: lake.clone(),
+        registry: None,
+        tz: query::tz::ReportTz::default(),
+        from: None,
+        to: None,
+        full: false,
+        jobs: Vec::new(),
+    };
+    println!("\nmetric jobs (report days in {}):", opts.tz);
+    let summaries = jobs::run(&opts, &jobs::Quiet).await?;
+    crate::metrics::print_summaries(&summaries, opts.tz);
+    let ctx = query::session::session(&lake).await?;
+    println!("\nactivity (exact; dau_hll: HyperLogLog++ p=14, ±0.81% standard error):");
+    ctx.sql(
+        "SELECT day, dau, wau, mau, new_users, round(dau_approx) AS dau_hll \
+         FROM activity WHERE breakdown = 'total' ORDER BY day",
+    )
+    .await?
+    .show()
+    .await?;
     println!(
         "\nquery it with any Delta reader, e.g. DuckDB: SELECT type, count(*) FROM delta_scan('{}') GROUP BY 1",
         lake_dir.join("events").display()

@@ -90,7 +90,13 @@ pub async fn jobs(cmd: JobsCommand) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summaries)?);
         return Ok(());
     }
-    for s in &summaries {
+    print_summaries(&summaries, opts.tz);
+    Ok(())
+}
+
+/// One line per job: what it recomputed, or that it was up to date.
+pub fn print_summaries(summaries: &[jobs::Summary], tz: query::tz::ReportTz) {
+    for s in summaries {
         if s.up_to_date {
             println!(
                 "{:<12} up to date (events version {})",
@@ -104,11 +110,10 @@ pub async fn jobs(cmd: JobsCommand) -> Result<()> {
             };
             println!(
                 "{:<12} {} {unit}, {} rows in {:.2} s (events version {}, {})",
-                s.job, s.days, s.rows, s.seconds, s.events_version, opts.tz
+                s.job, s.days, s.rows, s.seconds, s.events_version, tz
             );
         }
     }
-    Ok(())
 }
 
 pub async fn campaigns(cmd: CampaignsCommand) -> Result<()> {

@@ -637,3 +637,31 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
         "{direct} vs {n}"
     );
 }
+
+#[test]
+fn the_demo_runs_the_jobs_and_prints_each_days_active_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = ok(&["demo", "--dir", demo.to_str().unwrap()]);
+    assert!(
+        out.contains("activity") && out.contains("campaigns"),
+        "{out}"
+    );
+    // The oracle: distinct users per Shanghai day of the shipped sample's valid events.
+    let mut users: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
+    for e in parse_all(datasets::SAMPLE_NDJSON.as_bytes()) {
+        users
+            .entry(shanghai_day(e.ts_ms))
+            .or_default()
+            .insert(e.user);
+    }
+    assert!(!users.is_empty());
+    for (day, u) in &users {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| {day}")))
+            .unwrap_or_else(|| panic!("no row for {day} in:\n{out}"));
+        let dau: usize = line.split('|').nth(2).unwrap().trim().parse().unwrap();
+        assert_eq!(dau, u.len(), "{day}");
+    }
+}
