@@ -20,6 +20,8 @@ fn wrong_flags_exit_2_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let lake = lake.to_str().unwrap();
+    let fresh = dir.path().join("fresh");
+    let fresh = fresh.to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["ingest", "--lake", lake], "--brokers"),
         (
@@ -77,6 +79,47 @@ fn wrong_flags_exit_2_naming_the_flag() {
             "--target-mib",
         ),
         (&["no-such-command"], "no-such-command"),
+        (
+            &["jobs", "run", "--lake", lake, "--tz", "Mars/Base"],
+            "Mars/Base",
+        ),
+        (
+            &["jobs", "run", "--lake", lake, "--from", "28/04/2015"],
+            "--from",
+        ),
+        (&["jobs", "run", "--lake", lake, "dau"], "unknown job"),
+        (&["jobs", "run", "--lake", fresh], "no events table"),
+        (
+            &[
+                "campaigns",
+                "add",
+                "c",
+                "--lake",
+                lake,
+                "--account",
+                "a",
+                "--start",
+                "noon",
+            ],
+            "--start",
+        ),
+        (
+            &[
+                "campaigns",
+                "add",
+                "c",
+                "--lake",
+                lake,
+                "--account",
+                "a",
+                "--start",
+                "2015-04-28T10:00:00+08:00",
+                "--mode",
+                "last",
+            ],
+            "--mode",
+        ),
+        (&["campaigns", "remove", "nope", "--lake", lake], "nope"),
     ];
     for (args, needle) in cases {
         let (code, out, err) = spacepulse(args);
@@ -105,4 +148,65 @@ fn an_empty_directory_is_a_usage_error() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no .ndjson"), "{err}");
+}
+
+#[test]
+fn a_config_file_sets_defaults_that_variables_and_flags_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_file = dir.path().join("from-file");
+    let from_flag = dir.path().join("from-flag");
+    let config = dir.path().join("spacepulse.toml");
+    std::fs::write(
+        &config,
+        format!("lake = {:?}\ntz = \"UTC\"\n", from_file.to_str().unwrap()),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "campaigns",
+            "add",
+            "c1",
+            "--account",
+            "a",
+            "--start",
+            "2015-04-28T10:00:00+08:00",
+            "--config",
+            config,
+        ];
+        args.extend_from_slice(extra);
+        spacepulse(&args)
+    };
+    let (code, out, err) = add(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        from_file.join("_registry.sqlite").exists(),
+        "the file's lake is used: {out}"
+    );
+    let (code, out, err) = add(&["--lake", from_flag.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        from_flag.join("_registry.sqlite").exists(),
+        "the flag wins: {out}"
+    );
+    let env_lake = dir.path().join("from-env");
+    let out = Command::new(env!("CARGO_BIN_EXE_spacepulse"))
+        .args(["campaigns", "list", "--config", config])
+        .env("SPACEPULSE_LAKE", &env_lake)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        env_lake.join("_registry.sqlite").exists(),
+        "the variable wins over the file"
+    );
+
+    std::fs::write(dir.path().join("bad.toml"), "lake = \"x\"\nlakes = \"y\"\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    let (code, _, err) = spacepulse(&["campaigns", "list", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown key \"lakes\""), "{err}");
+    let (code, _, err) = spacepulse(&["campaigns", "list", "--config", "/nonexistent.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent.toml"), "{err}");
 }

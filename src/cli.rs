@@ -14,6 +14,10 @@ pub struct Cli {
     /// Log format: text (default) or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SPACEPULSE_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// A TOML file of defaults: `lake`, `brokers`, `topic`, `group`, `registry`, `tz`,
+    /// `log_format` (default: ./spacepulse.toml if present). Variables and flags override it.
+    #[arg(long, global = true, env = "SPACEPULSE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

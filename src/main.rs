@@ -2,13 +2,14 @@
 
 mod cli;
 mod commands;
+mod config;
 mod demo;
 mod metrics;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, LogFormat};
@@ -37,8 +38,28 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Flags over variables over the config file over the built-in defaults.
+fn parse() -> Result<Cli, String> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = Cli::command();
+    if let Some((path, named)) = config::config_path(&args) {
+        if named || path.exists() {
+            let values = config::load(&path, &config::known_vars(&cmd))?;
+            cmd = config::apply(cmd, &values);
+        }
+    }
+    let matches = cmd.get_matches_from(args);
+    Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(msg) => {
+            eprintln!("error: {msg}\nhint: spacepulse --help");
+            return ExitCode::from(2);
+        }
+    };
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
