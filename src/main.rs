@@ -42,11 +42,11 @@ impl std::error::Error for UsageError {}
 fn parse() -> Result<Cli, String> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut cmd = Cli::command();
-    if let Some((path, named)) = config::config_path(&args) {
-        if named || path.exists() {
-            let values = config::load(&path, &config::known_vars(&cmd))?;
-            cmd = config::apply(cmd, &values);
-        }
+    if let Some((path, named)) = config::config_path(&args)
+        && (named || path.exists())
+    {
+        let values = config::load(&path, &config::known_vars(&cmd))?;
+        cmd = config::apply(cmd, &values);
     }
     let matches = cmd.get_matches_from(args);
     Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
