@@ -7,6 +7,7 @@
 //!   at the first step-1 event.
 //! - `hll_sketch(user_id)` → Binary, `hll_merge(sketch)` → Binary, `hll_count(sketch)` →
 //!   Float64.
+//! - `local_date(ts, tz)` → Date32, `local_hour(ts, tz)` → Int32: report days and hours.
 //! - `bitmap_agg(user_id)` → Binary (a roaring bitmap of the ids), `bitmap_union(bitmap)` →
 //!   Binary, `bitmap_count(bitmap)` → Int64: exact distinct counts that merge.
 
@@ -46,6 +47,9 @@ pub fn register(ctx: &SessionContext) {
     }
     for kind in [ScalarKind::HllCount, ScalarKind::BitmapCount] {
         ctx.register_udf(ScalarUDF::from(SketchScalar::new(kind)));
+    }
+    for hour in [false, true] {
+        ctx.register_udf(ScalarUDF::from(LocalTime::new(hour)));
     }
 }
 
@@ -517,4 +521,89 @@ impl ScalarUDFImpl for SketchScalar {
 /// Bytes of one bitmap of the given ids (a test and example helper).
 pub fn bitmap_bytes(ids: &[u64]) -> Vec<u8> {
     bitmap_to_bytes(&crate::sketch::bitmap_of(ids.to_vec()))
+}
+
+// ---------------------------------------------------------------- report time zones
+
+/// `local_date(ts, tz)` → Date32 and `local_hour(ts, tz)` → Int32: the report day and hour of
+/// an instant in an IANA time zone (`tz` a constant string, e.g. 'Asia/Shanghai').
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct LocalTime {
+    hour: bool,
+    signature: Signature,
+}
+
+impl LocalTime {
+    pub fn new(hour: bool) -> Self {
+        Self {
+            hour,
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for LocalTime {
+    fn name(&self) -> &str {
+        if self.hour {
+            "local_hour"
+        } else {
+            "local_date"
+        }
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        if !matches!(args[0], DataType::Timestamp(..) | DataType::Null) {
+            return plan_err!(
+                "{}(ts, tz): ts must be a timestamp, got {}",
+                self.name(),
+                args[0]
+            );
+        }
+        if !matches!(
+            args[1],
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+        ) {
+            return plan_err!(
+                "{}(ts, tz): tz must be a string such as 'Asia/Shanghai', got {}",
+                self.name(),
+                args[1]
+            );
+        }
+        Ok(if self.hour {
+            DataType::Int32
+        } else {
+            DataType::Date32
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let tz: crate::tz::ReportTz = match &args.args[1] {
+            ColumnarValue::Scalar(s) => match s.try_as_str() {
+                Some(Some(name)) => name.parse().map_err(ext)?,
+                _ => return exec_err!("{}: tz must not be NULL", self.name()),
+            },
+            ColumnarValue::Array(_) => {
+                return exec_err!("{}: tz must be a constant string", self.name());
+            }
+        };
+        let ts = args.args[0].clone().into_array(rows)?;
+        let us = cast(
+            &cast(&ts, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
+            &DataType::Int64,
+        )?;
+        let us = us.as_primitive::<Int64Type>();
+        let mut clock = crate::tz::LocalClock::new(tz);
+        let out: ArrayRef = if self.hour {
+            Arc::new(arrow::array::Int32Array::from_iter(us.iter().map(|t| {
+                t.map(|t| (clock.local_us(t).rem_euclid(86_400_000_000) / 3_600_000_000) as i32)
+            })))
+        } else {
+            Arc::new(arrow::array::Date32Array::from_iter(
+                us.iter().map(|t| t.map(|t| clock.day(t))),
+            ))
+        };
+        Ok(ColumnarValue::Array(out))
+    }
 }
