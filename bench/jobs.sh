@@ -15,7 +15,7 @@ cargo build --release --bin spacepulse >&2
 BIN="$CARGO_TARGET_DIR/release/spacepulse"
 PY="$CACHE/venv/bin/python"
 [ -x "$PY" ] || { echo "run scripts/test once first: it makes the Python venv with DuckDB" >&2; exit 1; }
-"$PY" -c 'import chdb' 2>/dev/null || "$CACHE/venv/bin/pip" install -q chdb >&2
+"$PY" -c "import chdb, pytz" 2>/dev/null || "$CACHE/venv/bin/pip" install -q chdb pytz >&2
 WORK="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$WORK"
 
@@ -82,7 +82,7 @@ peers = {
        c AS (SELECT b.user_id, min(e.t) AS t3 FROM b JOIN e ON e.user_id = b.user_id AND e.type = 'preorder' AND e.t >= b.t2 AND e.t <= b.t1 + {W} GROUP BY b.user_id)
        SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b), (SELECT count(*) FROM c)""",
     f"""SELECT level, count() FROM (
-         SELECT user_id, windowFunnel({W})(toUnixTimestamp64Milli(ts), type = 'page_view', type = 'reserve', type = 'preorder') AS level
+         SELECT user_id, windowFunnel({W})(toUInt64(toUnixTimestamp64Milli(ts)), type = 'page_view', type = 'reserve', type = 'preorder') AS level
          FROM events WHERE campaign_id = 'redmi-launch' AND toUnixTimestamp64Milli(ts) >= {S} GROUP BY user_id)
        GROUP BY level"""),
   "redmi-launch launch curve": (

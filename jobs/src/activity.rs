@@ -21,7 +21,7 @@ use query::sketch::{
 use roaring::RoaringTreemap;
 
 use crate::publish::{Scope, publish, schema};
-use crate::scan::{ints, strs};
+use crate::scan::{ints, par_map, strs, times};
 use crate::{Ctx, Error, Job, Result};
 
 pub const TABLE: &str = "activity";
@@ -90,36 +90,67 @@ fn segments_of(platforms: [RoaringTreemap; 5]) -> Vec<RoaringTreemap> {
     ]
 }
 
-/// The distinct users of one day per segment, from the events.
-async fn day_bitmaps(ctx: &Ctx<'_>, day: i32) -> Result<Vec<RoaringTreemap>> {
+/// The distinct users of each of `days` per segment, from one scan of the events.
+async fn days_bitmaps(
+    ctx: &Ctx<'_>,
+    days: &BTreeSet<i32>,
+) -> Result<BTreeMap<i32, Vec<RoaringTreemap>>> {
+    let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
+        return Ok(BTreeMap::new());
+    };
+    let wanted: Arc<Vec<bool>> = Arc::new((first..=last).map(|d| days.contains(&d)).collect());
+    let tz = ctx.opts.tz;
+    type Acc = (query::tz::LocalClock, BTreeMap<i32, [Vec<u64>; 5]>);
     let parts = ctx
         .scan
         .fold(
-            ctx.scan.day_filter(day),
-            &["user_id", "platform"],
-            || std::array::from_fn::<Vec<u64>, 5, _>(|_| Vec::new()),
-            |acc, batch| {
+            ctx.scan.days_filter(days),
+            &["ts", "user_id", "platform"],
+            move || (query::tz::LocalClock::new(tz), BTreeMap::new()),
+            move |acc: &mut Acc, batch| {
+                let ts = times(batch, "ts")?;
                 let users = ints(batch, "user_id")?;
                 let platforms = strs(batch, "platform")?;
+                let mut current = i32::MIN;
+                let mut slot: Option<&mut [Vec<u64>; 5]> = None;
                 for i in 0..batch.num_rows() {
-                    let p = platform_index(platforms.get(i).unwrap_or("other"));
-                    acc[p].push(users.value(i) as u64);
+                    let day = acc.0.day(ts.value(i));
+                    if day != current {
+                        current = day;
+                        let k = (day - first) as usize;
+                        slot = if day >= first && wanted.get(k).copied().unwrap_or(false) {
+                            Some(acc.1.entry(day).or_insert_with(Default::default))
+                        } else {
+                            None
+                        };
+                    }
+                    if let Some(s) = slot.as_mut() {
+                        let p = platform_index(platforms.get(i).unwrap_or("other"));
+                        s[p].push(users.value(i) as u64);
+                    }
                 }
                 Ok(())
             },
         )
         .await?;
-    let mut merged: [Vec<u64>; 5] = std::array::from_fn(|_| Vec::new());
-    for part in parts {
-        for (m, p) in merged.iter_mut().zip(part) {
-            if m.is_empty() {
-                *m = p;
-            } else {
-                m.extend(p);
+    let mut merged: BTreeMap<i32, [Vec<u64>; 5]> = BTreeMap::new();
+    for (_, part) in parts {
+        for (day, lists) in part {
+            let m = merged.entry(day).or_insert_with(Default::default);
+            for (m, p) in m.iter_mut().zip(lists) {
+                if m.is_empty() {
+                    *m = p;
+                } else {
+                    m.extend(p);
+                }
             }
         }
     }
-    Ok(segments_of(merged.map(bitmap_of)))
+    Ok(par_map(merged.into_iter().collect(), |(day, lists)| {
+        (day, segments_of(lists.map(bitmap_of)))
+    })
+    .into_iter()
+    .collect())
 }
 
 fn sketch(b: &RoaringTreemap) -> Hll {
@@ -128,6 +159,15 @@ fn sketch(b: &RoaringTreemap) -> Hll {
         h.insert(u);
     }
     h
+}
+
+/// The ten segments' sketches; the platform groups pc, web and other are the platforms'.
+fn sketches_of(bitmaps: &[RoaringTreemap]) -> Vec<Hll> {
+    let mut out: Vec<Hll> = bitmaps[..7].iter().map(sketch).collect();
+    for platform in [1, 4, 5] {
+        out.push(out[platform].clone());
+    }
+    out
 }
 
 struct Day {
@@ -201,15 +241,24 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     } else {
         stored(ctx, &plan.days).await?
     };
+    let started = std::time::Instant::now();
+    let fresh = days_bitmaps(ctx, &plan.days).await?;
+    let fresh = par_map(fresh.into_iter().collect(), |(day, bitmaps)| {
+        let sketches = sketches_of(&bitmaps);
+        (day, Day { bitmaps, sketches })
+    });
+    tracing::debug!(
+        secs = started.elapsed().as_secs_f64(),
+        "activity: scan, bitmaps, sketches"
+    );
     for &day in &plan.days {
-        let bitmaps = day_bitmaps(ctx, day).await?;
-        if bitmaps[0].is_empty() {
-            days.remove(&day);
-        } else {
-            let sketches = bitmaps.iter().map(sketch).collect();
-            days.insert(day, Day { bitmaps, sketches });
-        }
+        days.remove(&day);
         ctx.progress.advance(Job::Activity.name());
+    }
+    for (day, d) in fresh {
+        if !d.bitmaps[0].is_empty() {
+            days.insert(day, d);
+        }
     }
     // Every day from the first recomputed one on: its WAU, MAU and new users may change.
     let first = plan.days.first().copied().unwrap_or(i32::MAX);
@@ -219,7 +268,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         .filter(|d| *d >= first)
         .chain(plan.days.iter().copied())
         .collect();
-    let batch = rows(&mut days, &write_days)?;
+    let batch = rows(&days, &write_days)?;
     let rows = batch.num_rows() as u64;
     let scope = match plan.scope {
         Scope::All => Scope::All,
@@ -237,57 +286,140 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     Ok((plan.days.len(), rows, false))
 }
 
-fn rows(days: &mut BTreeMap<i32, Day>, write: &BTreeSet<i32>) -> Result<RecordBatch> {
-    let n = SEGMENTS.len();
-    let mut ever: Vec<RoaringTreemap> = vec![RoaringTreemap::new(); n];
-    let mut b = Builders::default();
-    let keys: Vec<i32> = days.keys().copied().collect();
-    for &day in &keys {
-        if write.contains(&day) {
-            for s in 0..n {
-                let range = |len: i32| keys.iter().filter(move |d| **d > day - len && **d <= day);
-                let mut wau = RoaringTreemap::new();
-                let mut mau = RoaringTreemap::new();
-                let mut wau_h = Hll::new();
-                let mut mau_h = Hll::new();
-                for d in range(30) {
-                    let other = &days[d];
-                    mau |= &other.bitmaps[s];
-                    mau_h
-                        .merge(&other.sketches[s])
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    if *d > day - 7 {
-                        wau |= &other.bitmaps[s];
-                        wau_h
-                            .merge(&other.sketches[s])
-                            .map_err(|e| Error::Internal(e.to_string()))?;
-                    }
+/// A sliding window of sketches merged by two stacks (amortized three merges per day,
+/// not one per day in the window): `front` holds suffix merges, oldest last.
+#[derive(Default)]
+struct Window {
+    front: Vec<(i32, Hll)>,
+    back: Vec<(i32, Hll)>,
+    back_merged: Hll,
+}
+
+impl Window {
+    fn push(&mut self, day: i32, h: &Hll) -> Result<()> {
+        self.back_merged.merge(h).map_err(internal)?;
+        self.back.push((day, h.clone()));
+        Ok(())
+    }
+
+    /// Drops the days before `first`; returns the estimate of the days left.
+    fn estimate_from(&mut self, first: i32) -> Result<f64> {
+        loop {
+            if self.front.is_empty() {
+                if self.back.is_empty() {
+                    break;
                 }
-                let today = days.get_mut(&day).expect("present");
-                let dau = today.bitmaps[s].len() as i64;
-                let new_users = today.bitmaps[s].difference_len(&ever[s]) as i64;
-                b.day.append_value(day);
-                b.breakdown.append_value(SEGMENTS[s].0);
-                b.segment.append_value(SEGMENTS[s].1);
-                b.dau.append_value(dau);
-                b.wau.append_value(wau.len() as i64);
-                b.mau.append_value(mau.len() as i64);
-                b.dau_mau
-                    .append_option((!mau.is_empty()).then(|| dau as f64 / mau.len() as f64));
-                b.new_users.append_value(new_users);
-                b.dau_approx.append_value(today.sketches[s].estimate());
-                b.wau_approx.append_value(wau_h.estimate());
-                b.mau_approx.append_value(mau_h.estimate());
-                b.estimator.append_value(HLL_ESTIMATOR);
-                b.precision.append_value(HLL_PRECISION as i32);
-                b.rse.append_value(hll_relative_error());
-                b.bitmap.append_value(bitmap_to_bytes(&today.bitmaps[s]));
-                b.hll.append_value(today.sketches[s].to_bytes());
+                let mut merged = Hll::new();
+                for (d, h) in self.back.drain(..).rev() {
+                    merged.merge(&h).map_err(internal)?;
+                    self.front.push((d, merged.clone()));
+                }
+                self.back_merged = Hll::new();
+            }
+            match self.front.last() {
+                Some((d, _)) if *d < first => {
+                    self.front.pop();
+                }
+                _ => break,
             }
         }
+        let mut all = self.front.last().map(|f| f.1.clone()).unwrap_or_default();
+        all.merge(&self.back_merged).map_err(internal)?;
+        Ok(all.estimate())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
+}
+
+/// One segment's figures for one day.
+#[derive(Default, Clone, Copy)]
+struct Figures {
+    wau: i64,
+    mau: i64,
+    new_users: i64,
+    wau_approx: f64,
+    mau_approx: f64,
+}
+
+/// Every day's WAU, MAU and new users of segment `s`, exact from the users' last active day
+/// (a user counts in a window if their last active day so far falls in it: no union of
+/// bitmaps per window), approximate from the daily sketches merged over the window.
+fn figures(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, Figures>> {
+    let mut last: std::collections::HashMap<u64, i32> = std::collections::HashMap::new();
+    let mut by_last: BTreeMap<i32, i64> = BTreeMap::new();
+    let (mut week, mut month) = (Window::default(), Window::default());
+    let mut out = BTreeMap::new();
+    for (&day, d) in days {
+        let mut new_users = 0;
+        for u in d.bitmaps[s].iter() {
+            match last.insert(u, day) {
+                None => new_users += 1,
+                Some(prev) => *by_last.entry(prev).or_default() -= 1,
+            }
+        }
+        *by_last.entry(day).or_default() += d.bitmaps[s].len() as i64;
+        week.push(day, &d.sketches[s])?;
+        month.push(day, &d.sketches[s])?;
+        out.insert(
+            day,
+            Figures {
+                wau: by_last.range(day - 6..=day).map(|e| e.1).sum(),
+                mau: by_last.range(day - 29..=day).map(|e| e.1).sum(),
+                new_users,
+                wau_approx: week.estimate_from(day - 6)?,
+                mau_approx: month.estimate_from(day - 29)?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn rows(days: &BTreeMap<i32, Day>, write: &BTreeSet<i32>) -> Result<RecordBatch> {
+    let n = SEGMENTS.len();
+    let per_segment: Vec<BTreeMap<i32, Figures>> = par_map((0..n).collect(), |s| figures(days, s))
+        .into_iter()
+        .collect::<Result<_>>()?;
+    // Serializing and estimating the days' sketches, on every core.
+    let written: Vec<i32> = days.keys().copied().filter(|d| write.contains(d)).collect();
+    let encoded = par_map(written, |day| {
         let today = &days[&day];
-        for (e, b) in ever.iter_mut().zip(&today.bitmaps) {
-            *e |= b;
+        let cells: Vec<(f64, Vec<u8>, Vec<u8>)> = (0..n)
+            .map(|s| {
+                let mut h = today.sketches[s].clone();
+                (
+                    h.estimate(),
+                    h.to_bytes(),
+                    bitmap_to_bytes(&today.bitmaps[s]),
+                )
+            })
+            .collect();
+        (day, cells)
+    });
+    let mut b = Builders::default();
+    for (day, cells) in encoded {
+        let today = &days[&day];
+        for (s, (seg, (dau_approx, hll, bitmap))) in SEGMENTS.iter().zip(cells).enumerate() {
+            let f = per_segment[s][&day];
+            let dau = today.bitmaps[s].len() as i64;
+            b.day.append_value(day);
+            b.breakdown.append_value(seg.0);
+            b.segment.append_value(seg.1);
+            b.dau.append_value(dau);
+            b.wau.append_value(f.wau);
+            b.mau.append_value(f.mau);
+            b.dau_mau
+                .append_option((f.mau > 0).then(|| dau as f64 / f.mau as f64));
+            b.new_users.append_value(f.new_users);
+            b.dau_approx.append_value(dau_approx);
+            b.wau_approx.append_value(f.wau_approx);
+            b.mau_approx.append_value(f.mau_approx);
+            b.estimator.append_value(HLL_ESTIMATOR);
+            b.precision.append_value(HLL_PRECISION as i32);
+            b.rse.append_value(hll_relative_error());
+            b.bitmap.append_value(bitmap);
+            b.hll.append_value(hll);
         }
     }
     b.finish()

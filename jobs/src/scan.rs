@@ -2,6 +2,7 @@
 //! hour partitions of the day, cut exactly at the day's bounds, with only the columns and
 //! event types a job needs, folded in parallel (one task per scan partition).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -41,21 +42,44 @@ impl Scan {
 
     /// The filter selecting local day `day`: its UTC hour partitions, then its exact bounds.
     pub fn day_filter(&self, day: i32) -> Expr {
-        let mut by_date: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
-        for (date, hour) in self.tz.utc_hours(day) {
-            by_date.entry(date).or_default().push(hour);
+        self.days_filter(&BTreeSet::from([day]))
+    }
+
+    /// The filter selecting the UTC hour partitions of `days` and, where a day does not start
+    /// on a whole UTC hour, the instants from the first day's start to the last day's end
+    /// (rows of days in between that are not in `days` are the caller's to skip).
+    pub fn days_filter(&self, days: &BTreeSet<i32>) -> Expr {
+        let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
+            return lit(false);
+        };
+        let mut by_date: std::collections::BTreeMap<String, BTreeSet<i32>> = Default::default();
+        for &day in days {
+            for (date, hour) in self.tz.utc_hours(day) {
+                by_date.entry(date).or_default().insert(hour);
+            }
         }
         let partitions = by_date
             .into_iter()
             .map(|(date, hours)| {
-                col("date")
-                    .eq(lit(date))
-                    .and(col("hour").in_list(hours.into_iter().map(lit).collect(), false))
+                let on_date = col("date").eq(lit(date));
+                if hours.len() == 24 {
+                    on_date
+                } else {
+                    on_date.and(col("hour").in_list(hours.into_iter().map(lit).collect(), false))
+                }
             })
             .reduce(Expr::or)
             .unwrap_or(lit(false));
-        let start = self.tz.day_start_us(day);
-        let end = self.tz.day_start_us(day + 1);
+        let whole = days.iter().all(|d| {
+            self.tz.day_start_us(*d) % query::tz::HOUR_US == 0
+                && self.tz.day_start_us(*d + 1) % query::tz::HOUR_US == 0
+        });
+        if whole {
+            // Each hour lies in one day: the partitions are the days exactly.
+            return partitions;
+        }
+        let start = self.tz.day_start_us(first);
+        let end = self.tz.day_start_us(last + 1);
         partitions
             .and(col("ts").gt_eq(ts_lit(start)))
             .and(col("ts").lt(ts_lit(end)))
@@ -170,4 +194,33 @@ pub fn distinct(items: &mut Vec<(u128, i64)>) -> (i64, i64) {
     items.sort_unstable_by_key(|e| e.0);
     items.dedup_by_key(|e| e.0);
     (items.len() as i64, items.iter().map(|e| e.1).sum())
+}
+
+/// Maps `f` over `items` on every core (scoped threads), keeping the order.
+pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads <= 1 || items.len() <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    let mut it = items.into_iter();
+    loop {
+        let c: Vec<T> = it.by_ref().take(chunk).collect();
+        if c.is_empty() {
+            break;
+        }
+        chunks.push(c);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| scope.spawn(move || c.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a worker thread panicked"))
+            .collect()
+    })
 }
