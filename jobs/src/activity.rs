@@ -119,7 +119,7 @@ async fn days_bitmaps(
                         current = day;
                         let k = (day - first) as usize;
                         slot = if day >= first && wanted.get(k).copied().unwrap_or(false) {
-                            Some(acc.1.entry(day).or_insert_with(Default::default))
+                            Some(acc.1.entry(day).or_default())
                         } else {
                             None
                         };
@@ -136,7 +136,7 @@ async fn days_bitmaps(
     let mut merged: BTreeMap<i32, [Vec<u64>; 5]> = BTreeMap::new();
     for (_, part) in parts {
         for (day, lists) in part {
-            let m = merged.entry(day).or_insert_with(Default::default);
+            let m = merged.entry(day).or_default();
             for (m, p) in m.iter_mut().zip(lists) {
                 if m.is_empty() {
                     *m = p;
