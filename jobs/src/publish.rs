@@ -84,6 +84,14 @@ pub async fn publish(
     if daily {
         write = write.with_partition_columns(["day"]);
     }
+    if !exists {
+        // Readers replay the log from the last checkpoint: keep that replay short, a range
+        // query over stored sketches should not spend its time reading commits.
+        write = write.with_configuration([(
+            "delta.checkpointInterval".to_string(),
+            Some("5".to_string()),
+        )]);
+    }
     if let (Scope::Days(days), true) = (scope, exists) {
         let list = days
             .iter()
