@@ -44,6 +44,9 @@ pub enum Command {
     /// Register, list and remove launch campaigns (the funnels' and launch curves' input).
     #[command(subcommand)]
     Campaigns(CampaignsCommand),
+    /// Run one SQL query over the lake: events, events_dedup, rejected, the metric tables,
+    /// campaigns (docs/metrics.md).
+    Sql(SqlArgs),
     /// Run the pipeline end to end on an embedded Kafka broker and the shipped sample.
     Demo(DemoArgs),
 }
@@ -186,6 +189,27 @@ pub struct JobsRunArgs {
     /// The jobs to run (default: all): activity, peaks, campaigns, accounts, advertisers.
     #[arg(value_parser = clap::value_parser!(jobs::Job))]
     pub jobs: Vec<jobs::Job>,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    pub lake: LakeArg,
+    /// The query (SELECT, EXPLAIN, SHOW, DESCRIBE ...).
+    pub query: String,
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    pub format: SqlFormat,
+    /// Write the result to this file instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SqlFormat {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
 }
 
 #[derive(Debug, Subcommand)]

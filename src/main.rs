@@ -78,6 +78,7 @@ fn main() -> ExitCode {
             Command::Datasets(cmd) => commands::datasets(cmd).await,
             Command::Jobs(cmd) => metrics::jobs(cmd).await,
             Command::Campaigns(cmd) => metrics::campaigns(cmd).await,
+            Command::Sql(args) => metrics::sql(args).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

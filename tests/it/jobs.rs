@@ -678,3 +678,69 @@ fn the_demo_runs_the_jobs_and_prints_each_days_active_users() {
         assert_eq!(dau, u.len(), "{day}");
     }
 }
+
+#[test]
+fn sql_over_the_lake_in_every_format() {
+    let (file, expected) = fixture("shanghai_midnight");
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    ingest(lake, &file);
+    ok(&[
+        "campaigns",
+        "add",
+        "c1",
+        "--lake",
+        lake,
+        "--account",
+        "acme",
+        "--start",
+        "2015-04-28T10:00:00+08:00",
+    ]);
+    jobs(lake, &[]);
+    let q = "SELECT (SELECT count(*) FROM events) AS messages, (SELECT count(*) FROM events_dedup) AS distinct_events";
+    let json: Value =
+        serde_json::from_str(&ok(&["sql", "--lake", lake, "--format", "json", q])).unwrap();
+    assert_eq!(json[0]["messages"], expected["messages"]);
+    assert_eq!(json[0]["distinct_events"], expected["distinct_events"]);
+    let csv = ok(&["sql", "--lake", lake, "--format", "csv", q]);
+    let want = format!(
+        "messages,distinct_events\n{},{}\n",
+        expected["messages"], expected["distinct_events"]
+    );
+    assert_eq!(csv, want);
+    let table = ok(&[
+        "sql",
+        "--lake",
+        lake,
+        "SELECT campaign_id, account_id FROM campaigns",
+    ]);
+    assert!(table.contains("| c1 ") && table.contains("acme"), "{table}");
+    let out = dir.path().join("dau.ndjson");
+    ok(&[
+        "sql",
+        "--lake",
+        lake,
+        "--format",
+        "ndjson",
+        "--output",
+        out.to_str().unwrap(),
+        "SELECT CAST(day AS VARCHAR) AS day, dau FROM activity WHERE breakdown = 'total' ORDER BY day",
+    ]);
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let days = expected["days"].as_array().unwrap();
+    assert_eq!(lines.len(), days.len());
+    for (got, want) in lines.iter().zip(days) {
+        assert_eq!((&got["day"], &got["dau"]), (&want["day"], &want["dau"]));
+    }
+    let (code, _, err) = spacepulse(&["sql", "--lake", lake, "SELECT * FROM evnts"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("did you mean \"events\""), "{err}");
+    let (code, _, err) = spacepulse(&["sql", "--lake", lake, "SELECT nope FROM events"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope"), "{err}");
+}
