@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use deltalake::datafusion::prelude::SessionContext;
 use lake::tables::Lake;
 
+/// Tests that need this machine's two cores to themselves take turns on this lock: the broker
+/// tests (a broker and ingester processes, with time limits that CPU contention would break)
+/// and the CPU-heavy generator and jobs tests.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The `spacepulse` binary next to this test binary (`cargo test --workspace` builds it).
 pub fn spacepulse_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

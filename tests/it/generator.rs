@@ -25,6 +25,7 @@ fn small(days: u32, dirty: bool) -> Options {
 
 #[test]
 fn the_same_options_give_the_same_bytes() {
+    let _turn = spacepulse_tests::HEAVY.blocking_lock();
     let a = run(&small(3, true)).0;
     let b = run(&small(3, true)).0;
     assert!(a.len() > 100_000);
@@ -72,6 +73,7 @@ fn day_of(ms: i64) -> String {
 
 #[test]
 fn clean_data_is_valid_and_has_the_platform_shapes() {
+    let _turn = spacepulse_tests::HEAVY.blocking_lock();
     let options = Options {
         days: 7,
         scale: 0.001,
@@ -183,6 +185,7 @@ fn clean_data_is_valid_and_has_the_platform_shapes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_mess_is_rejected_by_the_ingest_with_its_reason() {
+    let _turn = spacepulse_tests::HEAVY.lock().await;
     let (bytes, manifest) = run(&small(2, true));
     assert!(manifest.duplicates > 0 && manifest.late > 0);
     let expected: [(Malformed, &str); 11] = [
@@ -252,6 +255,7 @@ async fn every_kind_of_mess_is_rejected_by_the_ingest_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_output_holds_the_valid_events_in_the_lake_schema() {
+    let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pq");
     let (code, o, e) = spacepulse(&[
@@ -319,6 +323,7 @@ fn fixture(name: &str) -> (Vec<lake::decode::Event<'static>>, serde_json::Value)
 
 #[test]
 fn the_midnight_fixture_matches_its_hand_worked_figures() {
+    let _turn = spacepulse_tests::HEAVY.blocking_lock();
     let (events, expected) = fixture("shanghai_midnight");
     assert_eq!(events.len() as u64, expected["messages"].as_u64().unwrap());
     let mut seen = HashSet::new();
@@ -356,6 +361,7 @@ fn the_midnight_fixture_matches_its_hand_worked_figures() {
 
 #[test]
 fn the_funnel_fixture_matches_its_launch_curve() {
+    let _turn = spacepulse_tests::HEAVY.blocking_lock();
     let (events, expected) = fixture("funnel_edges");
     let start = expected["campaign"]["start_ms"].as_i64().unwrap();
     let mut first: HashMap<u64, i64> = HashMap::new();

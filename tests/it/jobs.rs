@@ -334,6 +334,7 @@ fn shanghai_day(ts_ms: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full() {
+    let _turn = spacepulse_tests::HEAVY.lock().await;
     let options = Options {
         days: 9,
         scale: 0.0004,

@@ -77,6 +77,7 @@ async fn the_sample_goes_through_kafka_once_even_when_consumed_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_data_produced_to_kafka_arrives_as_the_manifest_says() {
+    let _turn = spacepulse_tests::HEAVY.lock().await;
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("events", 2, 1).unwrap();
     let brokers = mock.bootstrap_servers();

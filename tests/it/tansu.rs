@@ -12,10 +12,6 @@ use spacepulse_tests::{
     Broker, Rng, create_topic, event_id_counts, produce, spacepulse, spacepulse_bin, valid_events,
 };
 
-/// The broker tests run one at a time: each starts a broker and ingester processes, which
-/// would otherwise compete for this machine's two cores.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// An ingester process, killed if the test ends (or fails) while it still runs.
 struct Ingester(Option<Child>);
 
@@ -243,7 +239,7 @@ async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
 /// this tier streams 20,000 events; the 200,000-event run is the mock-cluster test below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_against_tansu() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     create_topic(&broker.brokers(), "events", 4).await;
@@ -260,7 +256,7 @@ async fn kill_9_at_random_moments_against_tansu() {
 /// cluster, served from this test process over TCP, with the ingester killed as a process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_200k_events() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     mock.create_topic("events", 4, 1).unwrap();
@@ -299,7 +295,7 @@ fn accepted_in(summary: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingesters_in_one_group_split_the_partitions() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     let brokers = broker.brokers();
@@ -329,7 +325,7 @@ async fn two_ingesters_in_one_group_split_the_partitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_loses_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path());
     let brokers = broker.brokers();
