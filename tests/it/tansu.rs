@@ -161,7 +161,13 @@ async fn assert_exactly(lake: &Path, expected: &[String]) {
 /// killed with SIGKILL at five random moments and restarted, each time in a fresh group (the
 /// lake, not the group, holds the positions); then checks that the lake holds every event
 /// exactly once, every rejection once, and after a vacuum no file the log does not reference.
-async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
+async fn kill_9_scenario(
+    brokers: &str,
+    dir: &Path,
+    n: usize,
+    pace: Duration,
+    before_final: impl FnOnce(),
+) {
     let mut lines = valid_events("k", n, 42);
     for i in 0..n / 10_000 {
         lines.insert(i * 10_000 + 5, format!(r#"{{"event_id":"bad-{i}","ts":1430150400000,"user_id":"x{i}","type":"like","platform":"ios"}}"#));
@@ -190,6 +196,7 @@ async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
     }
     assert_eq!(producer.await.unwrap(), lines.len() as u64);
     let partial = covered(&lake).await;
+    before_final();
     let (code, out) = finish(
         ingester(brokers, &lake, "final", &["--until-caught-up"]),
         Duration::from_secs(600),
@@ -242,13 +249,22 @@ async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
 async fn kill_9_at_random_moments_against_tansu() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    create_topic(&broker.brokers(), "events", 4).await;
+    let mut broker = Broker::start(dir.path());
+    let brokers = broker.brokers();
+    create_topic(&brokers, "events", 4).await;
+    // Tansu 0.6 can wedge its group state after members are SIGKILLed (update_group's
+    // unreachable!() in a heartbeat); a broker restart, which keeps the log, clears it
+    // before the final catch-up.
     kill_9_scenario(
-        &broker.brokers(),
+        &brokers,
         dir.path(),
         20_000,
         Duration::from_millis(1000),
+        || {
+            if std::env::var_os("KAFKA_BROKERS").is_none() {
+                broker.restart()
+            }
+        },
     )
     .await;
 }
@@ -266,6 +282,7 @@ async fn kill_9_at_random_moments_200k_events() {
         dir.path(),
         200_000,
         Duration::from_millis(100),
+        || {},
     )
     .await;
 }
