@@ -299,10 +299,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     ];
     let batch = RecordBatch::try_new(table_schema(), cols)?;
     let n = batch.num_rows() as u64;
-    let scope = match plan.scope {
-        Scope::All => Scope::All,
-        Scope::Days(_) => Scope::Days(write_days),
-    };
+    let scope = plan.widened(write_days);
     publish(
         &ctx.opts.lake,
         TABLE,

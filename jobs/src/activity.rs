@@ -270,10 +270,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         .collect();
     let batch = rows(&days, &write_days)?;
     let rows = batch.num_rows() as u64;
-    let scope = match plan.scope {
-        Scope::All => Scope::All,
-        Scope::Days(_) => Scope::Days(write_days),
-    };
+    let scope = plan.widened(write_days);
     publish(
         &ctx.opts.lake,
         TABLE,

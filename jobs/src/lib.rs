@@ -233,6 +233,17 @@ pub struct Plan {
     pub up_to_date: bool,
 }
 
+impl Plan {
+    /// The scope of a commit that also rewrites `days` beyond the recomputed ones (later
+    /// days whose running figures the recomputed days change): the whole table stays whole.
+    pub fn widened(&self, days: BTreeSet<i32>) -> publish::Scope {
+        match self.scope {
+            publish::Scope::All => publish::Scope::All,
+            publish::Scope::Days(_) => publish::Scope::Days(days),
+        }
+    }
+}
+
 /// Runs the jobs over the lake.
 pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>> {
     if let (Some(f), Some(t)) = (opts.from, opts.to)
