@@ -315,3 +315,14 @@ pub async fn event_id_counts(lake_dir: &Path) -> (u64, std::collections::HashMap
     }
     (total, map)
 }
+
+/// A temporary directory for one test; kept (and its path printed) when `SPACEPULSE_TEST_KEEP`
+/// is set, so that a failed run's broker log, lake and ingester output can be read afterwards.
+pub fn test_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("a temporary directory");
+    if std::env::var_os("SPACEPULSE_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
+}

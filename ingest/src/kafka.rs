@@ -15,6 +15,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
@@ -34,13 +35,32 @@ pub struct KafkaOptions {
     pub until_caught_up: bool,
 }
 
-/// Rebalances seen by the consumer, handed to the ingest loop.
+/// Rebalances seen by the consumer, handed to the ingest loop, and the watermarks of
+/// librdkafka's last statistics.
 #[derive(Default)]
 struct GroupContext {
     events: Mutex<Vec<(bool, Vec<i32>)>>,
+    /// (low, high) per topic and partition as librdkafka last saw them in fetch responses:
+    /// reading lag from here costs no broker round trip (a watermark query to a slow broker
+    /// once a second would starve the loop).
+    watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut watermarks = self.watermarks.lock().expect("not poisoned");
+        for (name, topic) in &statistics.topics {
+            for (&p, partition) in &topic.partitions {
+                if p >= 0 && partition.hi_offset >= 0 {
+                    watermarks.insert(
+                        (name.clone(), p),
+                        (partition.lo_offset, partition.hi_offset),
+                    );
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -88,7 +108,9 @@ pub fn client_config(options: &KafkaOptions) -> ClientConfig {
         .set("session.timeout.ms", "10000")
         // Bounded memory: at most 32 MiB of prefetched messages per partition.
         .set("queued.max.messages.kbytes", "32768")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Watermarks for the lag, from fetch responses (see `GroupContext::watermarks`).
+        .set("statistics.interval.ms", "1000");
     for (k, v) in &options.overrides {
         config.set(k, v);
     }
@@ -243,13 +265,28 @@ fn lag(
     let mut total = 0;
     for e in assignment.elements_for_topic(topic) {
         let p = e.partition();
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(2))
-            .ok()?;
+        let seen = consumer
+            .context()
+            .watermarks
+            .lock()
+            .expect("not poisoned")
+            .get(&(topic.to_string(), p))
+            .copied();
+        let query = || {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(2))
+                .ok()
+        };
+        let (low, high) = match seen {
+            Some(w) => w,
+            None => query()?,
+        };
         // A partition that delivered nothing yet: its group offset (committed after the
-        // lake), or nothing to read at all.
+        // lake), or its high watermark when it is empty.
         let at = match positions.get(&p) {
             Some(pos) => pos.next(),
+            // Nothing to read at all.
+            None if low >= 0 && low == high => high,
             None => {
                 if committed.is_none() {
                     committed = consumer.committed(Duration::from_secs(2)).ok();
@@ -261,7 +298,11 @@ fn lag(
                     .filter(|o| *o >= 0);
                 match group {
                     Some(at) => at,
-                    None if low == high => high,
+                    // The low watermark is not always in the statistics: ask the broker.
+                    None if low < 0 => match query()? {
+                        (low, high) if low == high => high,
+                        _ => return None,
+                    },
                     None => return None,
                 }
             }
