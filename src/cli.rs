@@ -44,8 +44,8 @@ pub enum Command {
     /// Register, list and remove launch campaigns (the funnels' and launch curves' input).
     #[command(subcommand)]
     Campaigns(CampaignsCommand),
-    /// Run one SQL query over the lake: events, events_dedup, rejected, the metric tables,
-    /// campaigns (docs/metrics.md).
+    /// SQL over the lake (read-only): one query, or an interactive shell without one.
+    /// Tables: events, events_dedup, rejected, the metric tables, campaigns (docs/sql.md).
     Sql(SqlArgs),
     /// Run the pipeline end to end on an embedded Kafka broker and the shipped sample.
     Demo(DemoArgs),
@@ -195,8 +195,8 @@ pub struct JobsRunArgs {
 pub struct SqlArgs {
     #[command(flatten)]
     pub lake: LakeArg,
-    /// The query (SELECT, EXPLAIN, SHOW, DESCRIBE ...).
-    pub query: String,
+    /// The query (SELECT, EXPLAIN, SHOW, DESCRIBE); without one, an interactive shell.
+    pub query: Option<String>,
     #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
     pub format: SqlFormat,
     /// Write the result to this file instead of standard output.
@@ -204,12 +204,29 @@ pub struct SqlArgs {
     pub output: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SqlFormat {
     Table,
     Csv,
     Json,
     Ndjson,
+    /// The Arrow IPC stream format.
+    Arrow,
+    Parquet,
+}
+
+impl SqlFormat {
+    pub fn format(self) -> query::output::Format {
+        use query::output::Format;
+        match self {
+            SqlFormat::Table => Format::Table,
+            SqlFormat::Csv => Format::Csv,
+            SqlFormat::Json => Format::Json,
+            SqlFormat::Ndjson => Format::Ndjson,
+            SqlFormat::Arrow => Format::Arrow,
+            SqlFormat::Parquet => Format::Parquet,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

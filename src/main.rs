@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod demo;
 mod metrics;
+mod sql;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
             Command::Datasets(cmd) => commands::datasets(cmd).await,
             Command::Jobs(cmd) => metrics::jobs(cmd).await,
             Command::Campaigns(cmd) => metrics::campaigns(cmd).await,
-            Command::Sql(args) => metrics::sql(args).await,
+            Command::Sql(args) => sql::sql(args).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

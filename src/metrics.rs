@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lake::registry::{Campaign, Registry};
 use lake::tables::Lake;
 
-use crate::cli::{CampaignsCommand, JobsCommand, LakeArg, RegistryArg, SqlArgs, SqlFormat};
+use crate::cli::{CampaignsCommand, JobsCommand, LakeArg, RegistryArg};
 
 /// A progress bar per job on a terminal; nothing otherwise.
 struct Bars {
@@ -218,62 +218,5 @@ async fn users(
             r.relative_error * 100.0
         );
     }
-    Ok(())
-}
-
-/// `spacepulse sql QUERY`: one query over the lake's tables, printed or written to a file.
-pub async fn sql(args: SqlArgs) -> Result<()> {
-    let lake = Lake::new(&args.lake.lake)?;
-    let ctx = query::session::session(&lake).await?;
-    // Planning errors (an unknown table or column, bad syntax) are the user's to fix.
-    let df = match ctx.sql(&args.query).await {
-        Ok(df) => df,
-        Err(e) => {
-            let mut msg = format!("sql: {e}");
-            if let Some(hint) = query::session::table_hint(&ctx, &e.to_string()) {
-                msg.push_str(&hint);
-            }
-            return Err(crate::UsageError(msg).into());
-        }
-    };
-    let batches = df.collect().await?;
-    let mut out: Box<dyn std::io::Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .map_err(|e| crate::UsageError(format!("--output {}: {e}", path.display())))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    match args.format {
-        SqlFormat::Table => {
-            writeln!(
-                out,
-                "{}",
-                arrow::util::pretty::pretty_format_batches(&batches)?
-            )?;
-        }
-        SqlFormat::Csv => {
-            let mut w = arrow::csv::Writer::new(&mut out);
-            for b in &batches {
-                w.write(b)?;
-            }
-        }
-        SqlFormat::Json => {
-            let mut w = arrow::json::ArrayWriter::new(&mut out);
-            for b in &batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-            writeln!(out)?;
-        }
-        SqlFormat::Ndjson => {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
-            for b in &batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-    }
-    out.flush()?;
     Ok(())
 }

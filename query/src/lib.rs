@@ -9,6 +9,8 @@
 
 pub mod functions;
 pub mod funnel;
+pub mod guard;
+pub mod output;
 pub mod session;
 pub mod sketch;
 pub mod tz;

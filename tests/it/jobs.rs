@@ -744,4 +744,62 @@ fn sql_over_the_lake_in_every_format() {
     let (code, _, err) = spacepulse(&["sql", "--lake", lake, "SELECT nope FROM events"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("nope"), "{err}");
+    // Read-only: the lake is written by ingest and the jobs alone.
+    let (code, _, err) = spacepulse(&["sql", "--lake", lake, "DELETE FROM events"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("DELETE is not allowed"), "{err}");
+
+    // Parquet, read back by DuckDB's peer here: the parquet crate's own reader.
+    let pq = dir.path().join("dau.parquet");
+    ok(&[
+        "sql",
+        "--lake",
+        lake,
+        "--format",
+        "parquet",
+        "--output",
+        pq.to_str().unwrap(),
+        "SELECT day, dau FROM activity WHERE breakdown = 'total' ORDER BY day",
+    ]);
+    let file = std::fs::File::open(&pq).unwrap();
+    let rows: usize =
+        deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+    assert_eq!(rows, days.len());
+
+    // The shell, fed a script: statements over several lines, a backslash command, an error
+    // that does not stop the statements after it, and the exit status of a failed script.
+    let script = "\\f csv\nSELECT count(*) AS n\n  FROM events_dedup;\nSELECT nope FROM events;\nSELECT 41 + 1 AS answer\n";
+    let mut child = std::process::Command::new(spacepulse_tests::spacepulse_bin())
+        .args(["sql", "--lake", lake])
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        stdout,
+        format!("n\n{}\nanswer\n42\n", expected["distinct_events"]),
+        "{stderr}"
+    );
+    assert!(stderr.contains("No field named nope"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(dir.path().join(".spacepulse_history").exists());
 }

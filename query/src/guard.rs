@@ -1,0 +1,389 @@
+//! Analysts' SQL, read-only and contained: which statements may run, and the limits every
+//! query runs under (time, memory, rows), each with an error that says which was hit.
+//!
+//! Two locks, the way a database with untrusted clients does it: the statement is parsed
+//! and every statement in it, nested ones included (a `WITH ... INSERT`, a DML body inside a
+//! CTE), must be a query, `EXPLAIN` of one, `SHOW` or `DESCRIBE`; then DataFusion plans it
+//! with DDL, DML and statements (`SET`, transactions) switched off all the same.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::execution::SessionStateBuilder;
+use deltalake::datafusion::execution::context::SQLOptions;
+use deltalake::datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use deltalake::datafusion::sql::sqlparser::ast::{Statement, visit_statements};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+
+/// What one query may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time from parsing to the last row.
+    pub timeout: Duration,
+    /// DataFusion's memory pool for the query's operators, and the cap on the buffered result.
+    pub memory_bytes: usize,
+    /// Rows in the result.
+    pub max_rows: usize,
+    /// Queries running at once; more wait their turn (within their time limit).
+    pub concurrent: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 512 << 20,
+            max_rows: 100_000,
+            concurrent: 2,
+        }
+    }
+}
+
+/// Why a query did not run to the end. Every variant is the client's to act on except
+/// `Internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the query ran longer than the time limit of {0:?} and was stopped")]
+    Timeout(Duration),
+    #[error("the query needed more than the memory limit of {limit} MiB and was stopped: {detail}")]
+    Memory { limit: usize, detail: String },
+    #[error("the result has more than {0} rows, the row limit: aggregate, filter or add a LIMIT")]
+    TooManyRows(usize),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            QueryError::Refused(_) => 403,
+            QueryError::Invalid(_) => 400,
+            QueryError::Timeout(_) => 408,
+            QueryError::Memory { .. } | QueryError::TooManyRows(_) => 422,
+            QueryError::Internal(_) => 500,
+        }
+    }
+
+    /// A stable, machine-readable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::Refused(_) => "forbidden_statement",
+            QueryError::Invalid(_) => "invalid_query",
+            QueryError::Timeout(_) => "time_limit",
+            QueryError::Memory { .. } => "memory_limit",
+            QueryError::TooManyRows(_) => "row_limit",
+            QueryError::Internal(_) => "internal",
+        }
+    }
+}
+
+const ALLOWED: &str = "only SELECT (WITH ...), EXPLAIN, SHOW and DESCRIBE run here";
+
+/// Checks that `sql` is one read-only statement. Returns whether it is a query (whose rows
+/// the row limit caps) rather than EXPLAIN, SHOW or DESCRIBE.
+pub fn check(sql: &str) -> Result<bool, QueryError> {
+    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    match statements.len() {
+        0 => return Err(QueryError::Invalid("empty query: no statement".into())),
+        1 => {}
+        n => {
+            return Err(QueryError::Refused(format!(
+                "{n} statements in one request: send one statement at a time"
+            )));
+        }
+    }
+    check_df(&statements[0])
+}
+
+fn check_df(statement: &DfStatement) -> Result<bool, QueryError> {
+    match statement {
+        DfStatement::Statement(s) => check_sql(s),
+        DfStatement::Explain(e) => check_df(&e.statement).map(|_| false),
+        DfStatement::CreateExternalTable(_) => Err(refused("CREATE EXTERNAL TABLE")),
+        DfStatement::CopyTo(_) => Err(refused("COPY")),
+        DfStatement::Reset(_) => Err(refused("RESET")),
+    }
+}
+
+fn check_sql(statement: &Statement) -> Result<bool, QueryError> {
+    let top = match statement {
+        Statement::Query(_) => true,
+        Statement::Explain { statement, .. } => {
+            check_sql(statement)?;
+            false
+        }
+        Statement::ExplainTable { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. } => false,
+        other => return Err(refused(&kind(other))),
+    };
+    // Statements nested in the query: DML in a CTE or a set operation's operand.
+    let nested = visit_statements(statement, |s| match s {
+        Statement::Query(_)
+        | Statement::Explain { .. }
+        | Statement::ExplainTable { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. } => ControlFlow::Continue(()),
+        other => ControlFlow::Break(kind(other)),
+    });
+    match nested {
+        ControlFlow::Break(k) => Err(QueryError::Refused(format!(
+            "{k} is not allowed (inside the query): the lake is read-only here; {ALLOWED}"
+        ))),
+        ControlFlow::Continue(()) => Ok(top),
+    }
+}
+
+/// The statement's leading keywords, e.g. `INSERT`, `CREATE TABLE`, `SET`.
+fn kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(3).collect();
+    let n = match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
+        Some("CREATE" | "DROP" | "ALTER" | "TRUNCATE") => {
+            if words.get(1).is_some_and(|w| w.eq_ignore_ascii_case("OR")) {
+                3
+            } else {
+                2
+            }
+        }
+        _ => 1,
+    };
+    words
+        .iter()
+        .take(n)
+        .map(|w| w.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn refused(what: &str) -> QueryError {
+    QueryError::Refused(format!(
+        "{what} is not allowed: the lake is read-only here; {ALLOWED}"
+    ))
+}
+
+/// The result of a query that ran within its limits.
+#[derive(Debug)]
+pub struct Answer {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+    pub elapsed: Duration,
+}
+
+/// Runs analysts' queries over a session's tables under [`Limits`].
+pub struct Guarded {
+    ctx: SessionContext,
+    limits: Limits,
+    turns: Arc<Semaphore>,
+}
+
+impl Guarded {
+    /// `ctx` supplies the tables and functions (see [`crate::session::session`]); each query
+    /// runs in a session of its own that shares them, with its own memory pool and no
+    /// spilling to disk.
+    pub fn new(ctx: SessionContext, limits: Limits) -> Self {
+        Self {
+            ctx,
+            limits,
+            turns: Arc::new(Semaphore::new(limits.concurrent.max(1))),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Checks, plans and runs `sql`, buffering the result (at most `max_rows` rows and
+    /// `memory_bytes`), so that every limit ends in a clear error rather than a cut result.
+    pub async fn run(&self, sql: &str) -> Result<Answer, QueryError> {
+        check(sql)?;
+        let start = Instant::now();
+        let limits = self.limits;
+        let work = async {
+            let _turn = self
+                .turns
+                .acquire()
+                .await
+                .map_err(|e| QueryError::Internal(e.to_string()))?;
+            let ctx = self.query_context()?;
+            let (df, is_query) = plan(&ctx, sql).await?;
+            let df = if is_query {
+                // One row more than allowed tells "over the limit" from "exactly at it".
+                df.limit(0, Some(limits.max_rows + 1))
+                    .map_err(|e| classify(e, limits))?
+            } else {
+                df
+            };
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let mut stream = df.execute_stream().await.map_err(|e| classify(e, limits))?;
+            let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| classify(e, limits))?;
+                rows += batch.num_rows();
+                bytes += batch.get_array_memory_size();
+                if rows > limits.max_rows {
+                    return Err(QueryError::TooManyRows(limits.max_rows));
+                }
+                if bytes > limits.memory_bytes {
+                    return Err(QueryError::Memory {
+                        limit: limits.memory_bytes >> 20,
+                        detail: format!("the result alone takes more than {bytes} bytes"),
+                    });
+                }
+                batches.push(batch);
+            }
+            Ok(Answer {
+                schema,
+                batches,
+                rows,
+                elapsed: Duration::ZERO,
+            })
+        };
+        match tokio::time::timeout(limits.timeout, work).await {
+            Ok(Ok(mut answer)) => {
+                answer.elapsed = start.elapsed();
+                Ok(answer)
+            }
+            Ok(Err(e)) => Err(e),
+            // Dropping the query's future cancels its tasks.
+            Err(_) => Err(QueryError::Timeout(limits.timeout)),
+        }
+    }
+
+    /// A session sharing the tables, functions and object stores of `self.ctx` with a memory
+    /// pool of its own.
+    fn query_context(&self) -> Result<SessionContext, QueryError> {
+        let state = self.ctx.state();
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .with_object_store_registry(state.runtime_env().object_store_registry.clone())
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+}
+
+/// Checks `sql` (see [`check`]) and plans it in `ctx` with DDL, DML and statements off.
+/// Returns the plan and whether it is a query (rather than EXPLAIN, SHOW or DESCRIBE).
+pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<(DataFrame, bool), QueryError> {
+    let is_query = check(sql)?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    match ctx.sql_with_options(sql, options).await {
+        Ok(df) => Ok((df, is_query)),
+        Err(e) => Err(planning_error(ctx, e)),
+    }
+}
+
+fn planning_error(ctx: &SessionContext, e: DataFusionError) -> QueryError {
+    match classify(e, Limits::default()) {
+        QueryError::Invalid(mut msg) => {
+            if let Some(hint) = crate::session::table_hint(ctx, &msg) {
+                msg.push_str(&hint);
+            }
+            QueryError::Invalid(msg)
+        }
+        other => other,
+    }
+}
+
+/// Sorts DataFusion's errors into the user's (a plan that cannot be made), the limits', and
+/// ours.
+fn classify(e: DataFusionError, limits: Limits) -> QueryError {
+    let root = e.find_root();
+    match root {
+        DataFusionError::ResourcesExhausted(detail) => QueryError::Memory {
+            limit: limits.memory_bytes >> 20,
+            detail: detail.clone(),
+        },
+        DataFusionError::Plan(_)
+        | DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_) => QueryError::Invalid(root.to_string()),
+        // "Disk manager is disabled": an operator wanted to spill past the memory limit.
+        _ if root.to_string().contains("isk manager") => QueryError::Memory {
+            limit: limits.memory_bytes >> 20,
+            detail: root.to_string(),
+        },
+        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
+            QueryError::Invalid(root.to_string())
+        }
+        _ => QueryError::Internal(root.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pass_and_writes_are_refused() {
+        for ok in [
+            "SELECT 1",
+            "WITH a AS (SELECT 1 AS x) SELECT x FROM a",
+            "EXPLAIN SELECT 1",
+            "EXPLAIN ANALYZE SELECT 1",
+            "SHOW TABLES",
+            "SHOW COLUMNS FROM events",
+            "DESCRIBE events",
+            "SELECT 1;",
+        ] {
+            assert!(check(ok).is_ok(), "{ok}: {:?}", check(ok));
+        }
+        for (bad, word) in [
+            ("INSERT INTO events VALUES (1)", "INSERT"),
+            ("CREATE TABLE t AS SELECT 1", "CREATE TABLE"),
+            ("CREATE VIEW v AS SELECT 1", "CREATE VIEW"),
+            ("CREATE OR REPLACE VIEW v AS SELECT 1", "CREATE OR REPLACE"),
+            (
+                "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+                "CREATE EXTERNAL",
+            ),
+            ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY"),
+            ("DROP TABLE events", "DROP TABLE"),
+            ("DELETE FROM events", "DELETE"),
+            ("UPDATE events SET platform = 'pc'", "UPDATE"),
+            ("SET datafusion.execution.batch_size = 1", "SET"),
+            ("RESET datafusion.execution.batch_size", "RESET"),
+            ("EXPLAIN INSERT INTO events VALUES (1)", "INSERT"),
+            ("EXPLAIN COPY (SELECT 1) TO '/tmp/x.csv'", "COPY"),
+            ("SELECT 1; DROP TABLE events", "2 statements"),
+        ] {
+            match check(bad) {
+                Err(QueryError::Refused(m)) => assert!(m.contains(word), "{bad}: {m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+}
