@@ -49,6 +49,121 @@ pub enum Command {
     Sql(SqlArgs),
     /// Run the pipeline end to end on an embedded Kafka broker and the shipped sample.
     Demo(DemoArgs),
+    /// Serve the reports and analysts' SQL over HTTP (JSON API under /api/v1).
+    Serve(ServeArgs),
+    /// Official accounts, advertisers and staff: add, verify, reject, revoke, list.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Access tokens: issue (shown once), revoke, list.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub lake: LakeArg,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SPACEPULSE_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// The report time zone: the one the jobs ran in.
+    #[arg(long, default_value = query::tz::DEFAULT_TZ, env = "SPACEPULSE_TZ")]
+    pub tz: String,
+    /// Analysts' SQL: the time limit per query, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub sql_timeout: f64,
+    /// Analysts' SQL: the memory pool per query, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub sql_memory_mib: usize,
+    /// Analysts' SQL: the most rows a result may have.
+    #[arg(long, default_value_t = 100_000)]
+    pub sql_max_rows: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add an account: official and advertiser accounts start pending verification.
+    Add {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        /// The account id (a-z, 0-9, -, _, .), as events carry it in account_id/advertiser_id.
+        id: String,
+        /// official, advertiser or staff.
+        #[arg(long)]
+        kind: String,
+        /// A display name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Verify an account: it gets its reports.
+    Verify(StateArgs),
+    /// Reject an account's verification.
+    Reject(StateArgs),
+    /// Revoke a verified account: its reports are closed.
+    Revoke(StateArgs),
+    /// List the accounts (with --audit ID, that account's audit log).
+    List {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "ID")]
+        audit: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub lake: LakeArg,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    pub id: String,
+    /// Why (it goes in the audit log).
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Issue a token for an account; prints the secret once.
+    Issue {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        /// operator, analyst, official or advertiser.
+        #[arg(long)]
+        role: String,
+        /// The account the token belongs to.
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke a token by its id (tok_...).
+    Revoke {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        id: String,
+    },
+    /// List the tokens (ids, roles, accounts; never secrets).
+    List {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

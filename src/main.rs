@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod demo;
 mod metrics;
+mod server;
 mod sql;
 
 use std::io::IsTerminal;
@@ -81,6 +82,9 @@ fn main() -> ExitCode {
             Command::Campaigns(cmd) => metrics::campaigns(cmd).await,
             Command::Sql(args) => sql::sql(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Serve(args) => server::serve(args).await,
+            Command::Accounts(cmd) => server::accounts(cmd),
+            Command::Tokens(cmd) => server::tokens(cmd),
         }
     });
     match result {

@@ -56,7 +56,7 @@ impl jobs::Progress for Bars {
     }
 }
 
-fn registry(lake: &LakeArg, registry: &RegistryArg) -> Result<Registry> {
+pub fn registry(lake: &LakeArg, registry: &RegistryArg) -> Result<Registry> {
     let lake = Lake::new(&lake.lake)?;
     let path = Registry::path_for(&lake, registry.registry.as_deref())?;
     Ok(Registry::open(&path)?)

@@ -803,3 +803,144 @@ fn sql_over_the_lake_in_every_format() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(dir.path().join(".spacepulse_history").exists());
 }
+
+/// One HTTP/1.1 request over a plain socket; returns the status and the (de-chunked) body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (status, rest.to_string());
+    }
+    let (mut out, mut rest) = (String::new(), rest);
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return (status, out);
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}
+
+#[test]
+fn serve_answers_tokens_over_http() {
+    let (file, expected) = fixture("shanghai_midnight");
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    ingest(lake, &file);
+    jobs(lake, &[]);
+    ok(&["accounts", "add", "bi", "--kind", "staff", "--lake", lake]);
+    let token = ok(&[
+        "tokens",
+        "issue",
+        "--role",
+        "analyst",
+        "--account",
+        "bi",
+        "--lake",
+        lake,
+    ]);
+    let token = token.trim();
+    assert!(token.starts_with("spt_") && token.len() == 68, "{token}");
+    let (code, _, err) = spacepulse(&[
+        "tokens",
+        "issue",
+        "--role",
+        "king",
+        "--account",
+        "bi",
+        "--lake",
+        lake,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--role") && err.contains("operator, analyst"),
+        "{err}"
+    );
+    let (code, _, err) = spacepulse(&[
+        "accounts", "verify", "nobody", "--reason", "x", "--lake", lake,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no account"), "{err}");
+    let listed = ok(&["tokens", "list", "--lake", lake]);
+    assert!(
+        listed.contains("analyst") && !listed.contains(token),
+        "{listed}"
+    );
+
+    let mut server = std::process::Command::new(spacepulse_tests::spacepulse_bin())
+        .args(["serve", "--lake", lake, "--listen", "127.0.0.1:0"])
+        .env("SPACEPULSE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    let (status, body) = http(&addr, "GET", "/api/v1/platform/activity", None, "");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(&addr, "GET", "/api/v1/platform/activity", Some(token), "");
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let totals: Vec<(&str, i64)> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["breakdown"] == "total")
+        .map(|r| (r["day"].as_str().unwrap(), r["dau"].as_i64().unwrap()))
+        .collect();
+    let want: Vec<(&str, i64)> = expected["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["day"].as_str().unwrap(), d["dau"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(totals, want);
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/sql",
+        Some(token),
+        "SELECT count(*) AS n FROM events_dedup",
+    );
+    assert_eq!(status, 200, "{body}");
+    let row: Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(row["n"], expected["distinct_events"]);
+    // SIGTERM: a graceful stop, exit 0.
+    let ok_kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok_kill);
+    let status = server.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -12,6 +12,9 @@ use serde::Serialize;
 use crate::tables::Lake;
 use crate::{Error, Result};
 
+mod access;
+pub use access::{Account, AccountKind, Audit, Role, Token, TokenInfo, VerificationState};
+
 /// The registry file's name in a local lake.
 pub const REGISTRY_FILE: &str = "_registry.sqlite";
 
@@ -34,7 +37,8 @@ pub struct Campaign {
     pub mode: String,
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE campaigns (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE campaigns (
         id TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
         start_ms INTEGER NOT NULL,
@@ -42,7 +46,34 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE campaigns (
         window_ms INTEGER NOT NULL,
         mode TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL
-    );"];
+    );",
+    // The dashboard's accounts, their verification history, and access tokens (hashes only).
+    "CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE account_audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        label TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        revoked_at_ms INTEGER
+    );",
+];
 
 /// An open registry.
 pub struct Registry {

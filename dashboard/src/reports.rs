@@ -1,0 +1,380 @@
+//! The reports: platform activity and upload peaks (operators, analysts), an official
+//! account's followers and campaigns (funnel, launch curve), an advertiser's ads. JSON by
+//! default, CSV with `?format=csv`; a range preset (`?range=today|7d|30d`, ending on the
+//! newest day with data) or `?from=&to=` (YYYY-MM-DD in the report time zone).
+
+use axum::extract::{Path, State as AxState};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use lake::registry::Role;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::State;
+use crate::auth::Caller;
+use crate::error::{ApiError, QueryParams};
+use crate::view::View;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    pub range: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub format: Option<String>,
+}
+
+/// A string as a SQL literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn day_lit(day: i32) -> String {
+    format!("DATE '{}'", query::tz::format_day(day))
+}
+
+/// The days a report covers: `(from, to)` inclusive, either end open when unknown.
+fn days(params: &Params, latest: Option<i32>) -> Result<(Option<i32>, Option<i32>), ApiError> {
+    let parse = |name: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|s| {
+                query::tz::parse_day(s).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    let (from, to) = (parse("from", &params.from)?, parse("to", &params.to)?);
+    if let Some(range) = &params.range {
+        if from.is_some() || to.is_some() {
+            return Err(ApiError::bad_request(
+                "range: give a preset or from/to, not both",
+            ));
+        }
+        let span = match range.as_str() {
+            "today" => 1,
+            "7d" => 7,
+            "30d" => 30,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "range: expected today, 7d or 30d, got {other:?}"
+                )));
+            }
+        };
+        return Ok(match latest {
+            Some(l) => (Some(l - span + 1), Some(l)),
+            None => (None, None),
+        });
+    }
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return Err(ApiError::bad_request("from: is after to"));
+    }
+    Ok((from, to))
+}
+
+fn day_filter(from: Option<i32>, to: Option<i32>) -> String {
+    let mut f = String::new();
+    if let Some(d) = from {
+        f.push_str(&format!(" AND day >= {}", day_lit(d)));
+    }
+    if let Some(d) = to {
+        f.push_str(&format!(" AND day <= {}", day_lit(d)));
+    }
+    f
+}
+
+enum Out {
+    Json,
+    Csv,
+}
+
+fn out(params: &Params) -> Result<Out, ApiError> {
+    match params.format.as_deref() {
+        None | Some("json") => Ok(Out::Json),
+        Some("csv") => Ok(Out::Csv),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format: expected json or csv, got {other:?}"
+        ))),
+    }
+}
+
+/// The newest day of `table` matching `filter` (a `WHERE` condition).
+async fn latest(view: &View, table: &str, filter: &str) -> Result<Option<i32>, ApiError> {
+    let rows = view
+        .rows(
+            &format!("SELECT CAST(max(day) AS VARCHAR) AS d FROM {table} WHERE {filter}"),
+            &[table],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r["d"].as_str())
+        .and_then(|d| query::tz::parse_day(d).ok()))
+}
+
+/// One daily report over `table`: the rows of `select ... WHERE filter AND <days>`, with the
+/// report's range, time zone and freshness; cached until the lake changes.
+#[allow(clippy::too_many_arguments)]
+async fn daily(
+    state: &State,
+    name: &str,
+    key: String,
+    table: &str,
+    columns: &str,
+    filter: &str,
+    order: &str,
+    extra: Option<(&str, String)>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let format = out(&params)?;
+    let view = state.view.current().await?;
+    let body = view
+        .cached(key, || async {
+            let newest = latest(&view, table, filter).await?;
+            let (from, to) = days(&params, newest)?;
+            let sql = format!(
+                "SELECT {columns} FROM {table} WHERE {filter}{} ORDER BY {order}",
+                day_filter(from, to)
+            );
+            match format {
+                Out::Csv => {
+                    if !view.ctx.table_exist(table).unwrap_or(false) {
+                        return Ok(("text/csv; charset=utf-8".into(), Vec::new()));
+                    }
+                    let df = view
+                        .ctx
+                        .sql(&sql)
+                        .await
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+                    let batches = df
+                        .collect()
+                        .await
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    let bytes = query::output::encode(query::output::Format::Csv, schema, &batches)
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    Ok(("text/csv; charset=utf-8".into(), bytes))
+                }
+                Out::Json => {
+                    let rows = view.rows(&sql, &[table]).await?;
+                    let mut report = json!({
+                        "report": name,
+                        "tz": state.options.tz.name(),
+                        "from": from.map(query::tz::format_day),
+                        "to": to.map(query::tz::format_day),
+                        "complete_up_to": newest.map(query::tz::format_day),
+                        "rows": rows,
+                    });
+                    if let Some((field, totals_sql)) = &extra {
+                        let totals = view
+                            .rows(&format!("{totals_sql}{}", day_filter(from, to)), &[table])
+                            .await?;
+                        report[*field] = totals.into_iter().next().unwrap_or(Value::Null);
+                    }
+                    Ok((
+                        "application/json".into(),
+                        serde_json::to_vec(&report).expect("json"),
+                    ))
+                }
+            }
+        })
+        .await?;
+    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
+}
+
+fn key(path: &str, params: &Params) -> String {
+    format!(
+        "{path}?{:?}{:?}{:?}{:?}",
+        params.range, params.from, params.to, params.format
+    )
+}
+
+/// DAU, WAU, MAU, DAU/MAU and new users per day, overall and by platform group.
+pub async fn activity(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    QueryParams(params): QueryParams<Params>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator, Role::Analyst])?;
+    daily(
+        &state,
+        "activity",
+        key("activity", &params),
+        "activity",
+        "CAST(day AS VARCHAR) AS day, breakdown, segment, dau, wau, mau, dau_mau, new_users, \
+         dau_approx, wau_approx, mau_approx, estimator, hll_precision, hll_relative_error",
+        "breakdown IN ('total', 'platform_group')",
+        "day, breakdown DESC, segment",
+        None,
+        params,
+    )
+    .await
+}
+
+/// Photos uploaded per day with the peak second, minute and hour.
+pub async fn uploads(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    QueryParams(params): QueryParams<Params>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator, Role::Analyst])?;
+    daily(
+        &state,
+        "uploads",
+        key("uploads", &params),
+        "uploads_daily",
+        "CAST(day AS VARCHAR) AS day, uploads, photos, peak_second, peak_second_photos, \
+         peak_minute, peak_minute_photos, peak_hour, peak_hour_photos",
+        "true",
+        "day",
+        None,
+        params,
+    )
+    .await
+}
+
+/// An official account's followers, reach and engagement per day.
+pub async fn followers(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<Params>,
+) -> Result<Response, ApiError> {
+    caller.tenant(Role::Official, &id)?;
+    daily(
+        &state,
+        "followers",
+        key(&format!("followers/{id}"), &params),
+        "accounts_daily",
+        "CAST(day AS VARCHAR) AS day, follows, unfollows, net, followers, reach, reach_approx, \
+         likes, comments, engagement",
+        &format!("account_id = {}", lit(&id)),
+        "day",
+        None,
+        params,
+    )
+    .await
+}
+
+/// An advertiser's ads per day, with totals and the unique reach of the whole range (HLL++
+/// merged from the daily sketches).
+pub async fn advertiser(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<Params>,
+) -> Result<Response, ApiError> {
+    caller.tenant(Role::Advertiser, &id)?;
+    let filter = format!("advertiser_id = {}", lit(&id));
+    let totals = format!(
+        "SELECT sum(impressions) AS impressions, sum(clicks) AS clicks, \
+         CAST(sum(clicks) AS DOUBLE) / sum(impressions) AS ctr, sum(conversions) AS conversions, \
+         sum(spend_cents) AS spend_cents, sum(conversion_value_cents) AS conversion_value_cents, \
+         round(hll_count(hll_merge(reach_hll))) AS unique_reach_approx, \
+         sum(impressions) / hll_count(hll_merge(reach_hll)) AS frequency, \
+         'HyperLogLog++ p=14' AS unique_reach_estimator, 0.008125 AS unique_reach_relative_error \
+         FROM advertisers_daily WHERE {filter}"
+    );
+    daily(
+        &state,
+        "advertiser",
+        key(&format!("advertiser/{id}"), &params),
+        "advertisers_daily",
+        "CAST(day AS VARCHAR) AS day, ad_id, impressions, clicks, ctr, conversions, \
+         conversion_rate, spend_cents, conversion_value_cents, reach, reach_approx, frequency",
+        &filter,
+        "day, ad_id",
+        Some(("totals", totals)),
+        params,
+    )
+    .await
+}
+
+/// The campaigns an official account owns (the registry's).
+pub async fn campaigns(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.tenant(Role::Official, &id)?;
+    let all = state.registry.lock().expect("not poisoned").campaigns()?;
+    let own: Vec<_> = all.into_iter().filter(|c| c.account_id == id).collect();
+    Ok(axum::Json(json!({"account_id": id, "campaigns": own})))
+}
+
+/// The campaign's owner may see it (and operators); an unregistered campaign is operators'.
+fn campaign_access(caller: &Caller, state: &State, id: &str) -> Result<(), ApiError> {
+    let owner = state
+        .registry
+        .lock()
+        .expect("not poisoned")
+        .campaign(id)?
+        .map(|c| c.account_id);
+    match owner {
+        Some(account) => caller.tenant(Role::Official, &account).map_err(|e| {
+            if e.status == 404 {
+                ApiError::not_found(format!("no campaign {id:?}"))
+            } else {
+                e
+            }
+        }),
+        None if caller.role() == Role::Operator => Ok(()),
+        None => Err(ApiError::not_found(format!("no campaign {id:?}"))),
+    }
+}
+
+/// The funnel: users per step, conversion, drop-off and time to convert, overall and by
+/// platform and region.
+pub async fn funnel(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    campaign_access(&caller, &state, &id)?;
+    let view = state.view.current().await?;
+    let rows = view
+        .rows(
+            &format!(
+                "SELECT breakdown, segment, step, step_type, users, conversion_from_previous, \
+                 conversion_overall, drop_off, median_seconds_from_previous, \
+                 p90_seconds_from_previous, window_ms, mode, registered \
+                 FROM funnels WHERE campaign_id = {} ORDER BY breakdown DESC, segment, step",
+                lit(&id)
+            ),
+            &["funnels"],
+        )
+        .await?;
+    Ok(axum::Json(json!({"campaign_id": id, "rows": rows})))
+}
+
+/// The launch: the milestones (+1 s ... +24 h) and the first hour second by second.
+pub async fn launch(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    campaign_access(&caller, &state, &id)?;
+    let view = state.view.current().await?;
+    let milestones = view
+        .rows(
+            &format!(
+                "SELECT after_seconds, users FROM launch_milestones WHERE campaign_id = {} \
+                 ORDER BY after_seconds",
+                lit(&id)
+            ),
+            &["launch_milestones"],
+        )
+        .await?;
+    let curve = view
+        .rows(
+            &format!(
+                "SELECT second, new_users, users FROM launch_curve WHERE campaign_id = {} \
+                 ORDER BY second",
+                lit(&id)
+            ),
+            &["launch_curve"],
+        )
+        .await?;
+    Ok(axum::Json(
+        json!({"campaign_id": id, "milestones": milestones, "curve": curve}),
+    ))
+}

@@ -1,0 +1,120 @@
+//! `POST /api/v1/sql`: analysts' and operators' read-only SQL under limits (query::guard).
+//!
+//! The body is the query as text, or JSON `{"sql": "...", "format": "ndjson"}`; the format
+//! (`ndjson`, the default, `csv`, `json` or `arrow`) may also come as `?format=`. The result
+//! is checked against every limit before the first byte is sent, then streamed batch by
+//! batch in the format asked for.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State as AxState;
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use lake::registry::Role;
+use query::output::{Encoder, Format};
+use serde::Deserialize;
+
+use crate::State;
+use crate::auth::Caller;
+use crate::error::{ApiError, QueryParams};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SqlParams {
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SqlBody {
+    sql: String,
+    format: Option<String>,
+}
+
+pub async fn sql(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    QueryParams(params): QueryParams<SqlParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Analyst, Role::Operator])?;
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (text, body_format) = if is_json {
+        let b: SqlBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("body: expected {{\"sql\": \"...\"}}: {e}"))
+        })?;
+        (b.sql, b.format)
+    } else {
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::bad_request("body: the query is not UTF-8"))?;
+        (text, None)
+    };
+    let name = body_format
+        .or(params.format)
+        .unwrap_or_else(|| "ndjson".into());
+    let format = Format::parse(&name)
+        .filter(|f| {
+            matches!(
+                f,
+                Format::Ndjson | Format::Csv | Format::Json | Format::Arrow
+            )
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "format: expected ndjson, csv, json or arrow, got {name:?}"
+            ))
+        })?;
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "body: no query; send the SQL as the body",
+        ));
+    }
+    let view = state.view.current().await?;
+    let answer = view.sql.run(&text).await?;
+    tracing::info!(
+        role = %caller.role(),
+        account = %caller.account.id,
+        rows = answer.rows,
+        ms = answer.elapsed.as_millis() as u64,
+        "sql"
+    );
+    let mut encoder = Encoder::new(format, answer.schema.clone())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut batches = answer.batches.into_iter();
+    let mut done = false;
+    // One chunk per batch, encoded as the body is sent.
+    let stream = futures::stream::poll_fn(move |_| {
+        if done {
+            return std::task::Poll::Ready(None);
+        }
+        let chunk = match batches.next() {
+            Some(b) => encoder.batch(&b),
+            None => {
+                done = true;
+                let e = std::mem::replace(
+                    &mut encoder,
+                    Encoder::new(
+                        Format::Ndjson,
+                        std::sync::Arc::new(arrow::datatypes::Schema::empty()),
+                    )
+                    .expect("an empty encoder"),
+                );
+                e.finish()
+            }
+        };
+        std::task::Poll::Ready(Some(chunk.map(Bytes::from).map_err(std::io::Error::other)))
+    });
+    Ok((
+        [
+            (CONTENT_TYPE, format.content_type().to_string()),
+            (
+                axum::http::HeaderName::from_static("x-spacepulse-rows"),
+                answer.rows.to_string(),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,662 @@
+//! The API through the router (`tower::ServiceExt::oneshot`) over a lake the ingester and
+//! the jobs made: every role and tenant against every endpoint, the reports' numbers, the
+//! operators' administration, analysts' SQL.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use lake::registry::{AccountKind, Campaign, Registry, Role, VerificationState};
+use lake::tables::Lake;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const LAUNCH_MS: i64 = 1_430_186_400_000; // 2015-04-28T02:00:00Z, 10:00 in Shanghai
+
+fn line(id: &str, ts_ms: i64, user: u64, kind: &str, extra: Value) -> String {
+    let mut e =
+        json!({"event_id": id, "ts": ts_ms, "user_id": user, "type": kind, "platform": "android"});
+    for (k, v) in extra.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    e.to_string()
+}
+
+/// Events for two official accounts, two campaigns and two advertisers.
+fn events() -> String {
+    let mut lines = Vec::new();
+    let mut n = 0;
+    let mut id = || {
+        n += 1;
+        format!("e{n}")
+    };
+    // Xiaomi's launch: 5 users view; 4 reserve at +0.5 s, +5 s, +30 s, +2 h; 1 preorders.
+    for u in 1..=5u64 {
+        lines.push(line(
+            &id(),
+            LAUNCH_MS,
+            u,
+            "page_view",
+            json!({"campaign_id": "redmi-launch"}),
+        ));
+    }
+    for (u, after) in [(1u64, 500i64), (2, 5_000), (3, 30_000), (4, 7_200_000)] {
+        lines.push(line(
+            &id(),
+            LAUNCH_MS + after,
+            u,
+            "reserve",
+            json!({"campaign_id": "redmi-launch"}),
+        ));
+    }
+    lines.push(line(
+        &id(),
+        LAUNCH_MS + 60_000,
+        1,
+        "preorder",
+        json!({"campaign_id": "redmi-launch", "amount_cents": 99900}),
+    ));
+    lines.push(line(
+        &id(),
+        LAUNCH_MS + 100,
+        9,
+        "reserve",
+        json!({"campaign_id": "p-launch"}),
+    ));
+    // Followers: xiaomi gains 3 and loses 1, huawei gains 1.
+    for u in [1u64, 2, 3] {
+        lines.push(line(
+            &id(),
+            LAUNCH_MS,
+            u,
+            "follow",
+            json!({"account_id": "xiaomi"}),
+        ));
+    }
+    lines.push(line(
+        &id(),
+        LAUNCH_MS + 1000,
+        3,
+        "unfollow",
+        json!({"account_id": "xiaomi"}),
+    ));
+    lines.push(line(
+        &id(),
+        LAUNCH_MS,
+        7,
+        "follow",
+        json!({"account_id": "huawei"}),
+    ));
+    // Ads: adv1 shows 3 impressions to 2 users, 1 click; adv2 one impression.
+    for u in [1u64, 1, 2] {
+        lines.push(line(
+            &id(),
+            LAUNCH_MS,
+            u,
+            "ad_impression",
+            json!({"advertiser_id": "adv1", "ad_id": "a1", "amount_cents": 10}),
+        ));
+    }
+    lines.push(line(
+        &id(),
+        LAUNCH_MS + 5,
+        1,
+        "ad_click",
+        json!({"advertiser_id": "adv1", "ad_id": "a1", "amount_cents": 50}),
+    ));
+    lines.push(line(
+        &id(),
+        LAUNCH_MS,
+        8,
+        "ad_impression",
+        json!({"advertiser_id": "adv2", "ad_id": "b1", "amount_cents": 10}),
+    ));
+    lines.join("\n") + "\n"
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    app: axum::Router,
+    tokens: std::collections::HashMap<&'static str, String>,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::new(&dir.path().join("lake").to_string_lossy()).unwrap();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, events()).unwrap();
+    let mut writer = ingest::writer::LakeWriter::open(&lake, Default::default())
+        .await
+        .unwrap();
+    ingest::backfill::run(&mut writer, &file, |_| {})
+        .await
+        .unwrap();
+    let registry = Registry::open(&Registry::path_for(&lake, None).unwrap()).unwrap();
+    for (id, owner) in [("redmi-launch", "xiaomi"), ("p-launch", "huawei")] {
+        registry
+            .add_campaign(&Campaign {
+                id: id.into(),
+                account_id: owner.into(),
+                start_ms: LAUNCH_MS,
+                steps: lake::registry::DEFAULT_STEPS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                window_ms: lake::registry::DEFAULT_WINDOW_MS,
+                mode: "furthest".into(),
+            })
+            .unwrap();
+    }
+    let mut tokens = std::collections::HashMap::new();
+    for (name, id, kind, role, verified) in [
+        (
+            "xiaomi",
+            "xiaomi",
+            AccountKind::Official,
+            Role::Official,
+            true,
+        ),
+        (
+            "huawei",
+            "huawei",
+            AccountKind::Official,
+            Role::Official,
+            true,
+        ),
+        (
+            "pending",
+            "newbrand",
+            AccountKind::Official,
+            Role::Official,
+            false,
+        ),
+        (
+            "adv1",
+            "adv1",
+            AccountKind::Advertiser,
+            Role::Advertiser,
+            true,
+        ),
+        (
+            "adv2",
+            "adv2",
+            AccountKind::Advertiser,
+            Role::Advertiser,
+            true,
+        ),
+        ("operator", "ops", AccountKind::Staff, Role::Operator, true),
+        ("analyst", "bi", AccountKind::Staff, Role::Analyst, true),
+    ] {
+        registry.add_account(id, kind, "", "test").unwrap();
+        if verified && kind != AccountKind::Staff {
+            registry
+                .set_state(id, VerificationState::Verified, "test", "checked")
+                .unwrap();
+        }
+        tokens.insert(name, registry.issue_token(role, id, "").unwrap().secret);
+    }
+    drop(registry);
+    jobs::run(
+        &jobs::Options {
+            lake: lake.clone(),
+            registry: None,
+            tz: Default::default(),
+            from: None,
+            to: None,
+            full: false,
+            jobs: Vec::new(),
+        },
+        &jobs::Quiet,
+    )
+    .await
+    .unwrap();
+    let state = dashboard::state(dashboard::Options::new(lake))
+        .await
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        app: dashboard::router(state),
+        tokens,
+    }
+}
+
+impl Fixture {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        who: Option<&str>,
+        body: Option<(&str, String)>,
+    ) -> (StatusCode, String, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(w) = who {
+            req = req.header("authorization", format!("Bearer {}", self.tokens[w]));
+        }
+        let req = match body {
+            Some((ct, b)) => req.header("content-type", ct).body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let ct = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, ct, bytes)
+    }
+
+    async fn json(&self, uri: &str, who: &str) -> (StatusCode, Value) {
+        let (s, ct, b) = self.call("GET", uri, Some(who), None).await;
+        assert!(ct.starts_with("application/json"), "{uri}: {ct}");
+        (s, serde_json::from_slice(&b).unwrap())
+    }
+}
+
+const REPORTS: &[&str] = &[
+    "/api/v1/platform/activity",
+    "/api/v1/platform/uploads",
+    "/api/v1/accounts/xiaomi/followers",
+    "/api/v1/accounts/xiaomi/campaigns",
+    "/api/v1/campaigns/redmi-launch/funnel",
+    "/api/v1/campaigns/redmi-launch/launch",
+    "/api/v1/advertisers/adv1/report",
+    "/api/v1/accounts",
+    "/api/v1/tokens",
+];
+
+/// Who may read each report: everyone else gets 403 or 404 and no data.
+fn allowed(uri: &str, who: &str) -> bool {
+    match who {
+        "operator" => true,
+        "analyst" => uri.contains("/platform/"),
+        "xiaomi" => uri.contains("xiaomi") || uri.contains("redmi-launch"),
+        "adv1" => uri.contains("adv1"),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn every_role_and_tenant_sees_only_its_own() {
+    let f = fixture().await;
+    for uri in REPORTS {
+        for who in [
+            "operator", "analyst", "xiaomi", "huawei", "pending", "adv1", "adv2",
+        ] {
+            let (status, body) = f.json(uri, who).await;
+            if allowed(uri, who) {
+                assert_eq!(status, StatusCode::OK, "{who} {uri}: {body}");
+            } else {
+                assert!(
+                    status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+                    "{who} {uri}: {status} {body}"
+                );
+                let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+                assert_eq!(
+                    keys,
+                    ["code", "error"],
+                    "{who} {uri}: data in a refusal: {body}"
+                );
+            }
+        }
+        // No token, a made-up token.
+        let (status, _, body) = f.call("GET", uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+    }
+    let (status, body) = f
+        .json("/api/v1/accounts/newbrand/followers", "pending")
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["error"].as_str().unwrap().contains("pending"),
+        "{body}"
+    );
+    // Another tenant's data is not found, exactly as a tenant that does not exist.
+    let (s1, b1) = f.json("/api/v1/accounts/huawei/followers", "xiaomi").await;
+    let (s2, _) = f.json("/api/v1/accounts/nobody/followers", "xiaomi").await;
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND),
+        "{b1}"
+    );
+    let (s, _) = f.json("/api/v1/campaigns/p-launch/launch", "xiaomi").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = f.json("/api/v1/nothing-here", "operator").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+}
+
+#[tokio::test]
+async fn reports_carry_the_jobs_numbers() {
+    let f = fixture().await;
+    let (_, launch) = f
+        .json("/api/v1/campaigns/redmi-launch/launch", "xiaomi")
+        .await;
+    let milestones: Vec<(i64, i64)> = launch["milestones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["after_seconds"].as_i64().unwrap(),
+                m["users"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // First reservations at +0.5 s, +5 s, +30 s, +2 h.
+    assert_eq!(
+        milestones,
+        [
+            (1, 1),
+            (10, 2),
+            (60, 3),
+            (600, 3),
+            (1800, 3),
+            (3600, 3),
+            (86400, 4)
+        ]
+    );
+    assert_eq!(launch["curve"].as_array().unwrap().len(), 3600);
+    let (_, funnel) = f
+        .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
+        .await;
+    let total: Vec<i64> = funnel["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["breakdown"] == "total")
+        .map(|r| r["users"].as_i64().unwrap())
+        .collect();
+    assert_eq!(total, [5, 4, 1]);
+    let (_, followers) = f
+        .json("/api/v1/accounts/xiaomi/followers?range=7d", "xiaomi")
+        .await;
+    assert_eq!(followers["tz"], "Asia/Shanghai");
+    assert_eq!(followers["complete_up_to"], "2015-04-28");
+    let row = &followers["rows"][0];
+    assert_eq!(
+        (
+            row["follows"].as_i64(),
+            row["unfollows"].as_i64(),
+            row["followers"].as_i64()
+        ),
+        (Some(3), Some(1), Some(2))
+    );
+    let (_, ads) = f.json("/api/v1/advertisers/adv1/report", "adv1").await;
+    assert_eq!(ads["totals"]["impressions"], 3);
+    assert_eq!(ads["totals"]["clicks"], 1);
+    assert_eq!(ads["totals"]["unique_reach_approx"], 2.0);
+    assert!(
+        ads["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["ad_id"] == "a1")
+    );
+    // CSV export of the same report.
+    let (s, ct, csv) = f
+        .call(
+            "GET",
+            "/api/v1/accounts/xiaomi/followers?format=csv",
+            Some("xiaomi"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/csv"));
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(
+        csv.starts_with("day,follows,unfollows,net,followers"),
+        "{csv}"
+    );
+    assert!(csv.contains("2015-04-28,3,1,2,2"), "{csv}");
+    // Bad parameters are named.
+    let (s, b) = f
+        .json("/api/v1/platform/activity?range=year", "analyst")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["error"].as_str().unwrap().contains("range"), "{b}");
+    let (s, b) = f
+        .json("/api/v1/platform/activity?from=28-04-2015", "analyst")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["error"].as_str().unwrap().contains("from"), "{b}");
+}
+
+#[tokio::test]
+async fn operators_verify_accounts_and_manage_tokens() {
+    let f = fixture().await;
+    let (s, _) = f
+        .json("/api/v1/accounts/newbrand/followers", "pending")
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, b) = f
+        .call(
+            "POST",
+            "/api/v1/accounts/newbrand/state",
+            Some("operator"),
+            Some((
+                "application/json",
+                json!({"state": "verified", "reason": "papers"}).to_string(),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let (s, _) = f
+        .json("/api/v1/accounts/newbrand/followers", "pending")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, acct) = f.json("/api/v1/accounts/newbrand", "operator").await;
+    let audit = acct["audit"].as_array().unwrap();
+    assert_eq!(audit.last().unwrap()["reason"], "papers");
+    assert!(
+        audit.last().unwrap()["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("ops")
+    );
+    // A tenant cannot verify itself.
+    let (s, _, _) = f
+        .call(
+            "POST",
+            "/api/v1/accounts/xiaomi/state",
+            Some("xiaomi"),
+            Some((
+                "application/json",
+                json!({"state": "verified", "reason": "me"}).to_string(),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Issue a token over the API, use it, revoke it.
+    let (s, _, b) = f
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some("operator"),
+            Some((
+                "application/json",
+                json!({"role": "analyst", "account_id": "bi"}).to_string(),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let issued: Value = serde_json::from_slice(&b).unwrap();
+    let secret = issued["token"].as_str().unwrap().to_string();
+    let call = |secret: String| {
+        let app = f.app.clone();
+        async move {
+            let req = Request::get("/api/v1/me")
+                .header("authorization", format!("Bearer {secret}"))
+                .body(Body::empty())
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }
+    };
+    assert_eq!(call(secret.clone()).await, StatusCode::OK);
+    let (_, list, _) = f
+        .call("GET", "/api/v1/tokens", Some("operator"), None)
+        .await;
+    assert_eq!(list, "application/json");
+    let (s, _, _) = f
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{}", issued["info"]["id"].as_str().unwrap()),
+            Some("operator"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(call(secret).await, StatusCode::UNAUTHORIZED);
+    // Bad bodies get JSON errors naming the problem.
+    let (s, ct, b) = f
+        .call(
+            "POST",
+            "/api/v1/accounts",
+            Some("operator"),
+            Some(("application/json", "{\"id\": 1}".into())),
+        )
+        .await;
+    assert_eq!(
+        (s, ct.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "application/json")
+    );
+    assert!(String::from_utf8_lossy(&b).contains("id"));
+    let (s, _, b) = f
+        .call(
+            "POST",
+            "/api/v1/accounts",
+            Some("operator"),
+            Some((
+                "application/json",
+                json!({"id": "x", "kind": "brand"}).to_string(),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&b).contains("official, advertiser, staff"));
+}
+
+#[tokio::test]
+async fn analysts_sql_in_every_format_and_refusals() {
+    let f = fixture().await;
+    let q = "SELECT event_id, user_id FROM events_dedup WHERE type = 'reserve' ORDER BY event_id";
+    let (s, ct, nd) = f
+        .call(
+            "POST",
+            "/api/v1/sql",
+            Some("analyst"),
+            Some(("text/plain", q.into())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&nd));
+    assert_eq!(ct, "application/x-ndjson");
+    let rows: Vec<Value> = String::from_utf8(nd)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    let (_, _, j) = f
+        .call(
+            "POST",
+            "/api/v1/sql",
+            Some("operator"),
+            Some((
+                "application/json",
+                json!({"sql": q, "format": "json"}).to_string(),
+            )),
+        )
+        .await;
+    let j: Vec<Value> = serde_json::from_slice(&j).unwrap();
+    assert_eq!(j, rows);
+    let (_, ct, csv) = f
+        .call(
+            "POST",
+            "/api/v1/sql?format=csv",
+            Some("analyst"),
+            Some(("text/plain", q.into())),
+        )
+        .await;
+    assert!(ct.starts_with("text/csv"));
+    let csv = String::from_utf8(csv).unwrap();
+    let ids: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    let want: Vec<&str> = rows
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, want);
+    let (_, ct, ipc) = f
+        .call(
+            "POST",
+            "/api/v1/sql?format=arrow",
+            Some("analyst"),
+            Some(("text/plain", q.into())),
+        )
+        .await;
+    assert_eq!(ct, "application/vnd.apache.arrow.stream");
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
+    let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(n, 5);
+    // Tenants have no SQL.
+    for who in ["xiaomi", "adv1"] {
+        let (s, _, _) = f
+            .call(
+                "POST",
+                "/api/v1/sql",
+                Some(who),
+                Some(("text/plain", q.into())),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    for bad in [
+        "DROP TABLE events",
+        "SELECT 1; DELETE FROM events",
+        "COPY events TO '/tmp/x'",
+        "WITH a AS (SELECT 1) INSERT INTO events SELECT * FROM events",
+    ] {
+        let (s, ct, b) = f
+            .call(
+                "POST",
+                "/api/v1/sql",
+                Some("analyst"),
+                Some(("text/plain", bad.into())),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{bad}");
+        assert_eq!(ct, "application/json");
+        let b: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(b["code"], "forbidden_statement", "{b}");
+    }
+    let (s, _, b) = f
+        .call(
+            "POST",
+            "/api/v1/sql",
+            Some("analyst"),
+            Some(("text/plain", "SELECT * FROM range(200000)".into())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(String::from_utf8_lossy(&b).contains("row limit"));
+    let (s, _, b) = f
+        .call(
+            "POST",
+            "/api/v1/sql",
+            Some("analyst"),
+            Some(("text/plain", "SELECT nope FROM events".into())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&b).contains("nope"));
+    let _ = Arc::new(());
+}

@@ -1,0 +1,472 @@
+//! Accounts, their verification with its audit log, and access tokens.
+//!
+//! A token is 256 random bits shown once when issued; the registry keeps only its SHA-256.
+//! Each token belongs to one role and one account: official-account and advertiser tokens to
+//! that tenant, operator and analyst tokens to a staff account.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Registry, bad};
+use crate::Result;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(bad(format!(
+                        "{}: expected one of {}, got {s:?}",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What an account is.
+    AccountKind { Official = "official", Advertiser = "advertiser", Staff = "staff" }
+);
+string_enum!(
+    /// Where an account stands; only verified tenants get reports.
+    VerificationState {
+        Pending = "pending",
+        Verified = "verified",
+        Rejected = "rejected",
+        Revoked = "revoked",
+    }
+);
+string_enum!(
+    /// What a token may do.
+    Role {
+        Operator = "operator",
+        Analyst = "analyst",
+        Official = "official",
+        Advertiser = "advertiser",
+    }
+);
+
+impl Role {
+    /// The kind of account a token of this role belongs to.
+    pub fn account_kind(self) -> AccountKind {
+        match self {
+            Role::Official => AccountKind::Official,
+            Role::Advertiser => AccountKind::Advertiser,
+            Role::Operator | Role::Analyst => AccountKind::Staff,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    pub id: String,
+    pub kind: AccountKind,
+    pub name: String,
+    pub state: VerificationState,
+    pub created_at_ms: i64,
+}
+
+/// One change of an account's state: who, when, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Audit {
+    pub at_ms: i64,
+    pub actor: String,
+    pub from_state: Option<VerificationState>,
+    pub to_state: VerificationState,
+    pub reason: String,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub role: Role,
+    pub account_id: String,
+    pub label: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A newly issued token: the secret is here once and nowhere else.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub secret: String,
+    pub info: TokenInfo,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| bad(format!("no randomness for a token: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
+    s.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown value {s:?}").into(),
+        )
+    })
+}
+
+fn row_to_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: r.get(0)?,
+        kind: parse(r.get(1)?)?,
+        name: r.get(2)?,
+        state: parse(r.get(3)?)?,
+        created_at_ms: r.get(4)?,
+    })
+}
+
+fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        role: parse(r.get(1)?)?,
+        account_id: r.get(2)?,
+        label: r.get(3)?,
+        created_at_ms: r.get(4)?,
+        revoked_at_ms: r.get(5)?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "id, kind, name, state, created_at_ms";
+const TOKEN_COLUMNS: &str = "id, role, account_id, label, created_at_ms, revoked_at_ms";
+
+impl Registry {
+    /// Adds an account. Official accounts and advertisers start `pending` (an operator
+    /// verifies them); staff accounts start `verified`.
+    pub fn add_account(
+        &self,
+        id: &str,
+        kind: AccountKind,
+        name: &str,
+        actor: &str,
+    ) -> Result<Account> {
+        if !valid_id(id) {
+            return Err(bad(format!(
+                "account id {id:?}: expected 1 to 64 of a-z, 0-9, -, _ and ."
+            )));
+        }
+        let state = match kind {
+            AccountKind::Staff => VerificationState::Verified,
+            _ => VerificationState::Pending,
+        };
+        let at = now_ms();
+        let name = if name.is_empty() { id } else { name };
+        let tx = self.conn.unchecked_transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO accounts (id, kind, name, state, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO NOTHING",
+            params![id, kind.as_str(), name, state.as_str(), at],
+        )?;
+        if inserted == 0 {
+            return Err(bad(format!("account {id:?} already exists")));
+        }
+        tx.execute(
+            "INSERT INTO account_audit (account_id, at_ms, actor, from_state, to_state, reason)
+             VALUES (?1, ?2, ?3, NULL, ?4, 'created')",
+            params![id, at, actor, state.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(Account {
+            id: id.into(),
+            kind,
+            name: name.into(),
+            state,
+            created_at_ms: at,
+        })
+    }
+
+    pub fn account(&self, id: &str) -> Result<Option<Account>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
+                params![id],
+                row_to_account,
+            )
+            .optional()?)
+    }
+
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], row_to_account)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Changes an account's verification state, with the actor and reason in the audit log.
+    /// Staff accounts are not verified (their tokens are revoked instead).
+    pub fn set_state(
+        &self,
+        id: &str,
+        to: VerificationState,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Account> {
+        let account = self
+            .account(id)?
+            .ok_or_else(|| bad(format!("no account {id:?}")))?;
+        if account.kind == AccountKind::Staff {
+            return Err(bad(format!(
+                "account {id:?} is a staff account: revoke its tokens instead"
+            )));
+        }
+        if reason.trim().is_empty() {
+            return Err(bad("reason: say why (it goes in the audit log)"));
+        }
+        if account.state == to {
+            return Err(bad(format!("account {id:?} is already {to}")));
+        }
+        if to == VerificationState::Pending {
+            return Err(bad("state: an account cannot go back to pending"));
+        }
+        let at = now_ms();
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "UPDATE accounts SET state = ?2 WHERE id = ?1",
+            params![id, to.as_str()],
+        )?;
+        tx.execute(
+            "INSERT INTO account_audit (account_id, at_ms, actor, from_state, to_state, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, at, actor, account.state.as_str(), to.as_str(), reason],
+        )?;
+        tx.commit()?;
+        Ok(Account {
+            state: to,
+            ..account
+        })
+    }
+
+    /// The account's audit log, oldest first.
+    pub fn audit(&self, id: &str) -> Result<Vec<Audit>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at_ms, actor, from_state, to_state, reason FROM account_audit
+             WHERE account_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![id], |r| {
+            Ok(Audit {
+                at_ms: r.get(0)?,
+                actor: r.get(1)?,
+                from_state: r.get::<_, Option<String>>(2)?.map(parse).transpose()?,
+                to_state: parse(r.get(3)?)?,
+                reason: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Issues a token of `role` for `account_id` (an account of the role's kind).
+    pub fn issue_token(&self, role: Role, account_id: &str, label: &str) -> Result<Token> {
+        let account = self
+            .account(account_id)?
+            .ok_or_else(|| bad(format!("no account {account_id:?}: add it first")))?;
+        if account.kind != role.account_kind() {
+            return Err(bad(format!(
+                "role {role}: needs a {} account, and {account_id:?} is {}",
+                role.account_kind(),
+                account.kind
+            )));
+        }
+        let secret = format!("spt_{}", random_hex(32)?);
+        let info = TokenInfo {
+            id: format!("tok_{}", random_hex(6)?),
+            role,
+            account_id: account_id.into(),
+            label: label.into(),
+            created_at_ms: now_ms(),
+            revoked_at_ms: None,
+        };
+        self.conn.execute(
+            "INSERT INTO tokens (id, hash, role, account_id, label, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                info.id,
+                hash(&secret),
+                role.as_str(),
+                account_id,
+                label,
+                info.created_at_ms
+            ],
+        )?;
+        Ok(Token { secret, info })
+    }
+
+    /// Revokes a token; false if there was no live token with that id.
+    pub fn revoke_token(&self, id: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+            params![id, now_ms()],
+        )? > 0)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY account_id, created_at_ms, id"
+        ))?;
+        let rows = stmt.query_map([], row_to_token)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn token(&self, id: &str) -> Result<Option<TokenInfo>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+                params![id],
+                row_to_token,
+            )
+            .optional()?)
+    }
+
+    /// The live token with this secret and its account, if any.
+    pub fn authenticate(&self, secret: &str) -> Result<Option<(TokenInfo, Account)>> {
+        if !secret.starts_with("spt_") || secret.len() != 68 {
+            return Ok(None);
+        }
+        let token = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at_ms IS NULL"
+                ),
+                params![hash(secret)],
+                row_to_token,
+            )
+            .optional()?;
+        let Some(token) = token else { return Ok(None) };
+        let account = self
+            .account(&token.account_id)?
+            .ok_or_else(|| bad(format!("token {} has no account", token.id)))?;
+        Ok(Some((token, account)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_tokens_and_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(&dir.path().join("r.sqlite")).unwrap();
+        let a = r
+            .add_account("xiaomi", AccountKind::Official, "Xiaomi", "op")
+            .unwrap();
+        assert_eq!(a.state, VerificationState::Pending);
+        assert!(
+            r.add_account("xiaomi", AccountKind::Official, "", "op")
+                .is_err()
+        );
+        assert!(
+            r.add_account("Bad Id", AccountKind::Official, "", "op")
+                .is_err()
+        );
+        let t = r
+            .issue_token(Role::Official, "xiaomi", "launch team")
+            .unwrap();
+        assert_eq!(t.secret.len(), 68);
+        // Only the hash is stored.
+        let stored: String = r
+            .conn
+            .query_row("SELECT hash FROM tokens", [], |row| row.get(0))
+            .unwrap();
+        assert_ne!(stored, t.secret);
+        assert!(!stored.contains(&t.secret[4..]));
+        let (info, account) = r.authenticate(&t.secret).unwrap().unwrap();
+        assert_eq!(
+            (info.role, account.state),
+            (Role::Official, VerificationState::Pending)
+        );
+        assert!(r.authenticate("spt_nope").unwrap().is_none());
+        // A role needs an account of its kind.
+        let e = r.issue_token(Role::Operator, "xiaomi", "").unwrap_err();
+        assert!(e.to_string().contains("staff"), "{e}");
+        r.set_state(
+            "xiaomi",
+            VerificationState::Verified,
+            "op",
+            "documents checked",
+        )
+        .unwrap();
+        assert!(
+            r.set_state("xiaomi", VerificationState::Verified, "op", "again")
+                .is_err()
+        );
+        assert!(
+            r.set_state("xiaomi", VerificationState::Revoked, "op", " ")
+                .is_err()
+        );
+        r.set_state("xiaomi", VerificationState::Revoked, "op2", "fraud")
+            .unwrap();
+        let log = r.audit("xiaomi").unwrap();
+        let states: Vec<_> = log.iter().map(|a| (a.from_state, a.to_state)).collect();
+        assert_eq!(
+            states,
+            [
+                (None, VerificationState::Pending),
+                (
+                    Some(VerificationState::Pending),
+                    VerificationState::Verified
+                ),
+                (
+                    Some(VerificationState::Verified),
+                    VerificationState::Revoked
+                ),
+            ]
+        );
+        assert_eq!(
+            (log[2].actor.as_str(), log[2].reason.as_str()),
+            ("op2", "fraud")
+        );
+        assert!(r.revoke_token(&t.info.id).unwrap());
+        assert!(!r.revoke_token(&t.info.id).unwrap());
+        assert!(r.authenticate(&t.secret).unwrap().is_none());
+        assert!(r.tokens().unwrap()[0].revoked_at_ms.is_some());
+    }
+}
