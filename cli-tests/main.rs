@@ -151,6 +151,23 @@ fn an_empty_directory_is_a_usage_error() {
 }
 
 #[test]
+fn bad_generator_options_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gen");
+    let (code, _, err) = spacepulse(&[
+        "datasets",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--rows",
+        "10",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--rows 10 is too small"), "{err}");
+    assert!(!out.exists(), "output left behind by a rejected run");
+}
+
+#[test]
 fn a_config_file_sets_defaults_that_variables_and_flags_override() {
     let dir = tempfile::tempdir().unwrap();
     let from_file = dir.path().join("from-file");

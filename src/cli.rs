@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -312,36 +313,13 @@ pub struct SqlArgs {
     pub lake: LakeArg,
     /// The query (SELECT, EXPLAIN, SHOW, DESCRIBE); without one, an interactive shell.
     pub query: Option<String>,
-    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
-    pub format: SqlFormat,
+    /// table, csv, json, ndjson, arrow (IPC stream) or parquet.
+    #[arg(long, default_value = "table", value_parser = clap::builder::PossibleValuesParser::new(query::output::Format::NAMES)
+        .map(|s| query::output::Format::parse(&s).expect("one of the names")))]
+    pub format: query::output::Format,
     /// Write the result to this file instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SqlFormat {
-    Table,
-    Csv,
-    Json,
-    Ndjson,
-    /// The Arrow IPC stream format.
-    Arrow,
-    Parquet,
-}
-
-impl SqlFormat {
-    pub fn format(self) -> query::output::Format {
-        use query::output::Format;
-        match self {
-            SqlFormat::Table => Format::Table,
-            SqlFormat::Csv => Format::Csv,
-            SqlFormat::Json => Format::Json,
-            SqlFormat::Ndjson => Format::Ndjson,
-            SqlFormat::Arrow => Format::Arrow,
-            SqlFormat::Parquet => Format::Parquet,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]

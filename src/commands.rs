@@ -254,6 +254,8 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
                 )
                 .into());
             }
+            // Bad options are reported before any output file exists.
+            options.check().map_err(|e| UsageError(e.0))?;
             std::fs::create_dir_all(&out)
                 .map_err(|e| UsageError(format!("--out {}: {e}", out.display())))?;
             let started = std::time::Instant::now();

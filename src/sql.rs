@@ -18,7 +18,7 @@ use crate::UsageError;
 use crate::cli::SqlArgs;
 
 pub async fn sql(args: SqlArgs) -> Result<()> {
-    let format = args.format.format();
+    let format = args.format;
     let lake = Lake::new(&args.lake.lake)?;
     let ctx = query::session::session(&lake).await?;
     match args.query {

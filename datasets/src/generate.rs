@@ -629,6 +629,13 @@ impl Books {
 }
 
 /// Generates the dataset into `sink` and returns its manifest.
+impl Options {
+    /// Checks the options as [`generate`] does, before any output exists.
+    pub fn check(&self) -> Result<(), OptionsError> {
+        Plan::new(self).map(|_| ())
+    }
+}
+
 pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, GenerateError> {
     let plan = Plan::new(options)?;
     let seed = options.seed;
