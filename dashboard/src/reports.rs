@@ -111,21 +111,35 @@ async fn latest(view: &View, table: &str, filter: &str) -> Result<Option<i32>, A
         .and_then(|d| query::tz::parse_day(d).ok()))
 }
 
-/// One daily report over `table`: the rows of `select ... WHERE filter AND <days>`, with the
+/// One daily report over a metric table.
+struct Daily<'a> {
+    name: &'a str,
+    table: &'a str,
+    columns: &'a str,
+    /// A `WHERE` condition: the tenant's rows, or all.
+    filter: String,
+    order: &'a str,
+    /// A field of the JSON report and the query (without its day filter) that fills it.
+    totals: Option<(&'a str, String)>,
+}
+
+/// The rows of `SELECT columns FROM table WHERE filter AND <days> ORDER BY order`, with the
 /// report's range, time zone and freshness; cached until the lake changes.
-#[allow(clippy::too_many_arguments)]
-async fn daily(
-    state: &State,
-    name: &str,
-    key: String,
-    table: &str,
-    columns: &str,
-    filter: &str,
-    order: &str,
-    extra: Option<(&str, String)>,
-    params: Params,
-) -> Result<Response, ApiError> {
+async fn daily(state: &State, report: Daily<'_>, params: Params) -> Result<Response, ApiError> {
+    let Daily {
+        name,
+        table,
+        columns,
+        filter,
+        order,
+        totals: extra,
+    } = report;
+    let filter = filter.as_str();
     let format = out(&params)?;
+    let key = format!(
+        "{name}|{filter}|{:?}|{:?}|{:?}|{:?}",
+        params.range, params.from, params.to, params.format
+    );
     let view = state.view.current().await?;
     let body = view
         .cached(key, || async {
@@ -181,13 +195,6 @@ async fn daily(
     Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
 }
 
-fn key(path: &str, params: &Params) -> String {
-    format!(
-        "{path}?{:?}{:?}{:?}{:?}",
-        params.range, params.from, params.to, params.format
-    )
-}
-
 /// DAU, WAU, MAU, DAU/MAU and new users per day, overall and by platform group.
 pub async fn activity(
     caller: Caller,
@@ -197,14 +204,15 @@ pub async fn activity(
     caller.require(&[Role::Operator, Role::Analyst])?;
     daily(
         &state,
-        "activity",
-        key("activity", &params),
-        "activity",
-        "CAST(day AS VARCHAR) AS day, breakdown, segment, dau, wau, mau, dau_mau, new_users, \
+        Daily {
+            name: "activity",
+            table: "activity",
+            columns: "CAST(day AS VARCHAR) AS day, breakdown, segment, dau, wau, mau, dau_mau, new_users, \
          dau_approx, wau_approx, mau_approx, estimator, hll_precision, hll_relative_error",
-        "breakdown IN ('total', 'platform_group')",
-        "day, breakdown DESC, segment",
-        None,
+            filter: "breakdown IN ('total', 'platform_group')".into(),
+            order: "day, breakdown DESC, segment",
+            totals: None,
+        },
         params,
     )
     .await
@@ -219,14 +227,15 @@ pub async fn uploads(
     caller.require(&[Role::Operator, Role::Analyst])?;
     daily(
         &state,
-        "uploads",
-        key("uploads", &params),
-        "uploads_daily",
-        "CAST(day AS VARCHAR) AS day, uploads, photos, peak_second, peak_second_photos, \
+        Daily {
+            name: "uploads",
+            table: "uploads_daily",
+            columns: "CAST(day AS VARCHAR) AS day, uploads, photos, peak_second, peak_second_photos, \
          peak_minute, peak_minute_photos, peak_hour, peak_hour_photos",
-        "true",
-        "day",
-        None,
+            filter: "true".into(),
+            order: "day",
+            totals: None,
+        },
         params,
     )
     .await
@@ -242,14 +251,15 @@ pub async fn followers(
     caller.tenant(Role::Official, &id)?;
     daily(
         &state,
-        "followers",
-        key(&format!("followers/{id}"), &params),
-        "accounts_daily",
-        "CAST(day AS VARCHAR) AS day, follows, unfollows, net, followers, reach, reach_approx, \
+        Daily {
+            name: "followers",
+            table: "accounts_daily",
+            columns: "CAST(day AS VARCHAR) AS day, follows, unfollows, net, followers, reach, reach_approx, \
          likes, comments, engagement",
-        &format!("account_id = {}", lit(&id)),
-        "day",
-        None,
+            filter: format!("account_id = {}", lit(&id)),
+            order: "day",
+            totals: None,
+        },
         params,
     )
     .await
@@ -276,14 +286,15 @@ pub async fn advertiser(
     );
     daily(
         &state,
-        "advertiser",
-        key(&format!("advertiser/{id}"), &params),
-        "advertisers_daily",
-        "CAST(day AS VARCHAR) AS day, ad_id, impressions, clicks, ctr, conversions, \
+        Daily {
+            name: "advertiser",
+            table: "advertisers_daily",
+            columns: "CAST(day AS VARCHAR) AS day, ad_id, impressions, clicks, ctr, conversions, \
          conversion_rate, spend_cents, conversion_value_cents, reach, reach_approx, frequency",
-        &filter,
-        "day, ad_id",
-        Some(("totals", totals)),
+            filter,
+            order: "day, ad_id",
+            totals: Some(("totals", totals)),
+        },
         params,
     )
     .await

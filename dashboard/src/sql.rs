@@ -10,6 +10,7 @@ use axum::extract::State as AxState;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use lake::registry::Role;
 use query::output::{Encoder, Format};
 use serde::Deserialize;
@@ -80,31 +81,16 @@ pub async fn sql(
         ms = answer.elapsed.as_millis() as u64,
         "sql"
     );
-    let mut encoder = Encoder::new(format, answer.schema.clone())
+    let encoder = Encoder::new(format, answer.schema.clone())
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut batches = answer.batches.into_iter();
-    let mut done = false;
-    // One chunk per batch, encoded as the body is sent.
-    let stream = futures::stream::poll_fn(move |_| {
-        if done {
-            return std::task::Poll::Ready(None);
-        }
-        let chunk = match batches.next() {
-            Some(b) => encoder.batch(&b),
-            None => {
-                done = true;
-                let e = std::mem::replace(
-                    &mut encoder,
-                    Encoder::new(
-                        Format::Ndjson,
-                        std::sync::Arc::new(arrow::datatypes::Schema::empty()),
-                    )
-                    .expect("an empty encoder"),
-                );
-                e.finish()
-            }
+    // One chunk per batch, encoded as the body is sent, then the closing bytes.
+    let batches = answer.batches.into_iter().map(Some).chain([None]);
+    let stream = futures::stream::iter(batches).scan(Some(encoder), |encoder, batch| {
+        let chunk = match (batch, encoder.as_mut()) {
+            (Some(b), Some(e)) => e.batch(&b),
+            _ => encoder.take().map_or(Ok(Vec::new()), Encoder::finish),
         };
-        std::task::Poll::Ready(Some(chunk.map(Bytes::from).map_err(std::io::Error::other)))
+        std::future::ready(Some(chunk.map(Bytes::from).map_err(std::io::Error::other)))
     });
     Ok((
         [
