@@ -81,6 +81,18 @@ pub struct ServeArgs {
     /// Analysts' SQL: the most rows a result may have.
     #[arg(long, default_value_t = 100_000)]
     pub sql_max_rows: usize,
+    /// Live peaks: Kafka bootstrap servers to read the events topic from (its newest offsets).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Live peaks: the topic.
+    #[arg(long, default_value = "events", requires = "brokers")]
+    pub topic: String,
+    /// Live peaks: the consumer's own group (it commits nothing).
+    #[arg(long, default_value = "spacepulse-live", requires = "brokers")]
+    pub group: String,
+    /// Live peaks: a librdkafka property, KEY=VALUE (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value, requires = "brokers")]
+    pub kafka: Vec<(String, String)>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -439,7 +451,7 @@ pub enum DatasetsCommand {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where the demo's lake goes.
+    /// Where the demo's lake, data and tokens go; a second run reuses it.
     #[arg(long, default_value = "./demo")]
     pub dir: PathBuf,
     /// A real Kafka broker instead of the embedded one.
@@ -448,6 +460,23 @@ pub struct DemoArgs {
     /// Start from an empty demo directory.
     #[arg(long)]
     pub reset: bool,
+    /// The generated data's size relative to the full platform (0.0005: ~100,000 photos a
+    /// day and a 1,750-reserver launch).
+    #[arg(long, default_value_t = 0.0005)]
+    pub scale: f64,
+    /// Days of data, the launch on the last one.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=31))]
+    pub days: u32,
+    /// The launch day's replay speed, times real time (0: as fast as the broker takes it).
+    #[arg(long, default_value_t = 3600.0)]
+    pub speed: f64,
+    /// Where the dashboard listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// No terminal needed: stop when standard input ends as well as on Ctrl-C (CI runs
+    /// `spacepulse demo --headless </dev/null`, which exits after the setup).
+    #[arg(long)]
+    pub headless: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

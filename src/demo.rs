@@ -1,67 +1,392 @@
-//! `spacepulse demo`: the pipeline end to end on an embedded broker.
+//! `spacepulse demo`: the whole pipeline in one command.
 //!
-//! So far (the demo issue extends it with the generator and the dashboard): starts
-//! librdkafka's mock cluster unless `--brokers` names a real one, produces the shipped
-//! sample through the real producer, runs the ingester exactly as `spacepulse ingest` does
-//! until it has caught up, prints the lake's ledger, then runs the metric jobs as
-//! `spacepulse jobs run` does and prints the activity table.
+//! 1. A broker: librdkafka's mock cluster in process, unless `--brokers` names a real one.
+//! 2. The registry: the verified official account `xiaomi` with its `redmi-launch` campaign,
+//!    an official account still pending verification, an advertiser, an analyst and an
+//!    operator, each with a token (printed, and kept in `<dir>/tokens.json`).
+//! 3. The dashboard, live peaks included, so the URL is open while the data arrives.
+//! 4. A generated week with the launch and upload peaks (`datasets generate`), produced
+//!    through the real producer: the days before the launch at full speed, then the launch
+//!    day replayed at `--speed` times real time so the live page shows the launch happening.
+//! 5. The ingester until it has caught up and the metric jobs, exactly as `spacepulse ingest`
+//!    and `spacepulse jobs run` do; the reports appear when the jobs publish.
+//!
+//! Ctrl-C stops everything; with `--headless`, the demo also stops when its standard input
+//! ends (so `spacepulse demo --headless </dev/null` exits after setup, and a test that holds
+//! its stdin open can use the printed URL and tokens first). A second run reuses the demo
+//! directory (serving what is there) unless `--reset` starts over.
 
-use anyhow::{Context, Result};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
 use ingest::kafka::KafkaOptions;
 use ingest::writer::{LakeWriter, WriterOptions};
-use lake::ledger::Ledger;
+use lake::registry::{AccountKind, Campaign, Registry, Role, VerificationState};
 use lake::tables::Lake;
 use rdkafka::mocking::MockCluster;
+use serde_json::{Value, json};
 
+use crate::UsageError;
 use crate::cli::DemoArgs;
-use crate::commands::{Progress, render_ledger, shutdown_signal};
+use crate::commands::{Progress, shutdown_signal};
 
 const TOPIC: &str = "events";
+/// The demo's accounts: (id, kind, name, role, verified).
+const ACCOUNTS: &[(&str, AccountKind, &str, Role, bool)] = &[
+    (
+        "xiaomi",
+        AccountKind::Official,
+        "Xiaomi",
+        Role::Official,
+        true,
+    ),
+    (
+        "meizu",
+        AccountKind::Official,
+        "Meizu (pending)",
+        Role::Official,
+        false,
+    ),
+    (
+        "adv-1",
+        AccountKind::Advertiser,
+        "Advertiser 1",
+        Role::Advertiser,
+        true,
+    ),
+    (
+        "analyst",
+        AccountKind::Staff,
+        "An analyst",
+        Role::Analyst,
+        true,
+    ),
+    (
+        "ops",
+        AccountKind::Staff,
+        "An operator",
+        Role::Operator,
+        true,
+    ),
+];
 
 pub async fn run(args: DemoArgs) -> Result<()> {
+    if !(args.scale.is_finite() && args.scale > 0.0 && args.scale <= 0.1) {
+        return Err(UsageError(format!(
+            "--scale: expected a number above 0 and at most 0.1, got {}",
+            args.scale
+        ))
+        .into());
+    }
+    if !(args.speed.is_finite() && args.speed >= 0.0) {
+        return Err(UsageError(format!(
+            "--speed: expected a non-negative factor (0: no pacing), got {}",
+            args.speed
+        ))
+        .into());
+    }
     if args.reset && args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
             .with_context(|| format!("removing {}", args.dir.display()))?;
     }
     let lake_dir = args.dir.join("lake");
+    let reuse = lake_dir.join("events").join("_delta_log").exists();
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let lake = Lake::new(&lake_dir.to_string_lossy())?;
 
+    // The broker.
     let mock;
     let brokers = match &args.brokers {
-        Some(b) => b.clone(),
+        Some(b) => {
+            ensure_topic(b).await?;
+            b.clone()
+        }
         None => {
             mock = MockCluster::new(1).context("starting the embedded Kafka broker")?;
             mock.create_topic(TOPIC, 3, 1)
                 .context("creating the events topic")?;
             println!(
-                "embedded Kafka broker (librdkafka mock cluster) at {}",
+                "embedded Kafka broker (librdkafka's mock cluster) at {}",
                 mock.bootstrap_servers()
             );
             mock.bootstrap_servers()
         }
     };
 
-    let sample = std::io::Cursor::new(datasets::SAMPLE_NDJSON.as_bytes().to_vec());
-    let produced = datasets::produce::produce_lines(&brokers, TOPIC, &[], sample).await?;
-    println!("produced {produced} messages of the shipped sample to topic {TOPIC:?}");
+    // The registry: accounts, the campaign, tokens.
+    let launch_ms = launch_ms(&args)?;
+    let tokens = if reuse {
+        read_tokens(&args.dir)?
+    } else {
+        register(&lake, &args.dir, launch_ms)?
+    };
 
-    let writer = LakeWriter::open(&lake, WriterOptions::default()).await?;
-    let options = KafkaOptions {
+    // The dashboard, with live peaks from the same topic.
+    let mut options = dashboard::Options::new(lake.clone());
+    options.live = Some(dashboard::live::LiveOptions {
         brokers: brokers.clone(),
+        topic: TOPIC.into(),
+        group: "spacepulse-demo-live".into(),
+        overrides: Vec::new(),
+    });
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(dashboard::serve(
+        options,
+        args.listen,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = match addr_rx.await {
+        Ok(a) => a,
+        Err(_) => {
+            let e = server.await?;
+            bail!("the dashboard did not start: {e:?}");
+        }
+    };
+    let url = format!("http://{addr}");
+    print_tokens(&url, &tokens);
+
+    let stop = async {
+        if args.headless {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = stdin_closed() => {}
+            }
+        } else {
+            shutdown_signal().await
+        }
+    };
+    tokio::pin!(stop);
+
+    if reuse {
+        println!(
+            "reusing {} (its lake and tokens); --reset starts over",
+            args.dir.display()
+        );
+    } else {
+        let setup = setup(&args, &lake, &brokers, launch_ms);
+        tokio::select! {
+            r = setup => r?,
+            _ = &mut stop => {
+                println!("stopped during setup; run again with --reset to start over");
+                let _ = stop_tx.send(());
+                let _ = server.await;
+                return Ok(());
+            }
+        }
+    }
+    println!("\nready: open {url}/login and paste a token above (Ctrl-C stops)");
+    if args.headless {
+        println!("(--headless: stops when standard input ends)");
+    }
+    stop.await;
+    let _ = stop_tx.send(());
+    server.await?.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    println!("stopped");
+    Ok(())
+}
+
+/// The launch: 10:00 Shanghai time on the last generated day.
+fn launch_ms(args: &DemoArgs) -> Result<i64> {
+    let start = chrono::NaiveDate::from_ymd_opt(2015, 4, 28).expect("valid date");
+    let last = start + chrono::Duration::days(i64::from(args.days.max(1)) - 1);
+    let at = chrono::DateTime::parse_from_rfc3339(&format!("{last}T10:00:00+08:00"))?;
+    Ok(at.timestamp_millis())
+}
+
+async fn ensure_topic(brokers: &str) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .with_context(|| format!("--brokers {brokers}"))?;
+    let topic = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .with_context(|| format!("--brokers {brokers}: creating topic {TOPIC:?}"))?;
+    for r in results {
+        match r {
+            Ok(_) => println!("created topic {TOPIC:?} on {brokers}"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                println!("using topic {TOPIC:?} on {brokers}")
+            }
+            Err((t, e)) => bail!("--brokers {brokers}: creating topic {t:?}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Registers the demo's accounts, campaign and tokens; the tokens go to `<dir>/tokens.json`.
+fn register(lake: &Lake, dir: &Path, launch_ms: i64) -> Result<Vec<(String, Role, String)>> {
+    let registry = Registry::open(&Registry::path_for(lake, None)?)?;
+    let mut tokens = Vec::new();
+    for (id, kind, name, role, verified) in ACCOUNTS {
+        registry.add_account(id, *kind, name, "demo")?;
+        if *verified && *kind != AccountKind::Staff {
+            registry.set_state(
+                id,
+                VerificationState::Verified,
+                "demo",
+                "the demo's verified account",
+            )?;
+        }
+        let t = registry.issue_token(*role, id, "demo")?;
+        tokens.push((id.to_string(), *role, t.secret));
+    }
+    registry.add_campaign(&Campaign::with_defaults(
+        datasets::generate::CAMPAIGN_ID,
+        datasets::generate::ACCOUNT_ID,
+        launch_ms,
+    ))?;
+    let path = dir.join("tokens.json");
+    let body: Vec<Value> = tokens
+        .iter()
+        .map(|(id, role, secret)| json!({"account": id, "role": role.as_str(), "token": secret}))
+        .collect();
+    std::fs::write(&path, serde_json::to_vec_pretty(&body)?)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(tokens)
+}
+
+fn read_tokens(dir: &Path) -> Result<Vec<(String, Role, String)>> {
+    let path = dir.join("tokens.json");
+    let body: Vec<Value> = serde_json::from_slice(
+        &std::fs::read(&path)
+            .with_context(|| format!("{} (--reset starts over)", path.display()))?,
+    )?;
+    body.iter()
+        .map(|t| {
+            let role: Role = t["role"].as_str().unwrap_or("").parse()?;
+            Ok((
+                t["account"].as_str().unwrap_or("").to_string(),
+                role,
+                t["token"].as_str().unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn print_tokens(url: &str, tokens: &[(String, Role, String)]) {
+    println!("\ndashboard: {url}/  (API: {url}/api/v1, OpenAPI: {url}/api/v1/openapi.json)");
+    println!("tokens (log in at {url}/login, or send Authorization: Bearer TOKEN):");
+    for (id, role, secret) in tokens {
+        let note = match (id.as_str(), role) {
+            ("meizu", _) => " (pending verification: its reports answer 403)",
+            (_, Role::Official) => " (verified; campaign redmi-launch)",
+            _ => "",
+        };
+        println!("  {:<10} {:<8} {secret}{note}", role.as_str(), id);
+    }
+    println!();
+}
+
+/// Resolves when standard input reaches its end.
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            sink.clear();
+            match stdin.read_until(b'\n', &mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> Result<()> {
+    // Generate.
+    let data = args.dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let options = datasets::generate::Options {
+        days: args.days,
+        scale: args.scale,
+        launch_at_ms: Some(launch_ms),
+        // A default Kafka broker refuses messages over 1 MiB.
+        oversized: false,
+        dirty: true,
+        ..Default::default()
+    };
+    options.check().map_err(|e| UsageError(e.0))?;
+    let started = Instant::now();
+    let file = data.join("events.ndjson");
+    let manifest = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || -> Result<datasets::generate::Manifest> {
+            let mut sink = datasets::generate::NdjsonSink(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(&file)?,
+            ));
+            let m = datasets::generate::generate(&options, &mut sink)?;
+            std::io::Write::flush(&mut sink.0)?;
+            Ok(m)
+        })
+        .await??
+    };
+    std::fs::write(
+        data.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    println!(
+        "generated {} messages over {} days ({} distinct events, {} retries, malformed ones too) in {:.1}s: {}",
+        manifest.rows,
+        args.days,
+        manifest.distinct_events,
+        manifest.duplicates,
+        started.elapsed().as_secs_f64(),
+        file.display()
+    );
+
+    // Produce: the days before the launch's at full speed, then the launch day paced.
+    let started = Instant::now();
+    let day_start = launch_ms - 10 * 3_600_000; // 00:00 Shanghai time on the launch day
+    let speed = args.speed;
+    let brokers_owned = brokers.to_string();
+    let sent = tokio::task::spawn_blocking(move || replay(&brokers_owned, &file, day_start, speed))
+        .await??;
+    println!(
+        "produced {sent} messages to {TOPIC:?} in {:.1}s (the launch day at {}× real time)",
+        started.elapsed().as_secs_f64(),
+        speed
+    );
+
+    // Ingest, exactly as `spacepulse ingest --until-caught-up`.
+    let writer = LakeWriter::open(lake, WriterOptions::default()).await?;
+    let options = KafkaOptions {
+        brokers: brokers.to_string(),
         topic: TOPIC.to_string(),
         group: "spacepulse-demo".to_string(),
         overrides: Vec::new(),
         until_caught_up: true,
     };
     let mut progress = Progress::new();
-    let stats =
-        ingest::kafka::run(writer, &options, shutdown_signal(), |s| progress.update(s)).await?;
+    let stats = ingest::kafka::run(writer, &options, std::future::pending(), |s| {
+        progress.update(s)
+    })
+    .await?;
     progress.finish();
     println!("ingested {}", stats.line());
 
-    let ledger = Ledger::read(&lake).await?;
-    println!("\nthe lake at {}:", lake.url());
-    print!("{}", render_ledger(&ledger, false));
+    // The jobs, exactly as `spacepulse jobs run`.
     let opts = jobs::Options {
         lake: lake.clone(),
         registry: None,
@@ -71,21 +396,73 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         full: false,
         jobs: Vec::new(),
     };
-    println!("\nmetric jobs (report days in {}):", opts.tz);
     let summaries = jobs::run(&opts, &jobs::Quiet).await?;
     crate::metrics::print_summaries(&summaries, opts.tz);
-    let ctx = query::session::session(&lake).await?;
-    println!("\nactivity (exact; dau_hll: HyperLogLog++ p=14, ±0.81% standard error):");
-    ctx.sql(
-        "SELECT day, dau, wau, mau, new_users, round(dau_approx) AS dau_hll \
-         FROM activity WHERE breakdown = 'total' ORDER BY day",
-    )
-    .await?
-    .show()
-    .await?;
+    let l = &manifest.launch;
+    let ms: Vec<String> = l
+        .milestones
+        .iter()
+        .map(|m| format!("+{}s {}", m.after_seconds, m.distinct_reservers))
+        .collect();
     println!(
-        "\nquery it with any Delta reader, e.g. DuckDB: SELECT type, count(*) FROM delta_scan('{}') GROUP BY 1",
-        lake_dir.join("events").display()
+        "the launch of {} by {} at {}: {}",
+        l.campaign_id,
+        l.account_id,
+        l.start,
+        ms.join(", ")
     );
     Ok(())
+}
+
+/// Produces the file: lines before `paced_from` (epoch ms) at once, the rest in event-time
+/// order at `speed` times real time (0: at once). Returns the messages sent.
+fn replay(brokers: &str, file: &PathBuf, paced_from: i64, speed: f64) -> Result<u64> {
+    use datasets::produce::{KafkaSink, key_of, producer_config};
+    let mut sink = KafkaSink::new(&producer_config(brokers, &[]), TOPIC)?;
+    let mut later: Vec<(i64, Vec<u8>)> = Vec::new();
+    let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        match ts_of(&line) {
+            Some(ts) if speed > 0.0 && ts >= paced_from => later.push((ts, line)),
+            _ => sink.send(key_of(&line), &line)?,
+        }
+    }
+    later.sort_by_key(|(ts, _)| *ts);
+    let Some(first) = later.first().map(|(ts, _)| *ts) else {
+        return Ok(sink.finish()?);
+    };
+    let began = Instant::now();
+    for (ts, line) in &later {
+        // The replay clock: this event's moment, compressed by `speed`.
+        let due = Duration::from_secs_f64((ts - first) as f64 / 1000.0 / speed);
+        if let Some(wait) = due.checked_sub(began.elapsed())
+            && wait > Duration::from_millis(20)
+        {
+            std::thread::sleep(wait);
+        }
+        sink.send(key_of(line), line)?;
+    }
+    Ok(sink.finish()?)
+}
+
+/// A line's `ts` as epoch ms, when it has a readable one (malformed lines go at once).
+fn ts_of(line: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Ts<'a> {
+        #[serde(borrow)]
+        ts: Option<&'a serde_json::value::RawValue>,
+    }
+    let t: Ts<'_> = serde_json::from_slice(line).ok()?;
+    let raw = t.ts?.get();
+    if let Ok(ms) = raw.parse::<i64>() {
+        return Some(ms);
+    }
+    let s: String = serde_json::from_str(raw).ok()?;
+    chrono::DateTime::parse_from_rfc3339(&s)
+        .ok()
+        .map(|d| d.timestamp_millis())
 }

@@ -35,6 +35,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         max_rows: args.sql_max_rows,
         ..Default::default()
     };
+    options.live = args.brokers.map(|brokers| dashboard::live::LiveOptions {
+        brokers,
+        topic: args.topic,
+        group: args.group,
+        overrides: args.kafka,
+    });
     dashboard::serve(
         options,
         args.listen,

@@ -116,6 +116,7 @@ impl Caller {
     }
 }
 
+#[utoipa::path(get, path = "/me", tag = "tokens", responses((status = 200, description = "The caller: role, token id, account"), (status = 401, description = "No token, or an unknown or revoked one")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn me(caller: Caller) -> Json<Value> {
     Json(json!({
         "role": caller.role(),
@@ -124,6 +125,7 @@ pub async fn me(caller: Caller) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/accounts", tag = "accounts", responses((status = 200, description = "Every account with its state"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_accounts(
     caller: Caller,
     axum::extract::State(state): axum::extract::State<State>,
@@ -134,7 +136,7 @@ pub async fn list_accounts(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewAccount {
     pub id: String,
     pub kind: String,
@@ -142,6 +144,7 @@ pub struct NewAccount {
     pub name: String,
 }
 
+#[utoipa::path(post, path = "/accounts", tag = "accounts", request_body = NewAccount, responses((status = 201, description = "The new account, pending verification"), (status = 400, description = "A bad id or kind, or the account exists"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn add_account(
     caller: Caller,
     axum::extract::State(state): axum::extract::State<State>,
@@ -159,6 +162,7 @@ pub async fn add_account(
 }
 
 /// An account with its audit log: operators for any account, a tenant for its own.
+#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account and its audit log"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_account(
     caller: Caller,
     axum::extract::State(state): axum::extract::State<State>,
@@ -177,13 +181,14 @@ pub async fn get_account(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewState {
     pub state: String,
     pub reason: String,
 }
 
 /// Verifies, rejects or revokes an account (operators).
+#[utoipa::path(post, path = "/accounts/{id}/state", tag = "accounts", params(("id" = String, Path, description = "Account id")), request_body = NewState, responses((status = 200, description = "The account in its new state (audited)"), (status = 400, description = "A bad state or an empty reason"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn set_state(
     caller: Caller,
     axum::extract::State(state): axum::extract::State<State>,
@@ -204,6 +209,7 @@ pub async fn set_state(
     )?))
 }
 
+#[utoipa::path(get, path = "/tokens", tag = "tokens", responses((status = 200, description = "Every token, never a secret"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_tokens(
     caller: Caller,
     axum::extract::State(state): axum::extract::State<State>,
@@ -212,7 +218,7 @@ pub async fn list_tokens(
     Ok(Json(state.registry.lock().expect("not poisoned").tokens()?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
     pub role: String,
     pub account_id: String,
@@ -221,6 +227,7 @@ pub struct NewToken {
 }
 
 /// Issues a token (operators); the response is the only place its secret appears.
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken, responses((status = 201, description = "{token, info}: the secret, shown this once"), (status = 400, description = "A bad role or an unknown account"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn issue_token(
     caller: Caller,
     axum::extract::State(state): axum::extract::State<State>,
@@ -239,6 +246,7 @@ pub async fn issue_token(
     ))
 }
 
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "Token id")), responses((status = 204, description = "Revoked"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn revoke_token(
     caller: Caller,
     axum::extract::State(state): axum::extract::State<State>,

@@ -1,12 +1,20 @@
 //! The spacepulse server: a JSON API under `/api/v1` for the four roles (operator, analyst,
-//! official account, advertiser), analysts' SQL, and account and token administration.
+//! official account, advertiser), analysts' SQL, account and token administration, the web
+//! pages, live peaks and Prometheus metrics, from one binary.
 //!
 //! Reports read the jobs' metric tables through the query crate's session. The session is
 //! reopened when a table's Delta log changes (the jobs published), and report responses are
-//! cached until then.
+//! cached until then; the pages render the same reports with server-drawn SVG charts. With
+//! `--brokers`, a live consumer ([`live`]) reads the events topic from its newest offsets and
+//! feeds per-second counters that the operators' live page receives once a second (SSE).
 
 mod auth;
+mod charts;
 mod error;
+pub mod live;
+mod live_api;
+mod metrics;
+mod pages;
 mod reports;
 mod sql;
 mod view;
@@ -18,11 +26,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use lake::registry::Registry;
 use lake::tables::Lake;
 use query::guard::Limits;
 use query::tz::ReportTz;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -38,6 +49,8 @@ pub struct Options {
     pub sql_limits: Limits,
     /// The longest any request may take before a 503.
     pub request_timeout: Duration,
+    /// Live peaks: the topic to read (`--brokers`), or none.
+    pub live: Option<live::LiveOptions>,
 }
 
 impl Options {
@@ -48,6 +61,7 @@ impl Options {
             tz: ReportTz::default(),
             sql_limits: Limits::default(),
             request_timeout: Duration::from_secs(60),
+            live: None,
         }
     }
 }
@@ -57,6 +71,9 @@ pub struct AppState {
     pub options: Options,
     pub registry: Mutex<Registry>,
     pub view: view::LakeView,
+    /// The live counters when `--brokers` was given.
+    pub live: Option<Arc<live::Live>>,
+    pub http_metrics: metrics::HttpMetrics,
 }
 
 pub type State = Arc<AppState>;
@@ -67,41 +84,115 @@ pub async fn state(options: Options) -> Result<State, ApiError> {
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let registry = Registry::open(&path).map_err(|e| ApiError::internal(e.to_string()))?;
     let view = view::LakeView::open(options.lake.clone(), options.sql_limits).await?;
+    let live = options.live.clone().map(|o| live::Live::new(o, options.tz));
     Ok(Arc::new(AppState {
         options,
         registry: Mutex::new(registry),
         view,
+        live,
+        http_metrics: metrics::HttpMetrics::default(),
     }))
+}
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        c.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::COOKIE))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "spacepulse",
+        description = "Reports for official accounts, advertisers, analysts and operators; \
+                       analysts' SQL; live peaks; accounts and tokens. Errors are JSON \
+                       {\"error\", \"code\"} with a 4xx or 5xx status."
+    ),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+/// The API's routes with their OpenAPI description: both come from the same handlers, so
+/// the description matches the routes.
+fn api() -> (Router<State>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(auth::me))
+        .routes(routes!(sql::sql))
+        .routes(routes!(reports::activity))
+        .routes(routes!(reports::uploads))
+        .routes(routes!(auth::list_accounts, auth::add_account))
+        .routes(routes!(auth::get_account))
+        .routes(routes!(auth::set_state))
+        .routes(routes!(reports::followers))
+        .routes(routes!(reports::campaigns))
+        .routes(routes!(reports::funnel))
+        .routes(routes!(reports::launch))
+        .routes(routes!(reports::advertiser))
+        .routes(routes!(auth::list_tokens, auth::issue_token))
+        .routes(routes!(auth::revoke_token))
+        .routes(routes!(live_api::snapshot))
+        .routes(routes!(live_api::stream))
+        .routes(routes!(live_api::series))
+        .routes(routes!(live_api::launch));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1)
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(healthz))
+        .split_for_parts()
+}
+
+/// Liveness: no token needed.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "{\"status\": \"ok\"}")))]
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The OpenAPI description (any valid token).
+async fn openapi(_: auth::Caller, spec: Arc<serde_json::Value>) -> axum::Json<serde_json::Value> {
+    axum::Json((*spec).clone())
 }
 
 /// Every route.
 pub fn router(state: State) -> Router {
     let timeout = state.options.request_timeout;
-    let api = Router::new()
-        .route("/me", get(auth::me))
-        .route("/sql", post(sql::sql))
-        .route("/platform/activity", get(reports::activity))
-        .route("/platform/uploads", get(reports::uploads))
+    let (api, spec) = api();
+    let spec = Arc::new(serde_json::to_value(&spec).expect("the OpenAPI description is JSON"));
+    let pages = Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/assets/{file}", get(pages::assets))
+        .route("/platform", get(pages::platform))
+        .route("/accounts/{id}", get(pages::account))
+        .route("/campaigns/{id}", get(pages::campaign))
+        .route("/advertisers/{id}", get(pages::advertiser))
+        .route("/admin/accounts", get(pages::admin_accounts))
+        .route("/admin/accounts/{id}/state", post(pages::admin_set_state))
+        .route("/live", get(pages::live))
+        .route("/live/hour.svg", get(pages::live_hour))
+        .route("/live/launch.svg", get(pages::live_launch));
+    api.merge(pages)
         .route(
-            "/accounts",
-            get(auth::list_accounts).post(auth::add_account),
+            "/api/v1/openapi.json",
+            get(move |caller: auth::Caller| openapi(caller, spec.clone())),
         )
-        .route("/accounts/{id}", get(auth::get_account))
-        .route("/accounts/{id}/state", post(auth::set_state))
-        .route("/accounts/{id}/followers", get(reports::followers))
-        .route("/accounts/{id}/campaigns", get(reports::campaigns))
-        .route("/campaigns/{id}/funnel", get(reports::funnel))
-        .route("/campaigns/{id}/launch", get(reports::launch))
-        .route("/advertisers/{id}/report", get(reports::advertiser))
-        .route("/tokens", get(auth::list_tokens).post(auth::issue_token))
-        .route("/tokens/{id}", delete(auth::revoke_token))
-        .fallback(error::not_found);
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .nest("/api/v1", api)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(axum::middleware::from_fn(move |req, next| {
@@ -124,9 +215,28 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    // The live consumer connects first: a wrong --brokers or --topic stops the start.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let live = match state.live.clone() {
+        Some(live) => {
+            let connected = live::connect(live).await.map_err(ApiError::internal)?;
+            let mut stopped = stopped;
+            Some(tokio::spawn(connected.run(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
     ready(addr);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))
+        .map_err(|e| ApiError::internal(e.to_string()));
+    if let Some(live) = live {
+        let _ = live.await;
+    }
+    result
 }

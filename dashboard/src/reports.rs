@@ -15,11 +15,16 @@ use crate::auth::Caller;
 use crate::error::{ApiError, QueryParams};
 use crate::view::View;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
+    /// A preset ending on the newest day with data: `today`, `7d` or `30d`.
     pub range: Option<String>,
+    /// The first day, YYYY-MM-DD in the report time zone (instead of `range`).
     pub from: Option<String>,
+    /// The last day, YYYY-MM-DD in the report time zone (instead of `range`).
     pub to: Option<String>,
+    /// `json` (default) or `csv`.
     pub format: Option<String>,
 }
 
@@ -112,7 +117,7 @@ async fn latest(view: &View, table: &str, filter: &str) -> Result<Option<i32>, A
 }
 
 /// One daily report over a metric table.
-struct Daily<'a> {
+pub(crate) struct Daily<'a> {
     name: &'a str,
     table: &'a str,
     columns: &'a str,
@@ -126,6 +131,26 @@ struct Daily<'a> {
 /// The rows of `SELECT columns FROM table WHERE filter AND <days> ORDER BY order`, with the
 /// report's range, time zone and freshness; cached until the lake changes.
 async fn daily(state: &State, report: Daily<'_>, params: Params) -> Result<Response, ApiError> {
+    let body = daily_body(state, report, params).await?;
+    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
+}
+
+/// A daily report as JSON (for the pages), from the same cache as the API's.
+pub(crate) async fn daily_value(
+    state: &State,
+    report: Daily<'_>,
+    mut params: Params,
+) -> Result<Value, ApiError> {
+    params.format = None;
+    let body = daily_body(state, report, params).await?;
+    serde_json::from_slice(&body.1).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+async fn daily_body(
+    state: &State,
+    report: Daily<'_>,
+    params: Params,
+) -> Result<crate::view::Cached, ApiError> {
     let Daily {
         name,
         table,
@@ -192,89 +217,52 @@ async fn daily(state: &State, report: Daily<'_>, params: Params) -> Result<Respo
             }
         })
         .await?;
-    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
+    Ok(body)
 }
 
 /// DAU, WAU, MAU, DAU/MAU and new users per day, overall and by platform group.
-pub async fn activity(
-    caller: Caller,
-    AxState(state): AxState<State>,
-    QueryParams(params): QueryParams<Params>,
-) -> Result<Response, ApiError> {
-    caller.require(&[Role::Operator, Role::Analyst])?;
-    daily(
-        &state,
-        Daily {
-            name: "activity",
-            table: "activity",
-            columns: "CAST(day AS VARCHAR) AS day, breakdown, segment, dau, wau, mau, dau_mau, new_users, \
+pub(crate) fn activity_report() -> Daily<'static> {
+    Daily {
+        name: "activity",
+        table: "activity",
+        columns: "CAST(day AS VARCHAR) AS day, breakdown, segment, dau, wau, mau, dau_mau, new_users, \
          dau_approx, wau_approx, mau_approx, estimator, hll_precision, hll_relative_error",
-            filter: "breakdown IN ('total', 'platform_group')".into(),
-            order: "day, breakdown DESC, segment",
-            totals: None,
-        },
-        params,
-    )
-    .await
+        filter: "breakdown IN ('total', 'platform_group')".into(),
+        order: "day, breakdown DESC, segment",
+        totals: None,
+    }
 }
 
 /// Photos uploaded per day with the peak second, minute and hour.
-pub async fn uploads(
-    caller: Caller,
-    AxState(state): AxState<State>,
-    QueryParams(params): QueryParams<Params>,
-) -> Result<Response, ApiError> {
-    caller.require(&[Role::Operator, Role::Analyst])?;
-    daily(
-        &state,
-        Daily {
-            name: "uploads",
-            table: "uploads_daily",
-            columns: "CAST(day AS VARCHAR) AS day, uploads, photos, peak_second, peak_second_photos, \
+pub(crate) fn uploads_report() -> Daily<'static> {
+    Daily {
+        name: "uploads",
+        table: "uploads_daily",
+        columns: "CAST(day AS VARCHAR) AS day, uploads, photos, peak_second, peak_second_photos, \
          peak_minute, peak_minute_photos, peak_hour, peak_hour_photos",
-            filter: "true".into(),
-            order: "day",
-            totals: None,
-        },
-        params,
-    )
-    .await
+        filter: "true".into(),
+        order: "day",
+        totals: None,
+    }
 }
 
 /// An official account's followers, reach and engagement per day.
-pub async fn followers(
-    caller: Caller,
-    AxState(state): AxState<State>,
-    Path(id): Path<String>,
-    QueryParams(params): QueryParams<Params>,
-) -> Result<Response, ApiError> {
-    caller.tenant(Role::Official, &id)?;
-    daily(
-        &state,
-        Daily {
-            name: "followers",
-            table: "accounts_daily",
-            columns: "CAST(day AS VARCHAR) AS day, follows, unfollows, net, followers, reach, reach_approx, \
+pub(crate) fn followers_report(id: &str) -> Daily<'static> {
+    Daily {
+        name: "followers",
+        table: "accounts_daily",
+        columns: "CAST(day AS VARCHAR) AS day, follows, unfollows, net, followers, reach, reach_approx, \
          likes, comments, engagement",
-            filter: format!("account_id = {}", lit(&id)),
-            order: "day",
-            totals: None,
-        },
-        params,
-    )
-    .await
+        filter: format!("account_id = {}", lit(id)),
+        order: "day",
+        totals: None,
+    }
 }
 
 /// An advertiser's ads per day, with totals and the unique reach of the whole range (HLL++
 /// merged from the daily sketches).
-pub async fn advertiser(
-    caller: Caller,
-    AxState(state): AxState<State>,
-    Path(id): Path<String>,
-    QueryParams(params): QueryParams<Params>,
-) -> Result<Response, ApiError> {
-    caller.tenant(Role::Advertiser, &id)?;
-    let filter = format!("advertiser_id = {}", lit(&id));
+pub(crate) fn advertiser_report(id: &str) -> Daily<'static> {
+    let filter = format!("advertiser_id = {}", lit(id));
     let totals = format!(
         "SELECT sum(impressions) AS impressions, sum(clicks) AS clicks, \
          CAST(sum(clicks) AS DOUBLE) / sum(impressions) AS ctr, sum(conversions) AS conversions, \
@@ -284,36 +272,78 @@ pub async fn advertiser(
          'HyperLogLog++ p=14' AS unique_reach_estimator, 0.008125 AS unique_reach_relative_error \
          FROM advertisers_daily WHERE {filter}"
     );
-    daily(
-        &state,
-        Daily {
-            name: "advertiser",
-            table: "advertisers_daily",
-            columns: "CAST(day AS VARCHAR) AS day, ad_id, impressions, clicks, ctr, conversions, \
+    Daily {
+        name: "advertiser",
+        table: "advertisers_daily",
+        columns: "CAST(day AS VARCHAR) AS day, ad_id, impressions, clicks, ctr, conversions, \
          conversion_rate, spend_cents, conversion_value_cents, reach, reach_approx, frequency",
-            filter,
-            order: "day, ad_id",
-            totals: Some(("totals", totals)),
-        },
-        params,
-    )
-    .await
+        filter,
+        order: "day, ad_id",
+        totals: Some(("totals", totals)),
+    }
+}
+
+#[utoipa::path(get, path = "/platform/activity", tag = "reports", params(Params), responses((status = 200, description = "DAU, WAU, MAU, DAU/MAU, new users per day, total and by platform group (JSON or CSV)"), (status = 400, description = "A bad range"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
+pub async fn activity(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    QueryParams(params): QueryParams<Params>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator, Role::Analyst])?;
+    daily(&state, activity_report(), params).await
+}
+
+#[utoipa::path(get, path = "/platform/uploads", tag = "reports", params(Params), responses((status = 200, description = "Photos per day with the peak second, minute and hour (JSON or CSV)"), (status = 400, description = "A bad range"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
+pub async fn uploads(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    QueryParams(params): QueryParams<Params>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator, Role::Analyst])?;
+    daily(&state, uploads_report(), params).await
+}
+
+#[utoipa::path(get, path = "/accounts/{id}/followers", tag = "reports", params(("id" = String, Path, description = "Official account id"), Params), responses((status = 200, description = "Follows, unfollows, net, followers, reach, engagement per day (JSON or CSV)"), (status = 400, description = "A bad range"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not the right role, or the account is not verified"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
+pub async fn followers(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<Params>,
+) -> Result<Response, ApiError> {
+    caller.tenant(Role::Official, &id)?;
+    daily(&state, followers_report(&id), params).await
+}
+
+#[utoipa::path(get, path = "/advertisers/{id}/report", tag = "reports", params(("id" = String, Path, description = "Advertiser id"), Params), responses((status = 200, description = "Impressions, clicks, CTR, conversions, spend, value, reach, frequency per day and ad, with totals (JSON or CSV)"), (status = 400, description = "A bad range"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not the right role, or the account is not verified"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
+pub async fn advertiser(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<Params>,
+) -> Result<Response, ApiError> {
+    caller.tenant(Role::Advertiser, &id)?;
+    daily(&state, advertiser_report(&id), params).await
 }
 
 /// The campaigns an official account owns (the registry's).
+#[utoipa::path(get, path = "/accounts/{id}/campaigns", tag = "reports", params(("id" = String, Path, description = "Official account id")), responses((status = 200, description = "The account's campaigns"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not the right role, or the account is not verified"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn campaigns(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     caller.tenant(Role::Official, &id)?;
+    Ok(axum::Json(campaigns_value(&state, &id)?))
+}
+
+pub(crate) fn campaigns_value(state: &State, id: &str) -> Result<Value, ApiError> {
     let all = state.registry.lock().expect("not poisoned").campaigns()?;
     let own: Vec<_> = all.into_iter().filter(|c| c.account_id == id).collect();
-    Ok(axum::Json(json!({"account_id": id, "campaigns": own})))
+    Ok(json!({"account_id": id, "campaigns": own}))
 }
 
 /// The campaign's owner may see it (and operators); an unregistered campaign is operators'.
-fn campaign_access(caller: &Caller, state: &State, id: &str) -> Result<(), ApiError> {
+pub(crate) fn campaign_access(caller: &Caller, state: &State, id: &str) -> Result<(), ApiError> {
     let owner = state
         .registry
         .lock()
@@ -335,12 +365,17 @@ fn campaign_access(caller: &Caller, state: &State, id: &str) -> Result<(), ApiEr
 
 /// The funnel: users per step, conversion, drop-off and time to convert, overall and by
 /// platform and region.
+#[utoipa::path(get, path = "/campaigns/{id}/funnel", tag = "reports", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, description = "Users per step, conversion, drop-off, time to convert; total, by platform and by region"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn funnel(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     campaign_access(&caller, &state, &id)?;
+    Ok(axum::Json(funnel_value(&state, &id).await?))
+}
+
+pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiError> {
     let view = state.view.current().await?;
     let rows = view
         .rows(
@@ -349,28 +384,33 @@ pub async fn funnel(
                  conversion_overall, drop_off, median_seconds_from_previous, \
                  p90_seconds_from_previous, window_ms, mode, registered \
                  FROM funnels WHERE campaign_id = {} ORDER BY breakdown DESC, segment, step",
-                lit(&id)
+                lit(id)
             ),
             &["funnels"],
         )
         .await?;
-    Ok(axum::Json(json!({"campaign_id": id, "rows": rows})))
+    Ok(json!({"campaign_id": id, "rows": rows}))
 }
 
 /// The launch: the milestones (+1 s ... +24 h) and the first hour second by second.
+#[utoipa::path(get, path = "/campaigns/{id}/launch", tag = "reports", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, description = "Milestones (+1 s ... +24 h) and the first hour second by second"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn launch(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     campaign_access(&caller, &state, &id)?;
+    Ok(axum::Json(launch_value(&state, &id).await?))
+}
+
+pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiError> {
     let view = state.view.current().await?;
     let milestones = view
         .rows(
             &format!(
                 "SELECT after_seconds, users FROM launch_milestones WHERE campaign_id = {} \
                  ORDER BY after_seconds",
-                lit(&id)
+                lit(id)
             ),
             &["launch_milestones"],
         )
@@ -380,12 +420,10 @@ pub async fn launch(
             &format!(
                 "SELECT second, new_users, users FROM launch_curve WHERE campaign_id = {} \
                  ORDER BY second",
-                lit(&id)
+                lit(id)
             ),
             &["launch_curve"],
         )
         .await?;
-    Ok(axum::Json(
-        json!({"campaign_id": id, "milestones": milestones, "curve": curve}),
-    ))
+    Ok(json!({"campaign_id": id, "milestones": milestones, "curve": curve}))
 }

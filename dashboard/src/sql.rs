@@ -19,8 +19,10 @@ use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, QueryParams};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SqlParams {
+    /// `ndjson` (default), `csv`, `json` or `arrow`.
     pub format: Option<String>,
 }
 
@@ -30,6 +32,7 @@ struct SqlBody {
     format: Option<String>,
 }
 
+#[utoipa::path(post, path = "/sql", tag = "sql", params(SqlParams), request_body(content = String, description = "The query, or JSON {\"sql\", \"format\"}", content_type = "text/plain"), responses((status = 200, description = "The result as ndjson (default), csv, json or arrow"), (status = 400, description = "Not valid SQL, an unknown table or column"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not a query (DDL, DML, SET, COPY ...), or the role may not run SQL"), (status = 408, description = "The time limit"), (status = 422, description = "The memory or row limit")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn sql(
     caller: Caller,
     AxState(state): AxState<State>,

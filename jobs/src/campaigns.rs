@@ -25,7 +25,7 @@ use crate::scan::{ints, strs, times, types};
 use crate::{Ctx, Error, Job, Result};
 
 /// Launch milestones, in seconds after the start.
-pub const MILESTONES: [i64; 7] = [1, 10, 60, 600, 1800, 3600, 86_400];
+pub const MILESTONES: [i64; 7] = lake::registry::LAUNCH_MILESTONES;
 /// The per-second launch curve covers the first hour.
 pub const CURVE_SECONDS: i64 = 3600;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset};
 use datasets::generate::{NdjsonSink, Options, generate};
 use serde_json::Value;
-use spacepulse_tests::{query, session, spacepulse};
+use spacepulse_tests::{http, query, session, spacepulse};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/fixtures");
 
@@ -653,34 +653,6 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
 }
 
 #[test]
-fn the_demo_runs_the_jobs_and_prints_each_days_active_users() {
-    let dir = tempfile::tempdir().unwrap();
-    let demo = dir.path().join("demo");
-    let out = ok(&["demo", "--dir", demo.to_str().unwrap()]);
-    assert!(
-        out.contains("activity") && out.contains("campaigns"),
-        "{out}"
-    );
-    // The oracle: distinct users per Shanghai day of the shipped sample's valid events.
-    let mut users: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
-    for e in parse_all(datasets::SAMPLE_NDJSON.as_bytes()) {
-        users
-            .entry(shanghai_day(e.ts_ms))
-            .or_default()
-            .insert(e.user);
-    }
-    assert!(!users.is_empty());
-    for (day, u) in &users {
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(&format!("| {day}")))
-            .unwrap_or_else(|| panic!("no row for {day} in:\n{out}"));
-        let dau: usize = line.split('|').nth(2).unwrap().trim().parse().unwrap();
-        assert_eq!(dau, u.len(), "{day}");
-    }
-}
-
-#[test]
 fn sql_over_the_lake_in_every_format() {
     let (file, expected) = fixture("shanghai_midnight");
     let dir = tempfile::tempdir().unwrap();
@@ -802,41 +774,6 @@ fn sql_over_the_lake_in_every_format() {
     assert!(stderr.contains("No field named nope"), "{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(dir.path().join(".spacepulse_history").exists());
-}
-
-/// One HTTP/1.1 request over a plain socket; returns the status and the (de-chunked) body.
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return (status, rest.to_string());
-    }
-    let (mut out, mut rest) = (String::new(), rest);
-    loop {
-        let (size, after) = rest.split_once("\r\n").unwrap();
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            return (status, out);
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
 }
 
 #[test]

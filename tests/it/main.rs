@@ -2,6 +2,7 @@
 
 mod backfill;
 mod contract;
+mod demo;
 mod fencing;
 mod generator;
 mod jobs;

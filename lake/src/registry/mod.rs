@@ -21,6 +21,9 @@ pub const REGISTRY_FILE: &str = "_registry.sqlite";
 /// The default funnel: page view, then reservation, then pre-order, within 24 hours.
 pub const DEFAULT_STEPS: [&str; 3] = ["page_view", "reserve", "preorder"];
 pub const DEFAULT_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// A launch's milestones, in seconds after its start: the jobs' table and the live view both
+/// report users at these moments.
+pub const LAUNCH_MILESTONES: [i64; 7] = [1, 10, 60, 600, 1800, 3600, 86_400];
 pub const DEFAULT_MODE: &str = "furthest";
 
 /// A launch campaign of an official account.
@@ -35,6 +38,21 @@ pub struct Campaign {
     pub window_ms: i64,
     /// `furthest` or `first` (see the query crate's funnel).
     pub mode: String,
+}
+
+impl Campaign {
+    /// A campaign with the default funnel (page view, reservation, pre-order within 24 hours,
+    /// each user's furthest chain).
+    pub fn with_defaults(id: &str, account_id: &str, start_ms: i64) -> Self {
+        Self {
+            id: id.into(),
+            account_id: account_id.into(),
+            start_ms,
+            steps: DEFAULT_STEPS.iter().map(|s| s.to_string()).collect(),
+            window_ms: DEFAULT_WINDOW_MS,
+            mode: "furthest".into(),
+        }
+    }
 }
 
 const MIGRATIONS: &[&str] = &[

@@ -1,0 +1,880 @@
+//! The web UI: pages rendered on the server from the same reports as the JSON API, charts as
+//! inline SVG (plotters), one stylesheet and one script served by this binary, nothing from
+//! another site. Login is a form that puts the token in an HttpOnly, SameSite=Strict cookie;
+//! a page without a valid cookie redirects to the login page.
+
+use axum::Form;
+use axum::extract::{FromRequestParts, Path, State as AxState};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use lake::registry::{Role, VerificationState};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::State;
+use crate::auth::{COOKIE, Caller};
+use crate::charts::{Series, bars, lines};
+use crate::error::{ApiError, QueryParams};
+use crate::reports::{self, Params};
+
+const CSS: &str = include_str!("../assets/app.css");
+const LIVE_JS: &str = include_str!("../assets/live.js");
+
+/// HTML-escapes text for element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page's error: the API's error, rendered as a page with its status.
+pub struct PageError(ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<lake::Error> for PageError {
+    fn from(e: lake::Error) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        if e.status == StatusCode::UNAUTHORIZED {
+            return Redirect::to("/login").into_response();
+        }
+        if e.status.is_server_error() {
+            tracing::error!(status = %e.status, error = %e.message, "page failed");
+        }
+        let body = format!(
+            "<h1>{}</h1><p class=\"error\">{}</p><p><a href=\"/\">Back</a></p>",
+            e.status.as_u16(),
+            esc(&e.message)
+        );
+        (e.status, document("Error", None, &body)).into_response()
+    }
+}
+
+/// The caller of a page: its cookie's token; none sends the browser to the login page.
+pub struct Viewer(pub Caller);
+
+impl FromRequestParts<State> for Viewer {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, PageError> {
+        Ok(Viewer(Caller::from_request_parts(parts, state).await?))
+    }
+}
+
+type Page = Result<Response, PageError>;
+
+/// Security headers for every page.
+fn secure(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn nav(c: &Caller) -> String {
+    let mut links: Vec<(String, &str)> = Vec::new();
+    match c.role() {
+        Role::Operator => {
+            links.push(("/platform".into(), "Platform"));
+            links.push(("/live".into(), "Live"));
+            links.push(("/admin/accounts".into(), "Accounts"));
+        }
+        Role::Analyst => links.push(("/platform".into(), "Platform")),
+        Role::Official => links.push((format!("/accounts/{}", c.account.id), "My account")),
+        Role::Advertiser => links.push((format!("/advertisers/{}", c.account.id), "My ads")),
+    }
+    let items: String = links
+        .iter()
+        .map(|(href, text)| format!("<a href=\"{}\">{text}</a>", esc(href)))
+        .collect();
+    format!(
+        "<nav>{items}<span class=\"who\">{} · {}</span>\
+         <form method=\"post\" action=\"/logout\"><button>Log out</button></form></nav>",
+        esc(&c.account.id),
+        c.role()
+    )
+}
+
+fn document(title: &str, caller: Option<&Caller>, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · spacepulse</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head>\
+         <body><header><a class=\"brand\" href=\"/\">spacepulse</a>{}</header><main>{body}</main>\
+         </body></html>",
+        esc(title),
+        caller.map(nav).unwrap_or_default()
+    ))
+}
+
+fn page(title: &str, caller: &Caller, body: &str) -> Page {
+    Ok(secure(document(title, Some(caller), body).into_response()))
+}
+
+/// A cell's text: numbers compact where they are ratios, strings as they are.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "–".into(),
+        Value::String(s) => esc(s),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(f)) if f.abs() < 10.0 => format!("{f:.4}"),
+            (None, Some(f)) => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        other => esc(&other.to_string()),
+    }
+}
+
+/// A table of `rows` (JSON objects) with the given columns `(key, heading)`.
+fn table(id: &str, rows: &[Value], columns: &[(&str, &str)]) -> String {
+    if rows.is_empty() {
+        return "<p class=\"empty\">No data in this range yet.</p>".into();
+    }
+    let head: String = columns
+        .iter()
+        .map(|(_, h)| format!("<th>{}</th>", esc(h)))
+        .collect();
+    let body: String = rows
+        .iter()
+        .map(|r| {
+            let cells: String = columns
+                .iter()
+                .map(|(k, _)| format!("<td data-col=\"{k}\">{}</td>", cell(&r[*k])))
+                .collect();
+            format!("<tr>{cells}</tr>")
+        })
+        .collect();
+    format!(
+        "<div class=\"scroll\"><table id=\"{id}\"><thead><tr>{head}</tr></thead>\
+         <tbody>{body}</tbody></table></div>"
+    )
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+/// The range picker, the time zone and the freshness line over a report.
+fn range_bar(path: &str, report: &Value, params: &Params, csv: &str) -> String {
+    let current = params.range.as_deref().unwrap_or(if params.from.is_some() {
+        "custom"
+    } else {
+        "all"
+    });
+    let presets: String = [("today", "Today"), ("7d", "7 days"), ("30d", "30 days")]
+        .iter()
+        .map(|(v, t)| {
+            let class = if *v == current { " class=\"on\"" } else { "" };
+            format!("<a{class} href=\"{path}?range={v}\">{t}</a>")
+        })
+        .collect();
+    let from = report["from"].as_str().unwrap_or("");
+    let to = report["to"].as_str().unwrap_or("");
+    format!(
+        "<div class=\"range\">{presets}<form method=\"get\" action=\"{path}\">\
+         <input type=\"date\" name=\"from\" value=\"{from}\" aria-label=\"from\">\
+         <input type=\"date\" name=\"to\" value=\"{to}\" aria-label=\"to\">\
+         <button>Custom</button></form></div>\
+         <p class=\"meta\">Days in <b>{tz}</b> · complete up to <b id=\"complete-up-to\">{fresh}</b> · \
+         <a href=\"{csv}\">CSV</a></p>",
+        tz = esc(report["tz"].as_str().unwrap_or("")),
+        fresh = esc(report["complete_up_to"].as_str().unwrap_or("no data yet")),
+        csv = esc(csv),
+    )
+}
+
+fn csv_link(api: &str, params: &Params) -> String {
+    let mut q = vec!["format=csv".to_string()];
+    for (k, v) in [
+        ("range", &params.range),
+        ("from", &params.from),
+        ("to", &params.to),
+    ] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", esc(v)));
+        }
+    }
+    format!("{api}?{}", q.join("&"))
+}
+
+fn rows(v: &Value) -> Vec<Value> {
+    v["rows"].as_array().cloned().unwrap_or_default()
+}
+
+/// `GET /login`
+pub async fn login_form() -> Response {
+    secure(document("Log in", None, &login_body(None)).into_response())
+}
+
+fn login_body(error: Option<&str>) -> String {
+    format!(
+        "<h1>Log in</h1>{}<form class=\"login\" method=\"post\" action=\"/login\">\
+         <label for=\"token\">Token</label>\
+         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" required \
+         placeholder=\"spt_…\"><button id=\"login\">Log in</button></form>\
+         <p class=\"meta\">Paste the token an operator issued you (<code>spacepulse tokens issue</code>). \
+         It is kept in an HttpOnly cookie for this site only.</p>",
+        error
+            .map(|e| format!("<p class=\"error\">{}</p>", esc(e)))
+            .unwrap_or_default()
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+/// `POST /login`: checks the token and sets the cookie.
+pub async fn login(AxState(state): AxState<State>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    let found = state
+        .registry
+        .lock()
+        .expect("not poisoned")
+        .authenticate(token);
+    match found {
+        Ok(Some(_)) => {
+            let mut r = Redirect::to("/").into_response();
+            let cookie =
+                format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000");
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(SET_COOKIE, v);
+            }
+            secure(r)
+        }
+        Ok(None) => secure(
+            (
+                StatusCode::UNAUTHORIZED,
+                document(
+                    "Log in",
+                    None,
+                    &login_body(Some("Unknown or revoked token.")),
+                ),
+            )
+                .into_response(),
+        ),
+        Err(e) => PageError(e.into()).into_response(),
+    }
+}
+
+/// `POST /logout`: clears the cookie.
+pub async fn logout() -> Response {
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_static("spacepulse_token=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    secure(r)
+}
+
+/// `GET /`: each role's home page.
+pub async fn home(Viewer(c): Viewer) -> Response {
+    let to = match c.role() {
+        Role::Operator | Role::Analyst => "/platform".to_string(),
+        Role::Official => format!("/accounts/{}", c.account.id),
+        Role::Advertiser => format!("/advertisers/{}", c.account.id),
+    };
+    Redirect::to(&to).into_response()
+}
+
+pub async fn assets(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "app.css" => (CSS, "text/css; charset=utf-8"),
+        "live.js" => (LIVE_JS, "text/javascript; charset=utf-8"),
+        _ => return ApiError::not_found(format!("no asset {file:?}")).into_response(),
+    };
+    (
+        [
+            (CONTENT_TYPE, kind),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /platform`: DAU/WAU/MAU, new users, upload peaks (operators, analysts).
+pub async fn platform(
+    Viewer(c): Viewer,
+    AxState(state): AxState<State>,
+    QueryParams(params): QueryParams<Params>,
+) -> Page {
+    c.require(&[Role::Operator, Role::Analyst])?;
+    let activity = reports::daily_value(&state, reports::activity_report(), clone(&params)).await?;
+    let uploads = reports::daily_value(&state, reports::uploads_report(), clone(&params)).await?;
+    let total: Vec<Value> = rows(&activity)
+        .into_iter()
+        .filter(|r| r["breakdown"] == "total")
+        .collect();
+    let labels: Vec<String> = total
+        .iter()
+        .map(|r| r["day"].as_str().unwrap_or("").to_string())
+        .collect();
+    let pick = |k: &str| total.iter().map(|r| num(&r[k])).collect::<Vec<f64>>();
+    let chart = lines(
+        &labels,
+        &[
+            Series {
+                name: "DAU",
+                values: pick("dau"),
+            },
+            Series {
+                name: "WAU",
+                values: pick("wau"),
+            },
+            Series {
+                name: "MAU",
+                values: pick("mau"),
+            },
+        ],
+    );
+    let up = rows(&uploads);
+    let up_labels: Vec<String> = up
+        .iter()
+        .map(|r| r["day"].as_str().unwrap_or("").to_string())
+        .collect();
+    let up_chart = lines(
+        &up_labels,
+        &[Series {
+            name: "photos",
+            values: up.iter().map(|r| num(&r["photos"])).collect(),
+        }],
+    );
+    let body = format!(
+        "<h1>Platform activity</h1>{bar}\
+         <section><h2>Active users</h2><div class=\"chart\" id=\"activity-chart\">{chart}</div>{t1}\
+         <p class=\"meta\">Exact counts from bitmaps; the <code>_approx</code> columns are \
+         HyperLogLog++ (p=14, ±0.81% standard error).</p></section>\
+         <section><h2>Photo uploads and peaks</h2><div class=\"chart\">{up_chart}</div>{t2}</section>",
+        bar = range_bar(
+            "/platform",
+            &activity,
+            &params,
+            &csv_link("/api/v1/platform/activity", &params)
+        ),
+        t1 = table(
+            "activity",
+            &rows(&activity),
+            &[
+                ("day", "Day"),
+                ("segment", "Segment"),
+                ("dau", "DAU"),
+                ("wau", "WAU"),
+                ("mau", "MAU"),
+                ("dau_mau", "DAU/MAU"),
+                ("new_users", "New users"),
+                ("dau_approx", "DAU (HLL)"),
+            ]
+        ),
+        t2 = table(
+            "uploads",
+            &up,
+            &[
+                ("day", "Day"),
+                ("uploads", "Uploads"),
+                ("photos", "Photos"),
+                ("peak_second", "Peak second"),
+                ("peak_second_photos", "Photos"),
+                ("peak_minute", "Peak minute"),
+                ("peak_minute_photos", "Photos"),
+                ("peak_hour", "Peak hour"),
+                ("peak_hour_photos", "Photos"),
+            ]
+        ),
+    );
+    page("Platform", &c, &body)
+}
+
+fn clone(p: &Params) -> Params {
+    Params {
+        range: p.range.clone(),
+        from: p.from.clone(),
+        to: p.to.clone(),
+        format: None,
+    }
+}
+
+/// `GET /accounts/{id}`: an official account's followers and its campaigns.
+pub async fn account(
+    Viewer(c): Viewer,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<Params>,
+) -> Page {
+    c.tenant(Role::Official, &id)?;
+    let report =
+        reports::daily_value(&state, reports::followers_report(&id), clone(&params)).await?;
+    let r = rows(&report);
+    let labels: Vec<String> = r
+        .iter()
+        .map(|x| x["day"].as_str().unwrap_or("").to_string())
+        .collect();
+    let chart = lines(
+        &labels,
+        &[Series {
+            name: "followers",
+            values: r.iter().map(|x| num(&x["followers"])).collect(),
+        }],
+    );
+    let campaigns = reports::campaigns_value(&state, &id)?;
+    let list: String = campaigns["campaigns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|x| {
+            let cid = x["id"].as_str().unwrap_or("");
+            format!(
+                "<li><a href=\"/campaigns/{0}\">{0}</a> · steps {1}</li>",
+                esc(cid),
+                esc(&x["steps"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" → ")
+                    })
+                    .unwrap_or_default())
+            )
+        })
+        .collect();
+    let body = format!(
+        "<h1>{name}</h1>{bar}<section><h2>Followers</h2><div class=\"chart\">{chart}</div>{t}</section>\
+         <section><h2>Campaigns</h2><ul id=\"campaigns\">{list}</ul></section>",
+        name = esc(&id),
+        bar = range_bar(
+            &format!("/accounts/{}", esc(&id)),
+            &report,
+            &params,
+            &csv_link(&format!("/api/v1/accounts/{id}/followers"), &params)
+        ),
+        t = table(
+            "followers",
+            &r,
+            &[
+                ("day", "Day"),
+                ("follows", "Follows"),
+                ("unfollows", "Unfollows"),
+                ("net", "Net"),
+                ("followers", "Followers"),
+                ("reach", "Reach"),
+                ("likes", "Likes"),
+                ("comments", "Comments"),
+                ("engagement", "Engagement"),
+            ]
+        ),
+    );
+    page(&id, &c, &body)
+}
+
+/// A milestone's name: +1 s, +1 min, +24 h.
+pub fn after(seconds: i64) -> String {
+    match seconds {
+        0 => "0 s".into(),
+        s if s % 3600 == 0 => format!("+{} h", s / 3600),
+        s if s % 60 == 0 => format!("+{} min", s / 60),
+        s => format!("+{s} s"),
+    }
+}
+
+/// `GET /campaigns/{id}`: the funnel and the launch curve with its milestones.
+pub async fn campaign(
+    Viewer(c): Viewer,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+) -> Page {
+    reports::campaign_access(&c, &state, &id)?;
+    let funnel = reports::funnel_value(&state, &id).await?;
+    let launch = reports::launch_value(&state, &id).await?;
+    let steps: Vec<Value> = rows(&funnel)
+        .into_iter()
+        .filter(|r| r["breakdown"] == "total")
+        .collect();
+    let funnel_chart = bars(
+        &steps
+            .iter()
+            .map(|r| r["step_type"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>(),
+        &steps.iter().map(|r| num(&r["users"])).collect::<Vec<_>>(),
+    );
+    let curve = launch["curve"].as_array().cloned().unwrap_or_default();
+    let labels: Vec<String> = curve
+        .iter()
+        .map(|p| after(p["second"].as_i64().unwrap_or(0)))
+        .collect();
+    let launch_chart = lines(
+        &labels,
+        &[Series {
+            name: "users",
+            values: curve.iter().map(|p| num(&p["users"])).collect(),
+        }],
+    );
+    let milestones: Vec<Value> = launch["milestones"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut m| {
+            let s = m["after_seconds"].as_i64().unwrap_or(0);
+            m["after"] = Value::String(after(s));
+            m
+        })
+        .collect();
+    let by_segment: Vec<Value> = rows(&funnel)
+        .into_iter()
+        .filter(|r| r["breakdown"] != "total")
+        .collect();
+    let body = format!(
+        "<h1>Campaign {name}</h1>\
+         <section><h2>Launch milestones</h2>{ms}\
+         <div class=\"chart\" id=\"launch-chart\">{launch_chart}</div>\
+         <p class=\"meta\">Users who reserved, counted once each, by seconds after the launch \
+         (the first hour, second by second).</p></section>\
+         <section><h2>Funnel</h2><div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}\
+         <details><summary>By platform and region</summary>{st}</details></section>",
+        name = esc(&id),
+        ms = table(
+            "milestones",
+            &milestones,
+            &[("after", "After launch"), ("users", "Users")]
+        ),
+        ft = table(
+            "funnel",
+            &steps,
+            &[
+                ("step", "Step"),
+                ("step_type", "Event"),
+                ("users", "Users"),
+                ("conversion_from_previous", "From previous"),
+                ("conversion_overall", "Overall"),
+                ("drop_off", "Drop-off"),
+                ("median_seconds_from_previous", "Median s"),
+                ("p90_seconds_from_previous", "p90 s"),
+            ]
+        ),
+        st = table(
+            "funnel-segments",
+            &by_segment,
+            &[
+                ("breakdown", "By"),
+                ("segment", "Segment"),
+                ("step", "Step"),
+                ("step_type", "Event"),
+                ("users", "Users"),
+                ("conversion_overall", "Overall"),
+            ]
+        ),
+    );
+    page(&format!("Campaign {id}"), &c, &body)
+}
+
+/// `GET /advertisers/{id}`: impressions, clicks, spend per day and ad, with totals.
+pub async fn advertiser(
+    Viewer(c): Viewer,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<Params>,
+) -> Page {
+    c.tenant(Role::Advertiser, &id)?;
+    let report =
+        reports::daily_value(&state, reports::advertiser_report(&id), clone(&params)).await?;
+    let r = rows(&report);
+    // Per day across ads, for the chart.
+    let mut days: Vec<(String, f64, f64)> = Vec::new();
+    for x in &r {
+        let d = x["day"].as_str().unwrap_or("").to_string();
+        match days.last_mut() {
+            Some(last) if last.0 == d => {
+                last.1 += num(&x["impressions"]);
+                last.2 += num(&x["clicks"]);
+            }
+            _ => days.push((d, num(&x["impressions"]), num(&x["clicks"]))),
+        }
+    }
+    let chart = lines(
+        &days.iter().map(|d| d.0.clone()).collect::<Vec<_>>(),
+        &[
+            Series {
+                name: "impressions",
+                values: days.iter().map(|d| d.1).collect(),
+            },
+            Series {
+                name: "clicks",
+                values: days.iter().map(|d| d.2).collect(),
+            },
+        ],
+    );
+    let t = &report["totals"];
+    let totals = format!(
+        "<div class=\"cards\" id=\"totals\">{}</div>",
+        [
+            ("impressions", "Impressions"),
+            ("clicks", "Clicks"),
+            ("ctr", "CTR"),
+            ("conversions", "Conversions"),
+            ("spend_cents", "Spend (cents)"),
+            ("conversion_value_cents", "Conversion value (cents)"),
+            ("unique_reach_approx", "Unique reach (HLL++ ±0.81%)"),
+            ("frequency", "Frequency"),
+        ]
+        .iter()
+        .map(|(k, h)| format!(
+            "<div class=\"card\"><span>{h}</span><b data-total=\"{k}\">{}</b></div>",
+            cell(&t[*k])
+        ))
+        .collect::<String>()
+    );
+    let body = format!(
+        "<h1>Advertiser {name}</h1>{bar}{totals}<section><div class=\"chart\">{chart}</div>{tbl}</section>",
+        name = esc(&id),
+        bar = range_bar(
+            &format!("/advertisers/{}", esc(&id)),
+            &report,
+            &params,
+            &csv_link(&format!("/api/v1/advertisers/{id}/report"), &params)
+        ),
+        tbl = table(
+            "ads",
+            &r,
+            &[
+                ("day", "Day"),
+                ("ad_id", "Ad"),
+                ("impressions", "Impressions"),
+                ("clicks", "Clicks"),
+                ("ctr", "CTR"),
+                ("conversions", "Conversions"),
+                ("spend_cents", "Spend (cents)"),
+                ("conversion_value_cents", "Value (cents)"),
+                ("reach", "Reach"),
+                ("frequency", "Frequency"),
+            ]
+        ),
+    );
+    page(&format!("Advertiser {id}"), &c, &body)
+}
+
+/// `GET /admin/accounts`: accounts with their state and buttons to change it (operators).
+pub async fn admin_accounts(Viewer(c): Viewer, AxState(state): AxState<State>) -> Page {
+    c.require(&[Role::Operator])?;
+    let accounts = state.registry.lock().expect("not poisoned").accounts()?;
+    let rows: String = accounts
+        .iter()
+        .map(|a| {
+            let buttons: String = [
+                (VerificationState::Verified, "verify"),
+                (VerificationState::Rejected, "reject"),
+                (VerificationState::Revoked, "revoke"),
+            ]
+            .iter()
+            .filter(|(s, _)| *s != a.state)
+            .map(|(s, label)| {
+                format!(
+                    "<button name=\"state\" value=\"{}\">{label}</button>",
+                    s.as_str()
+                )
+            })
+            .collect();
+            format!(
+                "<tr><td>{id}</td><td>{kind}</td><td>{name}</td><td class=\"state\">{st}</td>\
+                 <td><form method=\"post\" action=\"/admin/accounts/{id}/state\">\
+                 <input name=\"reason\" placeholder=\"reason\" required>{buttons}</form></td></tr>",
+                id = esc(&a.id),
+                kind = a.kind.as_str(),
+                name = esc(&a.name),
+                st = a.state.as_str(),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<h1>Accounts</h1><p class=\"meta\">Only verified official accounts and advertisers get \
+         reports. Every change is in the account's audit log with who, when and why.</p>\
+         <div class=\"scroll\"><table id=\"accounts\"><thead><tr><th>Id</th><th>Kind</th>\
+         <th>Name</th><th>State</th><th>Change</th></tr></thead><tbody>{rows}</tbody></table></div>"
+    );
+    page("Accounts", &c, &body)
+}
+
+#[derive(Deserialize)]
+pub struct StateForm {
+    state: String,
+    reason: String,
+}
+
+/// `POST /admin/accounts/{id}/state` (the form above).
+pub async fn admin_set_state(
+    Viewer(c): Viewer,
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+    Form(form): Form<StateForm>,
+) -> Page {
+    c.require(&[Role::Operator])?;
+    let to: VerificationState = form.state.parse().map_err(ApiError::from)?;
+    {
+        let registry = state.registry.lock().expect("not poisoned");
+        if registry.account(&id)?.is_none() {
+            return Err(ApiError::not_found(format!("no account {id:?}")).into());
+        }
+        registry.set_state(&id, to, &c.actor(), &form.reason)?;
+    }
+    Ok(Redirect::to("/admin/accounts").into_response())
+}
+
+/// `GET /live`: the operators' live page; the script fills it from the event stream.
+pub async fn live(Viewer(c): Viewer, AxState(state): AxState<State>) -> Page {
+    c.require(&[Role::Operator])?;
+    let Some(live) = &state.live else {
+        let body = "<h1>Live peaks</h1><p class=\"error\" id=\"live-off\">This server runs without \
+                    <code>--brokers</code>: start it with <code>spacepulse serve --brokers HOST:PORT \
+                    --topic events</code> to see events as they arrive.</p>";
+        return page("Live", &c, body);
+    };
+    let o = &live.options;
+    let cards: String = [
+        ("rate", "Events/s"),
+        ("photos-rate", "Photos/s"),
+        ("today-events", "Events today"),
+        ("today-photos", "Photos today"),
+        ("peak-second", "Peak second today"),
+        ("peak-minute", "Peak minute today"),
+        ("active-minute", "Active users, last minute"),
+        ("active-hour", "Active users, last hour"),
+        ("events-total", "Events since start"),
+        ("lag", "Consumer lag"),
+    ]
+    .iter()
+    .map(|(id, h)| format!("<div class=\"card\"><span>{h}</span><b id=\"{id}\">–</b></div>"))
+    .collect();
+    let body = format!(
+        "<h1>Live peaks</h1><p class=\"meta\">Topic <b>{topic}</b> on <b>{brokers}</b> · stream clock \
+         <b id=\"clock\">waiting for events</b> ({tz}) · <span id=\"status\">connecting</span></p>\
+         <div class=\"cards\">{cards}</div>\
+         <section><h2>The last hour, events per second</h2>\
+         <div class=\"chart\"><img id=\"hour-chart\" alt=\"events per second, last hour\" \
+         src=\"/live/hour.svg\"></div></section>\
+         <section><h2>Launches in progress</h2><div id=\"launches\"><p class=\"empty\">No reservations \
+         in the last 24 hours.</p></div></section><script src=\"/assets/live.js\"></script>",
+        topic = esc(&o.topic),
+        brokers = esc(&o.brokers),
+        tz = state.options.tz.name(),
+    );
+    page("Live", &c, &body)
+}
+
+fn svg(body: String) -> Response {
+    (
+        [(CONTENT_TYPE, "image/svg+xml"), (CACHE_CONTROL, "no-store")],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /live/hour.svg`: events and photos per second over the last hour of stream time.
+pub async fn live_hour(
+    caller: Caller,
+    AxState(state): AxState<State>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let live = crate::live_api::live_of(&state)?;
+    let series = live.series(3600);
+    let labels: Vec<String> = series
+        .iter()
+        .map(|(s, _, _)| {
+            let t = live.stamp(*s);
+            t.get(11..19).unwrap_or(&t).to_string()
+        })
+        .collect();
+    Ok(svg(lines(
+        &labels,
+        &[
+            Series {
+                name: "events/s",
+                values: series.iter().map(|x| f64::from(x.1)).collect(),
+            },
+            Series {
+                name: "photos/s",
+                values: series.iter().map(|x| f64::from(x.2)).collect(),
+            },
+        ],
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct CampaignParam {
+    campaign: String,
+}
+
+/// `GET /live/launch.svg?campaign=ID`: a running launch curve (users since its start).
+pub async fn live_launch(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    QueryParams(p): QueryParams<CampaignParam>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let live = crate::live_api::live_of(&state)?;
+    let Some((_, curve)) = live.launch_curve(&p.campaign) else {
+        return Err(ApiError::not_found(format!(
+            "no reservations for campaign {:?} in the last 24 hours",
+            p.campaign
+        )));
+    };
+    let labels: Vec<String> = (0..curve.len() as i64).map(after).collect();
+    Ok(svg(lines(
+        &labels,
+        &[Series {
+            name: "users",
+            values: curve.iter().map(|v| *v as f64).collect(),
+        }],
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_names_milestones() {
+        assert_eq!(
+            esc("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+        assert_eq!(after(1), "+1 s");
+        assert_eq!(after(600), "+10 min");
+        assert_eq!(after(86_400), "+24 h");
+        assert_eq!(crate::charts::short(0.5), "0.50");
+    }
+}

@@ -1,0 +1,380 @@
+//! The web pages through the router: login sets the cookie, pages follow the API's tenancy,
+//! the numbers on a page are the API's; the OpenAPI description matches the routes; the
+//! Prometheus metrics count what was served.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::fixture::{Fixture, fixture};
+
+struct Page {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+async fn send(f: &Fixture, req: Request<Body>) -> Page {
+    let res = f.app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    Page {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Logs in through the form; the cookie the browser would keep.
+async fn login(f: &Fixture, who: &str) -> String {
+    let req = Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={}", f.tokens[who])))
+        .unwrap();
+    let p = send(f, req).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let cookie = p.headers["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    cookie.split(';').next().unwrap().to_string()
+}
+
+async fn get(f: &Fixture, uri: &str, cookie: Option<&str>) -> Page {
+    let mut req = Request::get(uri);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    send(f, req.body(Body::empty()).unwrap()).await
+}
+
+/// The text of every `<td data-col="col">` in the table with `id`.
+fn column(html: &str, table: &str, col: &str) -> Vec<String> {
+    let start = html
+        .find(&format!("<table id=\"{table}\""))
+        .unwrap_or_else(|| panic!("no table {table} in {html}"));
+    let end = start + html[start..].find("</table>").unwrap();
+    let marker = format!("<td data-col=\"{col}\">");
+    html[start..end]
+        .split(&marker)
+        .skip(1)
+        .map(|s| s[..s.find("</td>").unwrap()].to_string())
+        .collect()
+}
+
+const PAGES: &[&str] = &[
+    "/platform",
+    "/accounts/xiaomi",
+    "/campaigns/redmi-launch",
+    "/advertisers/adv1",
+    "/admin/accounts",
+    "/live",
+];
+
+fn allowed(uri: &str, who: &str) -> bool {
+    match who {
+        "operator" => true,
+        "analyst" => uri == "/platform",
+        "xiaomi" => uri.contains("xiaomi") || uri.contains("redmi-launch"),
+        "adv1" => uri.contains("adv1"),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn pages_need_the_login_cookie_and_keep_tenants_apart() {
+    let f = fixture().await;
+    // No cookie: to the login page, which needs none.
+    for uri in PAGES.iter().chain(&["/"]) {
+        let p = get(&f, uri, None).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{uri}");
+        assert_eq!(p.headers["location"], "/login", "{uri}");
+    }
+    let p = get(&f, "/login", None).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("name=\"token\""), "{}", p.body);
+    assert!(
+        p.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    // A wrong token is refused on the form, with no cookie.
+    let req = Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("token=spt_0000"))
+        .unwrap();
+    let p = send(&f, req).await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(p.headers.get("set-cookie").is_none());
+    assert!(p.body.contains("Unknown or revoked token"), "{}", p.body);
+
+    for who in [
+        "operator", "analyst", "xiaomi", "huawei", "pending", "adv1", "adv2",
+    ] {
+        let cookie = login(&f, who).await;
+        let home = get(&f, "/", Some(&cookie)).await;
+        assert_eq!(home.status, StatusCode::SEE_OTHER, "{who}");
+        for uri in PAGES {
+            let p = get(&f, uri, Some(&cookie)).await;
+            if allowed(uri, who) {
+                assert_eq!(p.status, StatusCode::OK, "{who} {uri}: {}", p.body);
+                assert!(p.body.contains("<main>"), "{who} {uri}");
+            } else {
+                assert!(
+                    p.status == StatusCode::FORBIDDEN || p.status == StatusCode::NOT_FOUND,
+                    "{who} {uri}: {}",
+                    p.status
+                );
+                assert!(
+                    !p.body.contains("<table") && !p.body.contains("<svg"),
+                    "{who} {uri}: data on a refusal page"
+                );
+            }
+        }
+    }
+    // The pending account is told why.
+    let cookie = login(&f, "pending").await;
+    let p = get(&f, "/accounts/newbrand", Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert!(p.body.contains("pending"), "{}", p.body);
+    // Logging out clears the cookie.
+    let req = Request::post("/logout")
+        .header("cookie", &cookie)
+        .body(Body::empty())
+        .unwrap();
+    let p = send(&f, req).await;
+    assert!(
+        p.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+}
+
+#[tokio::test]
+async fn the_campaign_page_shows_the_apis_numbers_and_charts() {
+    let f = fixture().await;
+    let cookie = login(&f, "xiaomi").await;
+    let p = get(&f, "/campaigns/redmi-launch", Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::OK);
+    let (_, launch) = f
+        .json("/api/v1/campaigns/redmi-launch/launch", "xiaomi")
+        .await;
+    let api: Vec<String> = launch["milestones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["users"].to_string())
+        .collect();
+    let page = column(&p.body, "milestones", "users");
+    assert_eq!(page, api);
+    assert_eq!(
+        column(&p.body, "milestones", "after"),
+        [
+            "+1 s", "+10 s", "+1 min", "+10 min", "+30 min", "+1 h", "+24 h"
+        ]
+    );
+    // The fixture's reservations at +0.5 s, +5 s, +30 s and +2 h.
+    assert_eq!(page, ["1", "2", "3", "3", "3", "3", "4"]);
+    let (_, funnel) = f
+        .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
+        .await;
+    let total: Vec<String> = funnel["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["breakdown"] == "total")
+        .map(|r| r["users"].to_string())
+        .collect();
+    assert_eq!(column(&p.body, "funnel", "users"), total);
+    for chart in ["launch-chart", "funnel-chart"] {
+        let at = p.body.find(&format!("id=\"{chart}\"")).unwrap();
+        assert!(
+            p.body[at..].starts_with(&format!("id=\"{chart}\"><svg")),
+            "{chart}"
+        );
+    }
+
+    // The platform page: the API's DAU per day, and a CSV link that works with the cookie.
+    let cookie = login(&f, "analyst").await;
+    let p = get(&f, "/platform?range=30d", Some(&cookie)).await;
+    let (_, activity) = f
+        .json("/api/v1/platform/activity?range=30d", "analyst")
+        .await;
+    let dau: Vec<String> = activity["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["dau"].to_string())
+        .collect();
+    assert!(!dau.is_empty());
+    assert_eq!(column(&p.body, "activity", "dau"), dau);
+    assert!(p.body.contains("Asia/Shanghai"));
+    assert!(p.body.contains(&format!(
+        "id=\"complete-up-to\">{}<",
+        activity["complete_up_to"].as_str().unwrap()
+    )));
+    let csv = get(
+        &f,
+        "/api/v1/platform/activity?format=csv&range=30d",
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.body.starts_with("day,"), "{}", csv.body);
+    // A bad range on a page is a 400 page, not a panic or an empty report.
+    let p = get(&f, "/platform?range=1y", Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(p.body.contains("range"), "{}", p.body);
+}
+
+#[tokio::test]
+async fn operators_verify_accounts_from_the_page() {
+    let f = fixture().await;
+    let cookie = login(&f, "operator").await;
+    let req = Request::post("/admin/accounts/newbrand/state")
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("state=verified&reason=papers+checked"))
+        .unwrap();
+    let p = send(&f, req).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let (_, acct) = f.json("/api/v1/accounts/newbrand", "operator").await;
+    assert_eq!(acct["account"]["state"], "verified");
+    assert_eq!(
+        acct["audit"].as_array().unwrap().last().unwrap()["reason"],
+        "papers checked"
+    );
+    // Analysts may not.
+    let cookie = login(&f, "analyst").await;
+    let req = Request::post("/admin/accounts/newbrand/state")
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("state=revoked&reason=x"))
+        .unwrap();
+    assert_eq!(send(&f, req).await.status, StatusCode::FORBIDDEN);
+}
+
+/// A concrete request for an OpenAPI path: its parameters filled with the fixture's ids.
+fn concrete(path: &str) -> String {
+    path.replace("/accounts/{id}", "/accounts/xiaomi")
+        .replace("/campaigns/{id}", "/campaigns/redmi-launch")
+        .replace("/advertisers/{id}", "/advertisers/adv1")
+        .replace("/tokens/{id}", "/tokens/tok_nonexistent")
+        .replace("{campaign}", "redmi-launch")
+}
+
+#[tokio::test]
+async fn the_openapi_description_matches_the_routes() {
+    let f = fixture().await;
+    let (s, _, _) = f.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, spec) = f.json("/api/v1/openapi.json", "analyst").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = spec["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path} has no responses"
+            );
+            // Every described operation is routed: the answer is never the router's
+            // "no route" fallback.
+            let (status, _, body) = f
+                .call(
+                    &method.to_uppercase(),
+                    &concrete(path),
+                    Some("operator"),
+                    None,
+                )
+                .await;
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                !(status == StatusCode::NOT_FOUND && body.contains("no route")),
+                "{method} {path}: described but not routed"
+            );
+        }
+    }
+    assert!(operations >= 22, "{operations} operations");
+    // And what is routed is described: each API route the tests above call is in the spec.
+    for path in [
+        "/api/v1/me",
+        "/api/v1/sql",
+        "/api/v1/platform/activity",
+        "/api/v1/platform/uploads",
+        "/api/v1/accounts",
+        "/api/v1/accounts/{id}",
+        "/api/v1/accounts/{id}/state",
+        "/api/v1/accounts/{id}/followers",
+        "/api/v1/accounts/{id}/campaigns",
+        "/api/v1/campaigns/{id}/funnel",
+        "/api/v1/campaigns/{id}/launch",
+        "/api/v1/advertisers/{id}/report",
+        "/api/v1/tokens",
+        "/api/v1/tokens/{id}",
+        "/api/v1/live",
+        "/api/v1/live/stream",
+        "/api/v1/live/series",
+        "/api/v1/live/launches/{campaign}",
+        "/metrics",
+        "/healthz",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not described");
+    }
+    let schemes = &spec["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["cookie"]["name"], "spacepulse_token");
+    // Request bodies have their schemas.
+    assert!(
+        spec["components"]["schemas"]["NewToken"].is_object(),
+        "{spec}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() {
+    let f = fixture().await;
+    for _ in 0..3 {
+        let (s, _) = f.json("/api/v1/accounts/xiaomi/followers", "xiaomi").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, _) = f.json("/api/v1/accounts/huawei/followers", "xiaomi").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = f.call("GET", "/metrics", Some("analyst"), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, ct, body) = f.call("GET", "/metrics", Some("operator"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let text = String::from_utf8(body).unwrap();
+    let route = "route=\"/api/v1/accounts/{id}/followers\"";
+    assert!(
+        text.contains(&format!(
+            "spacepulse_http_requests_total{{method=\"GET\",{route},status=\"200\"}} 3"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "spacepulse_http_requests_total{{method=\"GET\",{route},status=\"404\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "spacepulse_http_request_duration_seconds_count{{method=\"GET\",{route}}} 4"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "spacepulse_http_request_duration_seconds_bucket{{method=\"GET\",{route},le=\"+Inf\"}} 4"
+    )));
+    assert!(text.contains("spacepulse_live_enabled 0"), "{text}");
+    // No token or secret is a label.
+    assert!(!text.contains("spt_"), "{text}");
+}

@@ -1,0 +1,92 @@
+// The dashboard in a real browser: Debian's Chromium driven by playwright-core.
+// Called by tests/it/browser.rs with the server's URL, tokens and what the pages must show;
+// prints one JSON line of findings and exits 0, or prints the failure and exits 1.
+//   SPACEPULSE_URL, SPACEPULSE_OFFICIAL_TOKEN, SPACEPULSE_OPERATOR_TOKEN,
+//   SPACEPULSE_CAMPAIGN, SPACEPULSE_ACCOUNT, SPACEPULSE_MILESTONES (JSON {"+1 s": users, ...}),
+//   SPACEPULSE_SCREENSHOTS (a directory), SPACEPULSE_NODE_MODULES, SPACEPULSE_CHROMIUM
+"use strict";
+const path = require("path");
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set (tests/it/browser.rs sets it)`);
+  return v;
+};
+const { chromium } = require(path.join(env("SPACEPULSE_NODE_MODULES"), "playwright-core"));
+
+const url = env("SPACEPULSE_URL");
+const shots = env("SPACEPULSE_SCREENSHOTS");
+const num = (s) => Number(String(s).replace(/[^0-9.-]/g, ""));
+
+async function login(browser, token, viewport) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  await page.goto(url + "/");
+  await page.waitForURL(/\/login$/);
+  await page.fill("#token", token);
+  await Promise.all([page.waitForNavigation(), page.click("#login")]);
+  // The token is in an HttpOnly cookie: scripts on the page cannot read it.
+  const visible = await page.evaluate(() => document.cookie);
+  if (visible.includes("spacepulse_token")) throw new Error("the login cookie is readable by scripts");
+  const cookies = await context.cookies();
+  const c = cookies.find((x) => x.name === "spacepulse_token");
+  if (!c || !c.httpOnly || c.sameSite !== "Strict") throw new Error("login cookie: " + JSON.stringify(c));
+  return { context, page };
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: env("SPACEPULSE_CHROMIUM"),
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const found = {};
+  try {
+    // An official account: its home page, then the launch campaign.
+    const campaign = env("SPACEPULSE_CAMPAIGN");
+    const { context, page } = await login(browser, env("SPACEPULSE_OFFICIAL_TOKEN"), { width: 1200, height: 900 });
+    await page.waitForURL(new RegExp("/accounts/" + env("SPACEPULSE_ACCOUNT") + "$"));
+    await page.click(`#campaigns a[href="/campaigns/${campaign}"]`);
+    await page.waitForSelector("#milestones");
+    found.milestones = await page.$$eval('#milestones td[data-col="users"]', (tds) => tds.map((t) => t.textContent));
+    found.milestone_names = await page.$$eval('#milestones td[data-col="after"]', (tds) => tds.map((t) => t.textContent));
+    found.funnel_steps = await page.$$eval('#funnel td[data-col="step_type"]', (tds) => tds.map((t) => t.textContent));
+    found.launch_chart_lines = await page.locator('#launch-chart svg polyline[stroke="#2563EB"]').count();
+    const want = JSON.parse(env("SPACEPULSE_MILESTONES"));
+    const shown = Object.fromEntries(found.milestone_names.map((n, i) => [n, Number(found.milestones[i])]));
+    for (const [name, users] of Object.entries(want)) {
+      if (shown[name] !== users) {
+        throw new Error(`milestone ${name}: the page shows ${shown[name]}, the generator's manifest ${users} (page: ${JSON.stringify(shown)})`);
+      }
+    }
+    if (found.launch_chart_lines < 1) throw new Error("no launch curve in the chart");
+    await page.screenshot({ path: path.join(shots, "launch.png"), fullPage: true });
+    // The same page on a phone.
+    await page.setViewportSize({ width: 390, height: 844 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    found.phone_overflow_px = overflow;
+    if (overflow > 0) throw new Error(`the page is ${overflow}px wider than a phone`);
+    await page.screenshot({ path: path.join(shots, "launch-phone.png"), fullPage: true });
+    await context.close();
+
+    // An operator: the live page's counter rises while events are produced.
+    const op = await login(browser, env("SPACEPULSE_OPERATOR_TOKEN"), { width: 1200, height: 900 });
+    await op.page.goto(url + "/live");
+    await op.page.waitForFunction(() => document.getElementById("status").textContent === "live");
+    await op.page.waitForFunction(() => /[0-9]/.test(document.getElementById("events-total").textContent));
+    const first = num(await op.page.textContent("#events-total"));
+    await op.page.waitForFunction(
+      (n) => Number(document.getElementById("events-total").textContent.replace(/[^0-9]/g, "")) > n + 100,
+      first, { timeout: 60000 });
+    found.live_first = first;
+    found.live_then = num(await op.page.textContent("#events-total"));
+    found.live_clock = await op.page.textContent("#clock");
+    await op.page.screenshot({ path: path.join(shots, "live.png"), fullPage: true });
+    await op.context.close();
+    console.log(JSON.stringify(found));
+  } catch (e) {
+    console.error("browser test failed:", e && e.stack ? e.stack : e, JSON.stringify(found));
+    process.exitCode = 1;
+  } finally {
+    await browser.close();
+  }
+})();

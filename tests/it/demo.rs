@@ -1,0 +1,316 @@
+//! The demo and the dashboard as a user meets them: `spacepulse demo --headless` sets
+//! everything up and prints a URL and tokens that work; against Tansu, a real Chromium logs in
+//! as the official account and as an operator and finds the launch's milestones and the live
+//! counter rising (screenshots kept as artifacts).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use spacepulse_tests::{Broker, HEAVY, http, spacepulse_bin, test_dir};
+
+/// A running demo: its URL, its printed tokens (account → token), its stdin (closing it stops
+/// the demo) and everything it printed.
+struct Demo {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    addr: String,
+    tokens: std::collections::HashMap<String, String>,
+    printed: String,
+}
+
+impl Demo {
+    fn start(dir: &Path, extra: &[&str]) -> Demo {
+        let mut child = Command::new(spacepulse_bin())
+            .args(["demo", "--dir", dir.to_str().unwrap(), "--headless"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--scale",
+                "0.0001",
+                "--days",
+                "2",
+            ])
+            .args(extra)
+            .env("SPACEPULSE_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut printed = String::new();
+        let mut addr = None;
+        let mut tokens = std::collections::HashMap::new();
+        loop {
+            let mut line = String::new();
+            let n = out.read_line(&mut line).unwrap();
+            assert!(n > 0, "the demo ended before it was ready:\n{printed}");
+            printed.push_str(&line);
+            if let Some(url) = line.strip_prefix("dashboard: http://") {
+                addr = Some(url.split('/').next().unwrap().to_string());
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.len() >= 3 && words[2].starts_with("spt_") {
+                tokens.insert(words[1].to_string(), words[2].to_string());
+            }
+            if line.starts_with("ready: open http://") {
+                break;
+            }
+        }
+        // Keep draining stdout so the demo never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        });
+        Demo {
+            child,
+            stdin,
+            addr: addr.unwrap_or_else(|| panic!("no dashboard line in:\n{printed}")),
+            tokens,
+            printed,
+        }
+    }
+
+    /// Closes stdin: a headless demo stops cleanly.
+    fn stop(mut self) -> i32 {
+        drop(self.stdin.take());
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    fn get(&self, path: &str, who: &str) -> (u16, Value) {
+        let (status, body) = http(&self.addr, "GET", path, Some(&self.tokens[who]), "");
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+        )
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The generator's launch milestones from the demo's manifest: users by +1 s ... +24 h.
+fn manifest_milestones(dir: &Path) -> Vec<(i64, u64)> {
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("data/manifest.json")).unwrap()).unwrap();
+    m["launch"]["milestones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["after_seconds"].as_i64().unwrap(),
+                x["distinct_reservers"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn milestone_name(seconds: i64) -> String {
+    match seconds {
+        s if s % 3600 == 0 => format!("+{} h", s / 3600),
+        s if s % 60 == 0 => format!("+{} min", s / 60),
+        s => format!("+{s} s"),
+    }
+}
+
+fn check_demo(demo: &Demo, dir: &Path) {
+    for who in ["xiaomi", "meizu", "adv-1", "analyst", "ops"] {
+        assert!(
+            demo.tokens.contains_key(who),
+            "no token for {who}:\n{}",
+            demo.printed
+        );
+        let (s, me) = demo.get("/api/v1/me", who);
+        assert_eq!(s, 200, "{who}: {me}");
+        assert_eq!(me["account"]["id"], who);
+    }
+    let (s, launch) = demo.get("/api/v1/campaigns/redmi-launch/launch", "xiaomi");
+    assert_eq!(s, 200, "{launch}");
+    let shown: Vec<(i64, u64)> = launch["milestones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["after_seconds"].as_i64().unwrap(),
+                m["users"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = manifest_milestones(dir);
+    assert_eq!(want.len(), 5);
+    // The jobs report more milestones than the generator plans; each planned one agrees.
+    let shown: Vec<(i64, u64)> = shown
+        .into_iter()
+        .filter(|(after, _)| want.iter().any(|w| w.0 == *after))
+        .collect();
+    assert!(want[4].1 > want[0].1, "{want:?}");
+    assert_eq!(shown, want);
+    // The pending account is told so; the advertiser sees its own report, not others'.
+    let (s, body) = demo.get("/api/v1/accounts/meizu/followers", "meizu");
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = demo.get("/api/v1/advertisers/adv-1/report", "adv-1");
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body["totals"]["impressions"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+    let (s, _) = demo.get("/api/v1/advertisers/adv-2/report", "adv-1");
+    assert_eq!(s, 404);
+    let (s, activity) = demo.get("/api/v1/platform/activity", "analyst");
+    assert_eq!(s, 200);
+    assert!(!activity["rows"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn the_demo_prints_a_url_and_tokens_that_work_and_the_generators_milestones() {
+    let dir = test_dir();
+    let demo_dir = dir.path().join("demo");
+    let demo = Demo::start(&demo_dir, &["--speed", "0"]);
+    assert!(
+        demo.printed.contains("embedded Kafka broker"),
+        "{}",
+        demo.printed
+    );
+    check_demo(&demo, &demo_dir);
+    assert_eq!(demo.stop(), 0);
+
+    // A second run reuses the directory and its tokens; --reset starts over.
+    let again = Demo::start(&demo_dir, &[]);
+    assert!(again.printed.contains("reusing"), "{}", again.printed);
+    check_demo(&again, &demo_dir);
+    assert_eq!(again.stop(), 0);
+    let (code, _, err) = spacepulse_tests::spacepulse(&["demo", "--scale", "2", "--headless"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--scale"), "{err}");
+}
+
+/// Produces events with the current time to the broker until `stop`.
+fn producing(brokers: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let config = datasets::produce::producer_config(&brokers, &[]);
+        let mut sent = 0u64;
+        let mut batch = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            batch += 1;
+            let now = chrono::Utc::now().timestamp_millis();
+            let lines: String = (0..200)
+                .map(|i| {
+                    format!(
+                        "{{\"event_id\":\"live-{batch}-{i}\",\"ts\":{now},\"user_id\":{},\"type\":\"photo_upload\",\"platform\":\"ios\",\"photos\":2}}\n",
+                        1000 + i
+                    )
+                })
+                .collect();
+            sent +=
+                datasets::produce::produce_blocking(&config, "events", lines.as_bytes()).unwrap();
+            // Pacing the load, not waiting for a result: the browser waits on the page.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        sent
+    })
+}
+
+fn node_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with scripts/test, which installs Chromium and playwright-core")
+    })
+}
+
+/// Where screenshots go: `$SPACEPULSE_ARTIFACTS` or `target/test-artifacts`.
+fn artifacts() -> PathBuf {
+    let dir = std::env::var_os("SPACEPULSE_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| spacepulse_bin().parent().unwrap().join("test-artifacts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_logs_in_sees_the_launch_and_the_live_counter_rise_against_tansu() {
+    let _heavy = HEAVY.lock().await;
+    let dir = test_dir();
+    let broker = Broker::start(dir.path());
+    let brokers = broker.brokers();
+    let demo_dir = dir.path().join("demo");
+    let demo = tokio::task::spawn_blocking({
+        let demo_dir = demo_dir.clone();
+        let brokers = brokers.clone();
+        move || Demo::start(&demo_dir, &["--brokers", &brokers, "--speed", "0"])
+    })
+    .await
+    .unwrap();
+    check_demo(&demo, &demo_dir);
+
+    // The generator's milestones by the names the page gives them.
+    let want: serde_json::Map<String, Value> = manifest_milestones(&demo_dir)
+        .iter()
+        .map(|(after, users)| (milestone_name(*after), Value::from(*users)))
+        .collect();
+    let shots = artifacts();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = producing(brokers.clone(), stop.clone());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/dashboard.cjs");
+    let out = tokio::task::spawn_blocking({
+        let addr = demo.addr.clone();
+        let official = demo.tokens["xiaomi"].clone();
+        let operator = demo.tokens["ops"].clone();
+        let shots = shots.clone();
+        move || {
+            Command::new("node")
+                .arg(script)
+                .env("SPACEPULSE_URL", format!("http://{addr}"))
+                .env("SPACEPULSE_OFFICIAL_TOKEN", official)
+                .env("SPACEPULSE_OPERATOR_TOKEN", operator)
+                .env("SPACEPULSE_ACCOUNT", "xiaomi")
+                .env("SPACEPULSE_CAMPAIGN", "redmi-launch")
+                .env(
+                    "SPACEPULSE_MILESTONES",
+                    serde_json::to_string(&want).unwrap(),
+                )
+                .env("SPACEPULSE_SCREENSHOTS", &shots)
+                .env(
+                    "SPACEPULSE_NODE_MODULES",
+                    node_env("SPACEPULSE_NODE_MODULES"),
+                )
+                .env("SPACEPULSE_CHROMIUM", node_env("SPACEPULSE_CHROMIUM"))
+                .output()
+                .expect("run node (scripts/test installs it)")
+        }
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let sent = producer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    let found: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        found["live_then"].as_u64().unwrap() > found["live_first"].as_u64().unwrap() + 100,
+        "{found}"
+    );
+    assert!(sent > 100);
+    assert_eq!(found["milestone_names"][6], "+24 h", "{found}");
+    for shot in ["launch.png", "launch-phone.png", "live.png"] {
+        let meta = std::fs::metadata(shots.join(shot)).unwrap();
+        assert!(meta.len() > 10_000, "{shot} is {} bytes", meta.len());
+    }
+    let _ = std::io::stdout().flush();
+    assert_eq!(demo.stop(), 0);
+    drop(broker);
+}
