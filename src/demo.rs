@@ -154,28 +154,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let url = format!("http://{addr}");
     print_tokens(&url, &tokens);
 
-    let stop = async {
-        if args.headless {
-            tokio::select! {
-                _ = shutdown_signal() => {}
-                _ = stdin_closed() => {}
-            }
-        } else {
-            shutdown_signal().await
-        }
-    };
-    tokio::pin!(stop);
-
     if reuse {
         println!(
             "reusing {} (its lake and tokens); --reset starts over",
             args.dir.display()
         );
     } else {
-        let setup = setup(&args, &lake, &brokers, launch_ms);
+        // Only Ctrl-C interrupts the setup; a headless demo's stdin counts after it.
         tokio::select! {
-            r = setup => r?,
-            _ = &mut stop => {
+            r = setup(&args, &lake, &brokers, launch_ms) => r?,
+            _ = shutdown_signal() => {
                 println!("stopped during setup; run again with --reset to start over");
                 let _ = stop_tx.send(());
                 let _ = server.await;
@@ -186,8 +174,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("\nready: open {url}/login and paste a token above (Ctrl-C stops)");
     if args.headless {
         println!("(--headless: stops when standard input ends)");
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stdin_closed() => {}
+        }
+    } else {
+        shutdown_signal().await;
     }
-    stop.await;
     let _ = stop_tx.send(());
     server.await?.map_err(|e| anyhow::anyhow!(e.to_string()))?;
     println!("stopped");

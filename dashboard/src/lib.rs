@@ -74,6 +74,9 @@ pub struct AppState {
     /// The live counters when `--brokers` was given.
     pub live: Option<Arc<live::Live>>,
     pub http_metrics: metrics::HttpMetrics,
+    /// Set when the server shuts down: endless responses (the live stream) end with it, so
+    /// a graceful shutdown does not wait on an open browser tab.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 pub type State = Arc<AppState>;
@@ -91,6 +94,7 @@ pub async fn state(options: Options) -> Result<State, ApiError> {
         view,
         live,
         http_metrics: metrics::HttpMetrics::default(),
+        closing: tokio::sync::watch::channel(false).0,
     }))
 }
 
@@ -216,22 +220,22 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| ApiError::internal(e.to_string()))?;
     // The live consumer connects first: a wrong --brokers or --topic stops the start.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let live = match state.live.clone() {
         Some(live) => {
             let connected = live::connect(live).await.map_err(ApiError::internal)?;
-            let mut stopped = stopped;
+            let mut closing = state.closing.subscribe();
             Some(tokio::spawn(connected.run(async move {
-                let _ = stopped.wait_for(|s| *s).await;
+                let _ = closing.wait_for(|c| *c).await;
             })))
         }
         None => None,
     };
+    let closing = state.clone();
     ready(addr);
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
-            let _ = stop.send(true);
+            closing.closing.send_replace(true);
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()));

@@ -55,8 +55,14 @@ pub async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(&[Role::Operator])?;
     let live = live_of(&state)?;
+    // The stream ends when the server shuts down, so a graceful shutdown never waits on an
+    // open tab.
+    let mut closing = state.closing.subscribe();
     let events = WatchStream::new(live.subscribe())
-        .map(|snap| Ok(Event::default().data(serde_json::to_string(&*snap).expect("json"))));
+        .map(|snap| Ok(Event::default().data(serde_json::to_string(&*snap).expect("json"))))
+        .take_until(async move {
+            let _ = closing.wait_for(|c| *c).await;
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

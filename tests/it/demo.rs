@@ -191,6 +191,28 @@ fn the_demo_prints_a_url_and_tokens_that_work_and_the_generators_milestones() {
     assert!(again.printed.contains("reusing"), "{}", again.printed);
     check_demo(&again, &demo_dir);
     assert_eq!(again.stop(), 0);
+    // As CI runs it: stdin at its end from the start, so the demo exits after the setup.
+    let (code, out, err) = spacepulse_tests::spacepulse(&[
+        "demo",
+        "--dir",
+        demo_dir.to_str().unwrap(),
+        "--reset",
+        "--headless",
+        "--scale",
+        "0.0001",
+        "--days",
+        "2",
+        "--speed",
+        "0",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("ingested") && out.contains("ready: open http://"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("stopped"), "{out}");
     let (code, _, err) = spacepulse_tests::spacepulse(&["demo", "--scale", "2", "--headless"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--scale"), "{err}");

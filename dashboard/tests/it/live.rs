@@ -233,3 +233,64 @@ async fn without_brokers_the_live_view_says_how_to_turn_it_on() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_live_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture().await;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("events", 1, 1).unwrap();
+    let lake = lake::tables::Lake::new(&f.dir.path().join("lake").to_string_lossy()).unwrap();
+    let mut options = dashboard::Options::new(lake);
+    options.live = Some(dashboard::live::LiveOptions {
+        brokers: mock.bootstrap_servers(),
+        topic: "events".into(),
+        group: "live-test".into(),
+        overrides: Vec::new(),
+    });
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(dashboard::serve(
+        options,
+        "127.0.0.1:0".parse().unwrap(),
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |a| {
+            let _ = addr_tx.send(a);
+        },
+    ));
+    let addr = addr_rx.await.unwrap();
+    let mut browser = tokio::net::TcpStream::connect(addr).await.unwrap();
+    browser
+        .write_all(
+            format!(
+                "GET /api/v1/live/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                f.tokens["operator"]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // The stream is open: its headers and first snapshot arrive.
+    let mut buf = vec![0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains("data: ") {
+        let n = browser.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the first snapshot: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    // Shut down with the tab still open: the server stops and the stream ends.
+    stop_tx.send(()).unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), browser.read_to_end(&mut rest))
+        .await
+        .expect("the stream did not end")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server did not stop")
+        .unwrap()
+        .unwrap();
+}
