@@ -370,9 +370,28 @@ pub async fn funnel(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     campaign_access(&caller, &state, &id)?;
-    Ok(axum::Json(funnel_value(&state, &id).await?))
+    cached_json(&state, format!("funnel|{id}"), || funnel_value(&state, &id)).await
+}
+
+/// A JSON report, cached until the lake changes (as the daily reports are).
+async fn cached_json<F, Fut>(state: &State, key: String, make: F) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    let view = state.view.current().await?;
+    let body = view
+        .cached(key, || async {
+            let v = make().await?;
+            Ok((
+                "application/json".into(),
+                serde_json::to_vec(&v).expect("json"),
+            ))
+        })
+        .await?;
+    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
 }
 
 pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiError> {
@@ -398,9 +417,9 @@ pub async fn launch(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     campaign_access(&caller, &state, &id)?;
-    Ok(axum::Json(launch_value(&state, &id).await?))
+    cached_json(&state, format!("launch|{id}"), || launch_value(&state, &id)).await
 }
 
 pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiError> {
