@@ -88,14 +88,11 @@ impl Frames {
     }
 }
 
-async fn live_fixture() -> (
-    Fixture,
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    axum::Router,
-) {
-    let f = fixture().await;
-    let mock = MockCluster::new(1).unwrap();
-    mock.create_topic("events", 2, 1).unwrap();
+/// The fixture's lake served with live peaks from `mock`'s `events` topic.
+fn live_options(
+    f: &Fixture,
+    mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) -> dashboard::Options {
     let lake = lake::tables::Lake::new(&f.dir.path().join("lake").to_string_lossy()).unwrap();
     let mut options = dashboard::Options::new(lake);
     options.live = Some(dashboard::live::LiveOptions {
@@ -104,6 +101,18 @@ async fn live_fixture() -> (
         group: "live-test".into(),
         overrides: Vec::new(),
     });
+    options
+}
+
+async fn live_fixture() -> (
+    Fixture,
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    axum::Router,
+) {
+    let f = fixture().await;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("events", 2, 1).unwrap();
+    let options = live_options(&f, &mock);
     let state = dashboard::state(options).await.unwrap();
     let connected = dashboard::live::connect(state.live.clone().unwrap())
         .await
@@ -240,14 +249,7 @@ async fn shutdown_ends_open_live_streams() {
     let f = fixture().await;
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("events", 1, 1).unwrap();
-    let lake = lake::tables::Lake::new(&f.dir.path().join("lake").to_string_lossy()).unwrap();
-    let mut options = dashboard::Options::new(lake);
-    options.live = Some(dashboard::live::LiveOptions {
-        brokers: mock.bootstrap_servers(),
-        topic: "events".into(),
-        group: "live-test".into(),
-        overrides: Vec::new(),
-    });
+    let options = live_options(&f, &mock);
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(dashboard::serve(
