@@ -3,19 +3,21 @@
 #   (a) an NDJSON file -> the lake's Parquet (decode + encode), beside DuckDB's
 #       COPY (SELECT * FROM read_json(FILE, sample_size=-1)) TO OUT (FORMAT parquet) on the same file
 #       (the whole file sampled: the events' optional fields appear late), and the ratio;
-#   (b) Kafka -> the lake end to end, with Tansu on this machine.
+#   (b) Kafka -> the lake end to end, the broker on this machine in its own process: Tansu
+#       (its SQLite engine; the first KAFKA_ROWS events) and librdkafka's mock cluster
+#       (examples/mock_broker.rs, in memory; every event), which shows the ingester's own rate.
 # Usage: bench/ingest.sh [SCALE]   (default 0.002: about 4.5 million events)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${1:-0.002}"
 CACHE="$HOME/.cache/spacepulse"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
-cargo build --release --bin spacepulse >&2
+cargo build --release --bin spacepulse --example mock_broker >&2
 BIN="$CARGO_TARGET_DIR/release/spacepulse"
 PY="$CACHE/venv/bin/python"
 [ -x "$PY" ] || { echo "run scripts/test once first: it makes the Python venv with DuckDB" >&2; exit 1; }
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"; [ -n "${TANSU_PID:-}" ] && kill "$TANSU_PID" 2>/dev/null || true' EXIT
+trap 'rm -rf "$WORK"; kill ${TANSU_PID:-} ${MOCK_PID:-} 2>/dev/null || true' EXIT
 
 "$BIN" datasets generate --scale "$SCALE" --days 7 --out "$WORK/data" >&2
 FILE="$WORK/data/events.ndjson"
@@ -56,3 +58,15 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 KAFKA=$(echo "$t1 - $t0" | bc -l)
 printf "(b) Kafka (Tansu, SQLite engine) -> Parquet: %d events in %.2f s = %.0f events/s end to end\n" "$KROWS" "$KAFKA" "$(echo "$KROWS / $KAFKA" | bc -l)"
+
+kill "$TANSU_PID"; unset TANSU_PID
+"$CARGO_TARGET_DIR/release/examples/mock_broker" 4 >"$WORK/mock.addr" &
+MOCK_PID=$!
+for _ in $(seq 100); do [ -s "$WORK/mock.addr" ] && break; sleep 0.1; done
+MOCK=$(head -n1 "$WORK/mock.addr")
+"$BIN" datasets produce --brokers "$MOCK" --topic events --input "$FILE" >&2
+t0=$(date +%s.%N)
+"$BIN" ingest --brokers "$MOCK" --topic events --lake "$WORK/lake-c" --until-caught-up >&2
+t1=$(date +%s.%N)
+MOCKS=$(echo "$t1 - $t0" | bc -l)
+printf "(b) Kafka (librdkafka's mock cluster, another process) -> Parquet: %d events in %.2f s = %.0f events/s end to end\n" "$ROWS" "$MOCKS" "$(echo "$ROWS / $MOCKS" | bc -l)"

@@ -222,6 +222,12 @@ pub struct IngestArgs {
     /// Roll the buffer into files when its oldest message is this many seconds old.
     #[arg(long, default_value_t = 5.0)]
     pub flush_secs: f64,
+    /// On start, delete the lake's files that no commit references once older than this
+    /// (e.g. 30s, 15m, 1h): what killed ingesters wrote but never published, as `lake vacuum
+    /// --retain` does. It must outlast the longest time any ingester of this lake holds a
+    /// written file before committing it (`--flush-secs` plus a commit).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub vacuum_retain: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -87,7 +87,21 @@ pub fn writer_options(args: &IngestArgs) -> Result<WriterOptions> {
 
 pub async fn ingest(args: IngestArgs) -> Result<()> {
     let lake = Lake::new(&args.lake.lake)?;
-    let mut writer = LakeWriter::open(&lake, writer_options(&args)?)
+    let options = writer_options(&args)?;
+    // Leftovers of killed runs, before this run writes anything of its own.
+    let leftovers: u64 = ingest::maintenance::vacuum(&lake, args.vacuum_retain, false)
+        .await
+        .context("removing unpublished leftovers (--vacuum-retain)")?
+        .iter()
+        .map(|r| r.files_deleted)
+        .sum();
+    if leftovers > 0 {
+        tracing::info!(
+            files = leftovers,
+            "removed files that earlier runs wrote but never published"
+        );
+    }
+    let mut writer = LakeWriter::open(&lake, options)
         .await
         .context("opening the lake")?;
     let mut progress = Progress::new();

@@ -18,6 +18,7 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -354,12 +355,16 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
     let day_start = launch_ms - 10 * 3_600_000; // 00:00 Shanghai time on the launch day
     let speed = args.speed;
     let brokers_owned = brokers.to_string();
-    let sent = tokio::task::spawn_blocking(move || replay(&brokers_owned, &file, day_start, speed))
-        .await??;
+    // Dropped with this future (Ctrl-C during the setup), it stops the replay between two
+    // sleeps: a blocking thread that never returns would keep the process alive.
+    let (_cancel, cancelled) = std::sync::mpsc::channel::<()>();
+    let sent = tokio::task::spawn_blocking(move || {
+        replay(&brokers_owned, &file, day_start, speed, &cancelled)
+    })
+    .await??;
     println!(
-        "produced {sent} messages to {TOPIC:?} in {:.1}s (the launch day at {}× real time)",
+        "produced {sent} messages to {TOPIC:?} in {:.1}s",
         started.elapsed().as_secs_f64(),
-        speed
     );
 
     // Ingest, exactly as `spacepulse ingest --until-caught-up`.
@@ -407,9 +412,16 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
     Ok(())
 }
 
-/// Produces the file: lines before `paced_from` (epoch ms) at once, the rest in event-time
-/// order at `speed` times real time (0: at once). Returns the messages sent.
-fn replay(brokers: &str, file: &PathBuf, paced_from: i64, speed: f64) -> Result<u64> {
+/// Produces the file: the day from `paced_from` (epoch ms) in event-time order at `speed`
+/// times real time, every other line at once (all of them with `speed` 0). Stops when
+/// `cancelled`'s sender is dropped. Returns the messages sent.
+fn replay(
+    brokers: &str,
+    file: &PathBuf,
+    paced_from: i64,
+    speed: f64,
+    cancelled: &std::sync::mpsc::Receiver<()>,
+) -> Result<u64> {
     use datasets::produce::{KafkaSink, key_of, producer_config};
     let mut sink = KafkaSink::new(&producer_config(brokers, &[]), TOPIC)?;
     let mut later: Vec<(i64, Vec<u8>)> = Vec::new();
@@ -431,14 +443,21 @@ fn replay(brokers: &str, file: &PathBuf, paced_from: i64, speed: f64) -> Result<
     let Some(first) = later.first().map(|(ts, _)| *ts) else {
         return Ok(sink.finish()?);
     };
+    let last = later.last().map_or(first, |(ts, _)| *ts);
+    println!(
+        "replaying the launch day: {} messages at {speed}× real time, about {:.0}s (see /live)",
+        later.len(),
+        (last - first) as f64 / 1000.0 / speed,
+    );
     let began = Instant::now();
     for (ts, line) in &later {
         // The replay clock: this event's moment, compressed by `speed`.
         let due = Duration::from_secs_f64((ts - first) as f64 / 1000.0 / speed);
         if let Some(wait) = due.checked_sub(began.elapsed())
             && wait > Duration::from_millis(20)
+            && cancelled.recv_timeout(wait) != Err(RecvTimeoutError::Timeout)
         {
-            std::thread::sleep(wait);
+            bail!("the replay was stopped");
         }
         sink.send(key_of(line), line)?;
     }

@@ -203,19 +203,77 @@ fn the_demo_prints_a_url_and_tokens_that_work_and_the_generators_milestones() {
         "--days",
         "2",
         "--speed",
-        "0",
+        "50000",
         "--listen",
         "127.0.0.1:0",
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
+    // This run paces the launch day (the dirty data's far-future `ts` must not stall it).
     assert!(
-        out.contains("ingested") && out.contains("ready: open http://"),
+        out.contains("replaying the launch day: ")
+            && out.contains("ingested")
+            && out.contains("ready: open http://"),
         "{out}"
     );
     assert!(out.trim_end().ends_with("stopped"), "{out}");
     let (code, _, err) = spacepulse_tests::spacepulse(&["demo", "--scale", "2", "--headless"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--scale"), "{err}");
+}
+
+#[test]
+fn a_signal_during_the_paced_replay_stops_the_demo_at_once() {
+    let dir = test_dir();
+    let demo_dir = dir.path().join("demo");
+    // At real speed the launch day would take a day to replay.
+    let mut child = Command::new(spacepulse_bin())
+        .args(["demo", "--dir", demo_dir.to_str().unwrap(), "--headless"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--scale",
+            "0.0001",
+            "--days",
+            "1",
+        ])
+        .args(["--speed", "1"])
+        .env("SPACEPULSE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "the demo ended before the replay:\n{printed}");
+        printed.push_str(&line);
+        if line.starts_with("replaying the launch day: ") {
+            break;
+        }
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The replay's sleep is cut short: the demo ends well before its day is over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not stop within 60 s of SIGTERM:\n{printed}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::io::Read::read_to_string(&mut out, &mut printed).unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}");
+    assert!(printed.contains("stopped during setup"), "{printed}");
 }
 
 /// Produces events with the current time to the broker until `stop`.
