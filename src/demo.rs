@@ -107,7 +107,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }
         None => {
             mock = MockCluster::new(1).context("starting the embedded Kafka broker")?;
-            mock.create_topic(TOPIC, 3, 1)
+            // The mock keeps only the last 5 MiB of (compressed) batches per partition:
+            // enough partitions hold the default week (checked after producing).
+            mock.create_topic(TOPIC, EMBEDDED_PARTITIONS, 1)
                 .context("creating the events topic")?;
             println!(
                 "embedded Kafka broker (librdkafka's mock cluster) at {}",
@@ -366,6 +368,9 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
         "produced {sent} messages to {TOPIC:?} in {:.1}s",
         started.elapsed().as_secs_f64(),
     );
+    if args.brokers.is_none() {
+        all_retained(brokers).await?;
+    }
 
     // Ingest, exactly as `spacepulse ingest --until-caught-up`.
     let writer = LakeWriter::open(lake, WriterOptions::default()).await?;
@@ -410,6 +415,38 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
         ms.join(", ")
     );
     Ok(())
+}
+
+/// Partitions of the embedded broker's topic.
+const EMBEDDED_PARTITIONS: i32 = 32;
+
+/// Fails when the embedded broker dropped messages before they were consumed: librdkafka's
+/// mock cluster keeps only the newest 5 MiB of each partition, so a large `--scale` needs a
+/// real broker.
+async fn all_retained(brokers: &str) -> Result<()> {
+    let brokers = brokers.to_string();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()?;
+        for p in 0..EMBEDDED_PARTITIONS {
+            let (low, _) = rdkafka::consumer::Consumer::fetch_watermarks(
+                &consumer,
+                TOPIC,
+                p,
+                Duration::from_secs(10),
+            )?;
+            if low > 0 {
+                bail!(
+                    "--scale: the embedded broker keeps 5 MiB per partition and dropped the \
+                     first {low} messages of partition {p}; use a smaller --scale or --days, \
+                     or a real broker with --brokers"
+                );
+            }
+        }
+        Ok(())
+    })
+    .await?
 }
 
 /// Produces the file: the day from `paced_from` (epoch ms) in event-time order at `speed`

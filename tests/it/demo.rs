@@ -216,6 +216,28 @@ fn the_demo_prints_a_url_and_tokens_that_work_and_the_generators_milestones() {
         "{out}"
     );
     assert!(out.trim_end().ends_with("stopped"), "{out}");
+    // Every message produced reached the lake, accepted or rejected (none dropped by the
+    // embedded broker's retention).
+    let number_after = |prefix: &str, unit: &str| -> u64 {
+        let rest = &out[out
+            .find(prefix)
+            .unwrap_or_else(|| panic!("{prefix}: {out}"))
+            + prefix.len()..];
+        let line = rest.lines().next().unwrap();
+        let at = line.find(unit).unwrap_or_else(|| panic!("{unit}: {line}"));
+        line[..at]
+            .trim()
+            .rsplit([' ', '('])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let produced = number_after("produced ", " messages");
+    let ingested = number_after("ingested ", " events");
+    let rejected = number_after("ingested ", " rejected");
+    assert!(rejected > 0, "{out}");
+    assert_eq!(ingested + rejected, produced, "{out}");
     let (code, _, err) = spacepulse_tests::spacepulse(&["demo", "--scale", "2", "--headless"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--scale"), "{err}");
