@@ -23,25 +23,30 @@ struct Demo {
     printed: String,
 }
 
+/// `spacepulse demo --headless` on two small days, with stdin and stdout piped.
+fn spawn_demo(dir: &Path, extra: &[&str]) -> Child {
+    Command::new(spacepulse_bin())
+        .args(["demo", "--dir", dir.to_str().unwrap(), "--headless"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--scale",
+            "0.0001",
+            "--days",
+            "2",
+        ])
+        .args(extra)
+        .env("SPACEPULSE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
 impl Demo {
     fn start(dir: &Path, extra: &[&str]) -> Demo {
-        let mut child = Command::new(spacepulse_bin())
-            .args(["demo", "--dir", dir.to_str().unwrap(), "--headless"])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--scale",
-                "0.0001",
-                "--days",
-                "2",
-            ])
-            .args(extra)
-            .env("SPACEPULSE_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_demo(dir, extra);
         let stdin = child.stdin.take();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut printed = String::new();
@@ -248,23 +253,7 @@ fn a_signal_during_the_paced_replay_stops_the_demo_at_once() {
     let dir = test_dir();
     let demo_dir = dir.path().join("demo");
     // At real speed the launch day would take a day to replay.
-    let mut child = Command::new(spacepulse_bin())
-        .args(["demo", "--dir", demo_dir.to_str().unwrap(), "--headless"])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--scale",
-            "0.0001",
-            "--days",
-            "1",
-        ])
-        .args(["--speed", "1"])
-        .env("SPACEPULSE_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_demo(&demo_dir, &["--speed", "1"]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut printed = String::new();
     loop {
