@@ -194,6 +194,10 @@ async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
     }
     assert_eq!(producer.await.unwrap(), lines.len() as u64);
     let partial = covered(&lake).await;
+    // Whatever the kills left behind, one unpublished file for certain.
+    let stray = lake.join("events/date=2015-04-28/hour=00/unpublished-by-a-killed-run.parquet");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"PAR1 never committed").unwrap();
     let (code, out) = finish(
         // Alone on the lake now, it may remove every unpublished file at its start.
         ingester(
@@ -232,6 +236,7 @@ async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
         on_disk as u64, ledger.events_files,
         "unpublished files left after the final ingester's start"
     );
+    assert!(!stray.exists(), "{} is still there", stray.display());
     let (code, out, err) = spacepulse(&[
         "lake",
         "vacuum",
