@@ -20,8 +20,9 @@ use query::sketch::{
 };
 use roaring::RoaringTreemap;
 
+use crate::changes::Hour;
 use crate::publish::{Scope, publish, schema};
-use crate::scan::{ints, par_map, strs, times};
+use crate::scan::{U64Set, files_of_days, fold_files, ints, par_map, strs, times};
 use crate::{Ctx, Error, Job, Result};
 
 pub const TABLE: &str = "activity";
@@ -100,54 +101,89 @@ async fn days_bitmaps(
     };
     let wanted: Arc<Vec<bool>> = Arc::new((first..=last).map(|d| days.contains(&d)).collect());
     let tz = ctx.opts.tz;
-    type Acc = (query::tz::LocalClock, BTreeMap<i32, [Vec<u64>; 5]>);
-    let parts = ctx
-        .scan
-        .fold(
-            ctx.scan.days_filter(days),
-            &["ts", "user_id", "platform"],
-            move || (query::tz::LocalClock::new(tz), BTreeMap::new()),
-            move |acc: &mut Acc, batch| {
-                let ts = times(batch, "ts")?;
-                let users = ints(batch, "user_id")?;
-                let platforms = strs(batch, "platform")?;
-                let mut current = i32::MIN;
-                let mut slot: Option<&mut [Vec<u64>; 5]> = None;
-                for i in 0..batch.num_rows() {
-                    let day = acc.0.day(ts.value(i));
-                    if day != current {
-                        current = day;
-                        let k = (day - first) as usize;
-                        slot = if day >= first && wanted.get(k).copied().unwrap_or(false) {
-                            Some(acc.1.entry(day).or_default())
-                        } else {
-                            None
-                        };
-                    }
-                    if let Some(s) = slot.as_mut() {
-                        let p = platform_index(platforms.get(i).unwrap_or("other"));
-                        s[p].push(users.value(i) as u64);
-                    }
-                }
-                Ok(())
-            },
-        )
-        .await?;
-    let mut merged: BTreeMap<i32, [Vec<u64>; 5]> = BTreeMap::new();
+    type Acc = (query::tz::LocalClock, BTreeMap<i32, [U64Set; 5]>);
+    // An hour that lies in one report day needs no `ts`: every row's day is the hour's.
+    let (whole, cut): (Vec<_>, Vec<_>) = files_of_days(&ctx.events, tz, days)?
+        .into_iter()
+        .partition(|f| tz.days_of_utc_hour(f.hour.0, f.hour.1).len() == 1);
+    let fold = move |acc: &mut Acc, hour: Hour, batch: &RecordBatch| -> Result<()> {
+        let users = ints(batch, "user_id")?;
+        let platforms = strs(batch, "platform")?;
+        let ts = batch
+            .column_by_name("ts")
+            .map(|_| times(batch, "ts"))
+            .transpose()?;
+        let hour_day = tz
+            .days_of_utc_hour(hour.0, hour.1)
+            .first()
+            .copied()
+            .unwrap_or(i32::MIN);
+        let mut current = i32::MIN;
+        let mut slot: Option<&mut [U64Set; 5]> = None;
+        for i in 0..batch.num_rows() {
+            let day = match ts {
+                Some(ts) => acc.0.day(ts.value(i)),
+                None => hour_day,
+            };
+            if day != current {
+                current = day;
+                let k = (day - first) as usize;
+                slot = if day >= first && wanted.get(k).copied().unwrap_or(false) {
+                    Some(acc.1.entry(day).or_default())
+                } else {
+                    None
+                };
+            }
+            if let Some(s) = slot.as_mut() {
+                let p = platform_index(platforms.get(i).unwrap_or("other"));
+                s[p].insert(users.value(i) as u64);
+            }
+        }
+        Ok(())
+    };
+    let init = move || (query::tz::LocalClock::new(tz), BTreeMap::new());
+    let fold = Arc::new(fold);
+    let f2 = fold.clone();
+    let mut parts = fold_files(
+        &ctx.events,
+        whole,
+        &["user_id", "platform"],
+        init,
+        move |a: &mut Acc, h, b: &RecordBatch| f2(a, h, b),
+    )
+    .await?;
+    if !cut.is_empty() {
+        parts.extend(
+            fold_files(
+                &ctx.events,
+                cut,
+                &["ts", "user_id", "platform"],
+                init,
+                move |a: &mut Acc, h, b: &RecordBatch| fold(a, h, b),
+            )
+            .await?,
+        );
+    }
+    // Each scan partition's distinct users, merged per day and platform.
+    let mut merged: BTreeMap<i32, [U64Set; 5]> = BTreeMap::new();
     for (_, part) in parts {
-        for (day, lists) in part {
+        for (day, sets) in part {
             let m = merged.entry(day).or_default();
-            for (m, p) in m.iter_mut().zip(lists) {
-                if m.is_empty() {
-                    *m = p;
+            for (m, p) in m.iter_mut().zip(sets) {
+                if m.len() < p.len() {
+                    let small = std::mem::replace(m, p);
+                    m.extend(small);
                 } else {
                     m.extend(p);
                 }
             }
         }
     }
-    Ok(par_map(merged.into_iter().collect(), |(day, lists)| {
-        (day, segments_of(lists.map(bitmap_of)))
+    Ok(par_map(merged.into_iter().collect(), |(day, sets)| {
+        (
+            day,
+            segments_of(sets.map(|s| bitmap_of(s.into_iter().collect()))),
+        )
     })
     .into_iter()
     .collect())

@@ -22,21 +22,25 @@ fn parse_hour(date: Option<&str>, hour: Option<&str>) -> Option<Hour> {
     (0..24).contains(&hour).then_some((date, hour))
 }
 
+/// The hour partition of a file from its path (`.../date=YYYY-MM-DD/hour=HH/...`).
+pub fn hour_of_path(path: &str) -> Option<Hour> {
+    let mut date = None;
+    let mut hour = None;
+    for part in path.split('/') {
+        if let Some(d) = part.strip_prefix("date=") {
+            date = Some(d);
+        } else if let Some(h) = part.strip_prefix("hour=") {
+            hour = Some(h);
+        }
+    }
+    parse_hour(date, hour)
+}
+
 /// Every hour partition that holds a file in the table's current snapshot.
 pub fn all_hours(events: &DeltaTable) -> Result<BTreeSet<Hour>> {
     let mut out = BTreeSet::new();
     for f in events.snapshot()?.log_data().iter() {
-        let path = f.path().to_string();
-        let mut date = None;
-        let mut hour = None;
-        for part in path.split('/') {
-            if let Some(d) = part.strip_prefix("date=") {
-                date = Some(d.to_string());
-            } else if let Some(h) = part.strip_prefix("hour=") {
-                hour = Some(h.to_string());
-            }
-        }
-        if let Some(h) = parse_hour(date.as_deref(), hour.as_deref()) {
+        if let Some(h) = hour_of_path(&f.path()) {
             out.insert(h);
         }
     }

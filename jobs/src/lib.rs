@@ -43,6 +43,8 @@ pub enum Error {
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
     ObjectStore(#[from] object_store::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
