@@ -650,6 +650,45 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
         (direct - n).abs() <= 3.0 * query::sketch::hll_relative_error() * n,
         "{direct} vs {n}"
     );
+
+    // A zone whose days start at half past a UTC hour (UTC+5:30): the hours that straddle two
+    // days are cut by each event's `ts`, the others by their folder alone.
+    jobs(lake, &["--tz", "Asia/Kolkata", "activity"]);
+    let mut kolkata: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
+    for e in &distinct {
+        let day = DateTime::from_timestamp_millis(e.ts_ms + 330 * 60 * 1000)
+            .unwrap()
+            .format("%Y-%m-%d")
+            .to_string();
+        kolkata.entry(day).or_default().insert(e.user);
+    }
+    let ctx = session(&lake_dir).await;
+    let rows = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, dau FROM activity WHERE segment = 'all' ORDER BY day",
+    )
+    .await;
+    let got: BTreeMap<String, usize> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_string(),
+                r["dau"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, usize> = kolkata.iter().map(|(d, u)| (d.clone(), u.len())).collect();
+    assert_eq!(got, want, "DAU per Kolkata day");
+    assert_ne!(
+        got.values().collect::<Vec<_>>(),
+        users
+            .values()
+            .map(|u| u.len())
+            .collect::<Vec<_>>()
+            .iter()
+            .collect::<Vec<_>>(),
+        "the Kolkata days are cut differently from Shanghai's"
+    );
 }
 
 #[test]
