@@ -47,10 +47,10 @@ PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); prin
   --storage-engine "sqlite://tansu.db" >"$WORK/tansu.log" 2>&1) &
 TANSU_PID=$!
 for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
-"$TANSU" topic create events --broker "tcp://127.0.0.1:$PORT" --partitions 4 >&2
+"$TANSU" topic create events --broker "tcp://127.0.0.1:$PORT" --partitions 32 >&2
 # Tansu 0.6's SQLite engine serves consumers a few thousand messages a second at best
-# (docs/ingest.md), so (b) takes the first KAFKA_ROWS events (default 100,000).
-head -n "${KAFKA_ROWS:-100000}" "$FILE" > "$WORK/kafka.ndjson"
+# (docs/ingest.md), so (b) takes the first KAFKA_ROWS events (default 50,000; 32 partitions, since each of its fetches reads a partition's whole remaining log).
+head -n "${KAFKA_ROWS:-50000}" "$FILE" > "$WORK/kafka.ndjson"
 KROWS=$(wc -l < "$WORK/kafka.ndjson")
 "$BIN" datasets produce --brokers "127.0.0.1:$PORT" --topic events --input "$WORK/kafka.ndjson" >&2
 t0=$(date +%s.%N)

@@ -15,14 +15,13 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field};
 use futures::TryStreamExt;
 use query::sketch::{
-    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_from_bytes, bitmap_of, bitmap_to_bytes,
-    hll_relative_error,
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_from_bytes, hll_relative_error,
+    sorted_to_bitmap_bytes,
 };
-use roaring::RoaringTreemap;
 
 use crate::changes::Hour;
 use crate::publish::{Scope, publish, schema};
-use crate::scan::{U64Set, files_of_days, fold_files, ints, par_map, strs, times};
+use crate::scan::{MixHasher, U64Set, files_of_days, fold_files, ints, par_map, strs, times};
 use crate::{Ctx, Error, Job, Result};
 
 pub const TABLE: &str = "activity";
@@ -72,11 +71,29 @@ fn platform_index(p: &str) -> usize {
     }
 }
 
-/// The ten segments' bitmaps from the five platforms' bitmaps.
-fn segments_of(platforms: [RoaringTreemap; 5]) -> Vec<RoaringTreemap> {
-    let [pc, android, ios, web, other] = platforms;
-    let all = &(&(&pc | &android) | &(&ios | &web)) | &other;
-    let mobile = &android | &ios;
+/// Sorted distinct ids from a set.
+fn sorted(set: U64Set) -> Vec<u64> {
+    let mut v: Vec<u64> = set.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+/// The union of sorted distinct lists, sorted and distinct.
+fn union(lists: &[&[u64]]) -> Vec<u64> {
+    let mut v: Vec<u64> = lists.iter().flat_map(|l| l.iter().copied()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The ten segments' users (sorted distinct ids) from the five platforms' sets. Users are
+/// kept as sorted lists until they are written: the generator's and many real ids spread
+/// over 64 bits, where a roaring treemap holds one bucket per id and every OR, iteration and
+/// drop walks them all.
+fn segments_of(platforms: [U64Set; 5]) -> Vec<Vec<u64>> {
+    let [pc, android, ios, web, other] = platforms.map(sorted);
+    let all = union(&[&pc, &android, &ios, &web, &other]);
+    let mobile = union(&[&android, &ios]);
     vec![
         all,
         pc.clone(),
@@ -92,10 +109,7 @@ fn segments_of(platforms: [RoaringTreemap; 5]) -> Vec<RoaringTreemap> {
 }
 
 /// The distinct users of each of `days` per segment, from one scan of the events.
-async fn days_bitmaps(
-    ctx: &Ctx<'_>,
-    days: &BTreeSet<i32>,
-) -> Result<BTreeMap<i32, Vec<RoaringTreemap>>> {
+async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32, Vec<Vec<u64>>>> {
     let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
         return Ok(BTreeMap::new());
     };
@@ -180,26 +194,23 @@ async fn days_bitmaps(
         }
     }
     Ok(par_map(merged.into_iter().collect(), |(day, sets)| {
-        (
-            day,
-            segments_of(sets.map(|s| bitmap_of(s.into_iter().collect()))),
-        )
+        (day, segments_of(sets))
     })
     .into_iter()
     .collect())
 }
 
-fn sketch(b: &RoaringTreemap) -> Hll {
+fn sketch(users: &[u64]) -> Hll {
     let mut h = Hll::new();
-    for u in b.iter() {
+    for &u in users {
         h.insert(u);
     }
     h
 }
 
 /// The ten segments' sketches; the platform groups pc, web and other are the platforms'.
-fn sketches_of(bitmaps: &[RoaringTreemap]) -> Vec<Hll> {
-    let mut out: Vec<Hll> = bitmaps[..7].iter().map(sketch).collect();
+fn sketches_of(users: &[Vec<u64>]) -> Vec<Hll> {
+    let mut out: Vec<Hll> = users[..7].iter().map(|u| sketch(u)).collect();
     for platform in [1, 4, 5] {
         out.push(out[platform].clone());
     }
@@ -207,7 +218,8 @@ fn sketches_of(bitmaps: &[RoaringTreemap]) -> Vec<Hll> {
 }
 
 struct Day {
-    bitmaps: Vec<RoaringTreemap>,
+    /// Per segment, the day's users: sorted distinct ids.
+    users: Vec<Vec<u64>>,
     sketches: Vec<Hll>,
 }
 
@@ -253,11 +265,13 @@ async fn stored(ctx: &Ctx<'_>, skip: &BTreeSet<i32>) -> Result<BTreeMap<i32, Day
             );
             let Some(&s) = index.get(&key) else { continue };
             let entry = out.entry(day).or_insert_with(|| Day {
-                bitmaps: vec![RoaringTreemap::new(); SEGMENTS.len()],
+                users: vec![Vec::new(); SEGMENTS.len()],
                 sketches: vec![Hll::new(); SEGMENTS.len()],
             });
-            entry.bitmaps[s] =
-                bitmap_from_bytes(bitmaps.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
+            entry.users[s] = bitmap_from_bytes(bitmaps.value(i))
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .iter()
+                .collect();
             entry.sketches[s] =
                 Hll::from_bytes(sketches.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
         }
@@ -278,10 +292,10 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         stored(ctx, &plan.days).await?
     };
     let started = std::time::Instant::now();
-    let fresh = days_bitmaps(ctx, &plan.days).await?;
-    let fresh = par_map(fresh.into_iter().collect(), |(day, bitmaps)| {
-        let sketches = sketches_of(&bitmaps);
-        (day, Day { bitmaps, sketches })
+    let fresh = days_users(ctx, &plan.days).await?;
+    let fresh = par_map(fresh.into_iter().collect(), |(day, users)| {
+        let sketches = sketches_of(&users);
+        (day, Day { users, sketches })
     });
     tracing::debug!(
         secs = started.elapsed().as_secs_f64(),
@@ -292,7 +306,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         ctx.progress.advance(Job::Activity.name());
     }
     for (day, d) in fresh {
-        if !d.bitmaps[0].is_empty() {
+        if !d.users[0].is_empty() {
             days.insert(day, d);
         }
     }
@@ -380,19 +394,20 @@ struct Figures {
 /// (a user counts in a window if their last active day so far falls in it: no union of
 /// bitmaps per window), approximate from the daily sketches merged over the window.
 fn figures(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, Figures>> {
-    let mut last: std::collections::HashMap<u64, i32> = std::collections::HashMap::new();
+    let mut last: std::collections::HashMap<u64, i32, std::hash::BuildHasherDefault<MixHasher>> =
+        Default::default();
     let mut by_last: BTreeMap<i32, i64> = BTreeMap::new();
     let (mut week, mut month) = (Window::default(), Window::default());
     let mut out = BTreeMap::new();
     for (&day, d) in days {
         let mut new_users = 0;
-        for u in d.bitmaps[s].iter() {
+        for &u in &d.users[s] {
             match last.insert(u, day) {
                 None => new_users += 1,
                 Some(prev) => *by_last.entry(prev).or_default() -= 1,
             }
         }
-        *by_last.entry(day).or_default() += d.bitmaps[s].len() as i64;
+        *by_last.entry(day).or_default() += d.users[s].len() as i64;
         week.push(day, &d.sketches[s])?;
         month.push(day, &d.sketches[s])?;
         out.insert(
@@ -424,7 +439,7 @@ fn rows(days: &BTreeMap<i32, Day>, write: &BTreeSet<i32>) -> Result<RecordBatch>
                 (
                     h.estimate(),
                     h.to_bytes(),
-                    bitmap_to_bytes(&today.bitmaps[s]),
+                    sorted_to_bitmap_bytes(&today.users[s]),
                 )
             })
             .collect();
@@ -435,7 +450,7 @@ fn rows(days: &BTreeMap<i32, Day>, write: &BTreeSet<i32>) -> Result<RecordBatch>
         let today = &days[&day];
         for (s, (seg, (dau_approx, hll, bitmap))) in SEGMENTS.iter().zip(cells).enumerate() {
             let f = per_segment[s][&day];
-            let dau = today.bitmaps[s].len() as i64;
+            let dau = today.users[s].len() as i64;
             b.day.append_value(day);
             b.breakdown.append_value(seg.0);
             b.segment.append_value(seg.1);

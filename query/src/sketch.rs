@@ -126,6 +126,44 @@ pub fn bitmap_to_bytes(b: &RoaringTreemap) -> Vec<u8> {
     out
 }
 
+/// The portable serialization of the roaring treemap of `ids` (sorted, distinct): the bytes
+/// of `bitmap_to_bytes(&RoaringTreemap::from_sorted_iter(ids))` without building the treemap,
+/// whose map costs an allocation per id when ids spread over 64 bits (one id per bucket).
+pub fn sorted_to_bitmap_bytes(ids: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + ids.len() * 22);
+    out.extend(0u64.to_le_bytes());
+    let mut buckets = 0u64;
+    let mut i = 0;
+    while i < ids.len() {
+        let high = (ids[i] >> 32) as u32;
+        let mut j = i + 1;
+        while j < ids.len() && (ids[j] >> 32) as u32 == high {
+            j += 1;
+        }
+        out.extend(high.to_le_bytes());
+        if j == i + 1 {
+            // One id: a bitmap of one array container, written as roaring writes it (cookie
+            // without run containers, one container, its key and cardinality - 1, its
+            // offset after the 16-byte header, its one value).
+            let low = ids[i] as u32;
+            out.extend(12346u32.to_le_bytes());
+            out.extend(1u32.to_le_bytes());
+            out.extend(((low >> 16) as u16).to_le_bytes());
+            out.extend(0u16.to_le_bytes());
+            out.extend(16u32.to_le_bytes());
+            out.extend((low as u16).to_le_bytes());
+        } else {
+            let low = roaring::RoaringBitmap::from_sorted_iter(ids[i..j].iter().map(|&u| u as u32))
+                .expect("sorted input");
+            low.serialize_into(&mut out).expect("write to a Vec");
+        }
+        buckets += 1;
+        i = j;
+    }
+    out[..8].copy_from_slice(&buckets.to_le_bytes());
+    out
+}
+
 pub fn bitmap_from_bytes(bytes: &[u8]) -> Result<RoaringTreemap, SketchError> {
     RoaringTreemap::deserialize_from(bytes).map_err(|e| SketchError::BadBitmap(e.to_string()))
 }
@@ -140,6 +178,29 @@ pub fn bitmap_of(mut users: Vec<u64>) -> RoaringTreemap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_ids_serialize_as_the_treemap_does() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut spread: Vec<u64> = (0..3000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            })
+            .collect();
+        // Dense runs in a few buckets, single ids, low and high keys of one bucket.
+        spread.extend(0..70_000u64);
+        spread.extend((5u64 << 32)..(5u64 << 32) + 3);
+        spread.extend([7u64 << 32 | 0xffff_ffff, u64::MAX, 1 << 40 | 0x1_0000]);
+        spread.sort_unstable();
+        spread.dedup();
+        for ids in [&spread[..], &spread[..1], &[][..], &spread[..10]] {
+            let tree = RoaringTreemap::from_sorted_iter(ids.iter().copied()).unwrap();
+            assert_eq!(sorted_to_bitmap_bytes(ids), bitmap_to_bytes(&tree));
+        }
+    }
 
     #[test]
     fn hash_is_fixed() {
