@@ -60,7 +60,7 @@ KAFKA=$(echo "$t1 - $t0" | bc -l)
 printf "(b) Kafka (Tansu, SQLite engine) -> Parquet: %d events in %.2f s = %.0f events/s end to end\n" "$KROWS" "$KAFKA" "$(echo "$KROWS / $KAFKA" | bc -l)"
 
 kill "$TANSU_PID"; unset TANSU_PID
-"$CARGO_TARGET_DIR/release/examples/mock_broker" 64 >"$WORK/mock.addr" &
+"$CARGO_TARGET_DIR/release/examples/mock_broker" 128 >"$WORK/mock.addr" &
 MOCK_PID=$!
 for _ in $(seq 100); do [ -s "$WORK/mock.addr" ] && break; sleep 0.1; done
 MOCK=$(head -n1 "$WORK/mock.addr")
