@@ -127,11 +127,7 @@ impl Scan {
                 Ok::<A, Error>(acc)
             }));
         }
-        let mut out = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            out.push(t.await.map_err(|e| Error::Internal(e.to_string()))??);
-        }
-        Ok(out)
+        joined(tasks).await
     }
 }
 
@@ -166,7 +162,7 @@ pub fn files_of_days(
             });
         }
     }
-    out.sort_by(|a, b| b.size.cmp(&a.size));
+    out.sort_by_key(|f| std::cmp::Reverse(f.size));
     Ok(out)
 }
 
@@ -224,6 +220,11 @@ where
             Ok::<A, Error>(acc)
         }));
     }
+    joined(tasks).await
+}
+
+/// The folds' accumulators, in task order; the first error wins.
+async fn joined<A>(tasks: Vec<tokio::task::JoinHandle<Result<A>>>) -> Result<Vec<A>> {
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
         out.push(t.await.map_err(|e| Error::Internal(e.to_string()))??);
