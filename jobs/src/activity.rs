@@ -19,9 +19,10 @@ use query::sketch::{
     sorted_to_bitmap_bytes,
 };
 
-use crate::changes::Hour;
 use crate::publish::{Scope, publish, schema};
-use crate::scan::{MixHasher, U64Set, files_of_days, fold_files, ints, par_map, strs, times};
+use crate::scan::{
+    EventFile, U64Map, U64Set, files_of_days, fold_files, ints, par_map, strs, times,
+};
 use crate::{Ctx, Error, Job, Result};
 
 pub const TABLE: &str = "activity";
@@ -116,22 +117,14 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
     let wanted: Arc<Vec<bool>> = Arc::new((first..=last).map(|d| days.contains(&d)).collect());
     let tz = ctx.opts.tz;
     type Acc = (query::tz::LocalClock, BTreeMap<i32, [U64Set; 5]>);
-    // An hour that lies in one report day needs no `ts`: every row's day is the hour's.
-    let (whole, cut): (Vec<_>, Vec<_>) = files_of_days(&ctx.events, tz, days)?
-        .into_iter()
-        .partition(|f| tz.days_of_utc_hour(f.hour.0, f.hour.1).len() == 1);
-    let fold = move |acc: &mut Acc, hour: Hour, batch: &RecordBatch| -> Result<()> {
+    let fold = move |acc: &mut Acc, file: &EventFile, batch: &RecordBatch| -> Result<()> {
         let users = ints(batch, "user_id")?;
         let platforms = strs(batch, "platform")?;
         let ts = batch
             .column_by_name("ts")
             .map(|_| times(batch, "ts"))
             .transpose()?;
-        let hour_day = tz
-            .days_of_utc_hour(hour.0, hour.1)
-            .first()
-            .copied()
-            .unwrap_or(i32::MIN);
+        let hour_day = file.days.first().copied().unwrap_or(i32::MIN);
         let mut current = i32::MIN;
         let mut slot: Option<&mut [U64Set; 5]> = None;
         for i in 0..batch.num_rows() {
@@ -155,29 +148,21 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
         }
         Ok(())
     };
-    let init = move || (query::tz::LocalClock::new(tz), BTreeMap::new());
-    let fold = Arc::new(fold);
-    let f2 = fold.clone();
-    let mut parts = fold_files(
+    let parts = fold_files(
         &ctx.events,
-        whole,
-        &["user_id", "platform"],
-        init,
-        move |a: &mut Acc, h, b: &RecordBatch| f2(a, h, b),
+        files_of_days(&ctx.events, tz, days)?,
+        // An hour that lies in one report day needs no `ts`: every row's day is the hour's.
+        |f: &EventFile| -> &'static [&'static str] {
+            if f.days.len() == 1 {
+                &["user_id", "platform"]
+            } else {
+                &["ts", "user_id", "platform"]
+            }
+        },
+        move || (query::tz::LocalClock::new(tz), BTreeMap::new()),
+        fold,
     )
     .await?;
-    if !cut.is_empty() {
-        parts.extend(
-            fold_files(
-                &ctx.events,
-                cut,
-                &["ts", "user_id", "platform"],
-                init,
-                move |a: &mut Acc, h, b: &RecordBatch| fold(a, h, b),
-            )
-            .await?,
-        );
-    }
     // Each scan partition's distinct users, merged per day and platform.
     let mut merged: BTreeMap<i32, [U64Set; 5]> = BTreeMap::new();
     for (_, part) in parts {
@@ -394,8 +379,7 @@ struct Figures {
 /// (a user counts in a window if their last active day so far falls in it: no union of
 /// bitmaps per window), approximate from the daily sketches merged over the window.
 fn figures(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, Figures>> {
-    let mut last: std::collections::HashMap<u64, i32, std::hash::BuildHasherDefault<MixHasher>> =
-        Default::default();
+    let mut last: U64Map<i32> = Default::default();
     let mut by_last: BTreeMap<i32, i64> = BTreeMap::new();
     let (mut week, mut month) = (Window::default(), Window::default());
     let mut out = BTreeMap::new();

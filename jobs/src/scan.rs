@@ -131,12 +131,14 @@ impl Scan {
     }
 }
 
-/// A Parquet file of `events` in the current snapshot and its UTC hour partition.
+/// A Parquet file of `events` in the current snapshot, its UTC hour partition and the report
+/// days that hour overlaps (one, or two in a zone whose days start mid-hour).
 #[derive(Debug, Clone)]
 pub struct EventFile {
     pub path: deltalake::Path,
     pub size: u64,
     pub hour: Hour,
+    pub days: Vec<i32>,
 }
 
 /// The files of `events` whose hour partition overlaps one of `days`, largest first.
@@ -150,15 +152,13 @@ pub fn files_of_days(
         let Some(hour) = hour_of_path(&f.path()) else {
             continue;
         };
-        if tz
-            .days_of_utc_hour(hour.0, hour.1)
-            .iter()
-            .any(|d| days.contains(d))
-        {
+        let overlapped = tz.days_of_utc_hour(hour.0, hour.1);
+        if overlapped.iter().any(|d| days.contains(d)) {
             out.push(EventFile {
                 path: f.object_store_path(),
                 size: f.size().max(0) as u64,
                 hour,
+                days: overlapped,
             });
         }
     }
@@ -166,34 +166,38 @@ pub fn files_of_days(
     Ok(out)
 }
 
-/// Folds the rows of `files` (only `columns` decoded) into one accumulator per core, reading
-/// the Parquet files directly: a job that needs no filter but the files' hours skips the
-/// query planner and the per-file work of a general scan. The fold is told each batch's hour.
+/// Folds the rows of `files` (only the columns `columns` picks for each file decoded) into one
+/// accumulator per core, reading the Parquet files directly: a job that needs no filter but
+/// the files' hours skips the query planner and the per-file work of a general scan. The fold
+/// is told each batch's file.
 /// A local lake's files are read in place; an object store's are fetched whole, one at a time
 /// per core.
-pub async fn fold_files<A, I, F>(
+pub async fn fold_files<A, C, I, F>(
     events: &DeltaTable,
     files: Vec<EventFile>,
-    columns: &'static [&'static str],
+    columns: C,
     init: I,
     fold: F,
 ) -> Result<Vec<A>>
 where
     A: Send + 'static,
+    C: Fn(&EventFile) -> &'static [&'static str] + Send + Sync + 'static,
     I: Fn() -> A + Send + Sync + 'static,
-    F: Fn(&mut A, Hour, &RecordBatch) -> Result<()> + Send + Sync + 'static,
+    F: Fn(&mut A, &EventFile, &RecordBatch) -> Result<()> + Send + Sync + 'static,
 {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let local = events.table_url().to_file_path().ok();
     let store = events.object_store();
     let files = Arc::new(files);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let columns = Arc::new(columns);
     let init = Arc::new(init);
     let fold = Arc::new(fold);
     let handle = tokio::runtime::Handle::current();
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (files, next, init, fold) = (files.clone(), next.clone(), init.clone(), fold.clone());
+        let (files, next, columns) = (files.clone(), next.clone(), columns.clone());
+        let (init, fold) = (init.clone(), fold.clone());
         let (local, store, handle) = (local.clone(), store.clone(), handle.clone());
         tasks.push(tokio::task::spawn_blocking(move || {
             let mut acc = init();
@@ -201,19 +205,19 @@ where
             while let Some(f) = files.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
                 let mut fold_all = |reader: ParquetRecordBatchReader| -> Result<()> {
                     for batch in reader {
-                        fold(&mut acc, f.hour, &batch?)?;
+                        fold(&mut acc, f, &batch?)?;
                     }
                     Ok(())
                 };
                 match &local {
                     Some(root) => {
                         let file = std::fs::File::open(root.join(f.path.as_ref()))?;
-                        fold_all(projected(file, columns)?)?;
+                        fold_all(projected(file, columns(f))?)?;
                     }
                     None => {
                         let bytes =
                             handle.block_on(async { store.get(&f.path).await?.bytes().await })?;
-                        fold_all(projected(bytes, columns)?)?;
+                        fold_all(projected(bytes, columns(f))?)?;
                     }
                 }
             }
@@ -315,6 +319,9 @@ pub fn distinct(items: &mut Vec<(u128, i64)>) -> (i64, i64) {
 /// A set of `u64`s (user ids) with a fast fixed hash: the ids need no protection from
 /// crafted collisions here, and SipHash would be most of the cost of a distinct count.
 pub type U64Set = std::collections::HashSet<u64, std::hash::BuildHasherDefault<MixHasher>>;
+
+/// A map keyed by `u64`s (user ids) on the same hash.
+pub type U64Map<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<MixHasher>>;
 
 /// Hashes one `u64` with MurmurHash3's 64-bit finalizer (every input bit reaches every
 /// output bit, which hashbrown's use of both the low and the top bits needs).
