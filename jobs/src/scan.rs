@@ -332,7 +332,7 @@ impl std::hash::Hasher for MixHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.write_u64(self.0 ^ u64::from(b));
+            self.write_u64(u64::from(b));
         }
     }
     #[inline]
@@ -378,4 +378,18 @@ pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Ve
             .flat_map(|h| h.join().expect("a worker thread panicked"))
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    use super::MixHasher;
+
+    #[test]
+    fn every_byte_of_a_key_reaches_its_hash() {
+        let h = BuildHasherDefault::<MixHasher>::default();
+        assert_ne!(h.hash_one("ab"), h.hash_one("bb"));
+        assert_ne!(h.hash_one(1u64), h.hash_one(2u64));
+    }
 }
