@@ -98,11 +98,12 @@ pub fn free_port() -> u16 {
 }
 
 /// A Tansu broker in its own process, storing into SQLite in `dir` (so data survives a
-/// restart), or the broker `KAFKA_BROKERS` names.
+/// restart) or in its memory, or the broker `KAFKA_BROKERS` names.
 pub struct Broker {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    engine: &'static str,
     external: Option<String>,
 }
 
@@ -120,12 +121,25 @@ pub fn tansu_bin() -> PathBuf {
 }
 
 impl Broker {
+    /// Tansu on its SQLite engine: what it stored survives [`Broker::restart`].
     pub fn start(dir: &Path) -> Self {
+        Self::with_engine(dir, "sqlite://tansu.db")
+    }
+
+    /// Tansu on its in-memory engine, which serves fetches without the SQLite engine's cost
+    /// (Tansu 0.6 sums the sizes of a partition's whole remaining log on every SQLite fetch,
+    /// docs/ingest.md); what it stored is gone when it stops.
+    pub fn in_memory(dir: &Path) -> Self {
+        Self::with_engine(dir, "memory://tansu/")
+    }
+
+    fn with_engine(dir: &Path, engine: &'static str) -> Self {
         if let Ok(external) = std::env::var("KAFKA_BROKERS") {
             return Self {
                 child: None,
                 port: 0,
                 dir: dir.to_path_buf(),
+                engine,
                 external: Some(external),
             };
         }
@@ -133,6 +147,7 @@ impl Broker {
             child: None,
             port: free_port(),
             dir: dir.to_path_buf(),
+            engine,
             external: None,
         };
         b.spawn();
@@ -149,7 +164,7 @@ impl Broker {
         let child = Command::new(tansu_bin())
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", self.engine])
             // Tansu resolves the SQLite path against its working directory.
             .current_dir(&self.dir)
             .env("RUST_LOG", "warn")
@@ -172,6 +187,10 @@ impl Broker {
     /// Stops the broker process (SIGKILL) and starts it again on the same port and storage.
     pub fn restart(&mut self) {
         assert!(self.external.is_none(), "cannot restart an external broker");
+        assert!(
+            self.engine.starts_with("sqlite:"),
+            "the in-memory engine forgets on restart"
+        );
         self.stop();
         self.spawn();
     }
@@ -261,11 +280,30 @@ pub fn valid_events(prefix: &str, n: usize, seed: u64) -> Vec<String> {
 
 /// Produces lines to a topic with the real producer; returns how many were acknowledged.
 pub async fn produce(brokers: &str, topic: &str, lines: &[String]) -> u64 {
+    produce_with(brokers, topic, &[], lines).await
+}
+
+/// [`produce`] with librdkafka producer properties.
+pub async fn produce_with(
+    brokers: &str,
+    topic: &str,
+    config: &[(&str, &str)],
+    lines: &[String],
+) -> u64 {
     let mut text = lines.join("\n");
     text.push('\n');
-    datasets::produce::produce_lines(brokers, topic, &[], std::io::Cursor::new(text.into_bytes()))
-        .await
-        .expect("produce")
+    let config: Vec<_> = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    datasets::produce::produce_lines(
+        brokers,
+        topic,
+        &config,
+        std::io::Cursor::new(text.into_bytes()),
+    )
+    .await
+    .expect("produce")
 }
 
 /// The query crate's session over the lake: `events`, `rejected`, every metric table, and the

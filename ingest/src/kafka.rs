@@ -1,9 +1,11 @@
 //! The Kafka consumer group driving a [`LakeWriter`].
 //!
-//! Positions come from the lake, never from the group's committed offsets: the first message
-//! of a newly assigned partition is checked against what the `events` table covers, and the
-//! consumer seeks to the lake's position when they differ. Group offsets are committed only
-//! after a Delta commit, so that lag shows in Kafka tools.
+//! Positions come from the lake, never from the group's committed offsets: an assignment
+//! starts each partition where the lake stood when this process last read or wrote it (from
+//! the beginning when the lake has nothing of it), the first message of a newly assigned
+//! partition is checked against what the `events` table covers now, and the consumer seeks
+//! to the lake's position when they differ (another ingester of the group committed since).
+//! Group offsets are committed only after a Delta commit, so that lag shows in Kafka tools.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,6 +46,27 @@ struct GroupContext {
     /// reading lag from here costs no broker round trip (a watermark query to a slow broker
     /// once a second would starve the loop).
     watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
+    /// The topic consumed and, per partition, the next offset the lake wants as this process
+    /// last knew it: where an assignment starts (an older value only costs a seek forward).
+    topic: String,
+    lake: Mutex<HashMap<i32, i64>>,
+}
+
+impl GroupContext {
+    fn lake_at(&self, partition: i32) -> Option<i64> {
+        self.lake
+            .lock()
+            .expect("not poisoned")
+            .get(&partition)
+            .copied()
+    }
+
+    fn set_lake_at(&self, partition: i32, next: i64) {
+        self.lake
+            .lock()
+            .expect("not poisoned")
+            .insert(partition, next);
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -63,6 +86,22 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    /// Starts every assigned partition at the lake's position, never at the group's
+    /// committed offset: a lake that is behind the group (a new lake, or one restored from a
+    /// backup) would otherwise wait for a new message before it noticed.
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            for mut e in list.elements_for_topic(&self.topic) {
+                let at = self
+                    .lake_at(e.partition())
+                    .map_or(Offset::Beginning, Offset::Offset);
+                if let Err(err) = e.set_offset(at) {
+                    warn!(partition = e.partition(), error = %err, "setting the start offset");
+                }
+            }
+        }
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let (assigned, list) = match rebalance {
             Rebalance::Assign(l) => (true, l),
@@ -125,11 +164,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut progress: impl FnMut(&Stats),
 ) -> Result<Stats> {
-    let context = GroupContext::default();
+    let topic = options.topic.as_str();
+    let partitions = topic_partitions(options).await;
+    let context = GroupContext {
+        topic: topic.to_string(),
+        lake: Mutex::new(
+            writer
+                .lake_positions(topic, &partitions)
+                .await?
+                .into_iter()
+                .collect(),
+        ),
+        ..GroupContext::default()
+    };
     let consumer: StreamConsumer<GroupContext> =
         client_config(options).create_with_context(context)?;
     consumer.subscribe(&[&options.topic])?;
-    let topic = options.topic.as_str();
     let mut positions: HashMap<i32, Position> = HashMap::new();
     let mut last_tick = Instant::now();
     tokio::pin!(shutdown);
@@ -166,6 +216,7 @@ pub async fn run(
                     None => {
                         let resume = writer.resume_at(topic, partition).await?;
                         let target = resume.unwrap_or(0);
+                        consumer.context().set_lake_at(partition, target);
                         if offset == target || (resume.is_none() && offset == 0) {
                             true
                         } else {
@@ -210,6 +261,26 @@ pub async fn run(
     Ok(writer.stats)
 }
 
+/// The topic's partitions from the broker's metadata (none when it cannot tell yet: the
+/// assignment then starts them from the beginning and the first message seeks).
+async fn topic_partitions(options: &KafkaOptions) -> Vec<i32> {
+    let config = client_config(options);
+    let topic = options.topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create().ok()?;
+        let metadata = client
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(|e| warn!(error = %e, "reading the topic's partitions"))
+            .ok()?;
+        let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+        Some(t.partitions().iter().map(|p| p.id()).collect())
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
 async fn flush(
     writer: &mut LakeWriter,
     consumer: &StreamConsumer<GroupContext>,
@@ -218,6 +289,9 @@ async fn flush(
 ) -> Result<()> {
     match writer.flush().await {
         Ok(committed) => {
+            for c in &committed {
+                consumer.context().set_lake_at(c.partition, c.last + 1);
+            }
             commit_offsets(consumer, topic, &committed);
             Ok(())
         }
@@ -261,7 +335,6 @@ fn lag(
     if assignment.count() == 0 {
         return None;
     }
-    let mut committed: Option<TopicPartitionList> = None;
     let mut total = 0;
     for e in assignment.elements_for_topic(topic) {
         let p = e.partition();
@@ -281,31 +354,16 @@ fn lag(
             Some(w) => w,
             None => query()?,
         };
-        // A partition that delivered nothing yet: its group offset (committed after the
-        // lake), or its high watermark when it is empty.
+        // A partition that delivered nothing yet: where the lake stands (never the group's
+        // offset: a lake behind the group is behind), or its start when the lake has nothing.
         let at = match positions.get(&p) {
             Some(pos) => pos.next(),
-            // Nothing to read at all.
-            None if low >= 0 && low == high => high,
-            None => {
-                if committed.is_none() {
-                    committed = consumer.committed(Duration::from_secs(2)).ok();
-                }
-                let group = committed
-                    .as_ref()
-                    .and_then(|tpl| tpl.find_partition(topic, p))
-                    .and_then(|x| x.offset().to_raw())
-                    .filter(|o| *o >= 0);
-                match group {
-                    Some(at) => at,
-                    // The low watermark is not always in the statistics: ask the broker.
-                    None if low < 0 => match query()? {
-                        (low, high) if low == high => high,
-                        _ => return None,
-                    },
-                    None => return None,
-                }
-            }
+            None => match consumer.context().lake_at(p) {
+                Some(at) => at.max(low),
+                None if low >= 0 => low,
+                // The low watermark is not always in the statistics: ask the broker.
+                None => query()?.0,
+            },
         };
         total += (high - at).max(0);
     }

@@ -16,6 +16,9 @@ pub struct Stats {
     pub files: u64,
     /// Buffers dropped because another writer had committed the same partitions.
     pub fenced: u64,
+    /// Offsets a partition skipped between two messages it delivered (or after the lake's
+    /// position): compaction, transaction markers, or messages the broker lost.
+    pub gaps: u64,
     /// Messages behind the partitions' high watermarks, when known.
     pub lag: Option<i64>,
 }
@@ -31,6 +34,7 @@ impl Default for Stats {
             commits: 0,
             files: 0,
             fenced: 0,
+            gaps: 0,
             lag: None,
         }
     }
@@ -54,7 +58,7 @@ impl Stats {
     pub fn line(&self) -> String {
         let lag = self.lag.map(|l| format!(", lag {l}")).unwrap_or_default();
         format!(
-            "{} events ({:.0}/s), {} rejected, {} skipped as already ingested, {} files in {} commits{}{}",
+            "{} events ({:.0}/s), {} rejected, {} skipped as already ingested, {} files in {} commits{}{}{}",
             self.accepted,
             self.rate(),
             self.rejected,
@@ -63,6 +67,11 @@ impl Stats {
             self.commits,
             if self.fenced > 0 {
                 format!(", {} fenced buffers re-read", self.fenced)
+            } else {
+                String::new()
+            },
+            if self.gaps > 0 {
+                format!(", {} offsets never arrived", self.gaps)
             } else {
                 String::new()
             },

@@ -150,6 +150,23 @@ impl LakeWriter {
         Ok(events_covered.map(|v| v + 1))
     }
 
+    /// The offset to resume at (what the `events` table covers, plus one) of each of
+    /// `partitions` the lake knows, read without positioning them.
+    pub async fn lake_positions(
+        &mut self,
+        source: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, i64)>> {
+        self.events.update_state().await?;
+        let mut out = Vec::new();
+        for &p in partitions {
+            if let Some(v) = covered(&self.events, &app_id(source, p)).await? {
+                out.push((p, v + 1));
+            }
+        }
+        Ok(out)
+    }
+
     /// Decodes one message at `offset` of a source partition that [`LakeWriter::resume_at`]
     /// has positioned. Offsets must come in increasing order per partition.
     pub fn push(
@@ -173,6 +190,20 @@ impl LakeWriter {
         {
             self.stats.skipped += 1;
             return Ok(Outcome::Skipped);
+        }
+        if let Some(next) = part.last.or(part.events_covered).map(|l| l + 1)
+            && offset > next
+        {
+            self.stats.gaps += (offset - next) as u64;
+            // Kafka leaves gaps for compaction and transaction markers; anywhere else the
+            // broker lost them (Tansu 0.6's in-memory engine skips the rest of a batch a
+            // fetch starts inside). The ledger shows the gap as two offset ranges.
+            tracing::warn!(
+                partition = %app_id(source, partition),
+                "the broker returned offset {offset} after {}: offsets {next}..={} never arrived (compaction, transaction markers, or lost by the broker; `spacepulse lake ledger` shows the gap)",
+                next - 1,
+                offset - 1
+            );
         }
         let store_rejection = part.rejected_covered.is_none_or(|c| offset > c);
         let origin = Origin {

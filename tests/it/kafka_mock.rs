@@ -57,6 +57,33 @@ async fn the_sample_goes_through_kafka_once_even_when_consumed_again() {
     .await
     .unwrap();
     assert_eq!((stats.accepted, stats.rejected), (0, 0), "{}", stats.line());
+    // The assignment started each partition where the lake stands: nothing was read again.
+    assert_eq!((stats.read, stats.skipped), (0, 0), "{}", stats.line());
+
+    // A new lake behind the group's committed offsets (g1 consumed everything) starts from
+    // the beginning: the lake's positions, not the group's, say where to read.
+    let fresh = tempfile::tempdir().unwrap();
+    let writer = LakeWriter::open(
+        &Lake::new(&fresh.path().to_string_lossy()).unwrap(),
+        WriterOptions::default(),
+    )
+    .await
+    .unwrap();
+    let stats = kafka::run(
+        writer,
+        &options(&brokers, "g1"),
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (stats.accepted, stats.rejected),
+        (267, 8),
+        "{}",
+        stats.line()
+    );
+    assert_eq!(event_id_counts(fresh.path()).await.0, 267);
 
     let (total, ids) = event_id_counts(dir.path()).await;
     assert_eq!((total, ids.len()), (267, 260));

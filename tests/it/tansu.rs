@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use lake::ledger::Ledger;
 use lake::tables::Lake;
 use spacepulse_tests::{
-    Broker, Rng, create_topic, event_id_counts, produce, spacepulse, spacepulse_bin, valid_events,
+    Broker, Rng, create_topic, event_id_counts, produce, produce_with, spacepulse, spacepulse_bin,
+    valid_events,
 };
 
 /// An ingester process, killed if the test ends (or fails) while it still runs.
@@ -164,8 +165,14 @@ async fn assert_exactly(lake: &Path, expected: &[String]) {
 /// killed with SIGKILL at five random moments and restarted, each time in a fresh group (the
 /// lake, not the group, holds the positions); then checks that the lake holds every event
 /// exactly once, every rejection once, and (the last ingester having vacuumed at its start)
-/// no file the log does not reference.
-async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
+/// no file the log does not reference. `producer` is librdkafka properties for the producer.
+async fn kill_9_scenario(
+    brokers: &str,
+    dir: &Path,
+    n: usize,
+    pace: Duration,
+    producer: &'static [(&'static str, &'static str)],
+) {
     let mut lines = valid_events("k", n, 42);
     for i in 0..n / 10_000 {
         lines.insert(i * 10_000 + 5, format!(r#"{{"event_id":"bad-{i}","ts":1430150400000,"user_id":"x{i}","type":"like","platform":"ios"}}"#));
@@ -177,7 +184,7 @@ async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
         tokio::spawn(async move {
             let mut sent = 0;
             for chunk in lines.chunks(5_000) {
-                sent += produce(&brokers, "events", chunk).await;
+                sent += produce_with(&brokers, "events", producer, chunk).await;
                 // A stream, not a bulk load.
                 tokio::time::sleep(pace).await;
             }
@@ -253,33 +260,48 @@ async fn kill_9_scenario(brokers: &str, dir: &Path, n: usize, pace: Duration) {
     assert_eq!(ledger.events_rows, n as u64);
 }
 
-/// The real broker in its own process, 20,000 events (Tansu's SQLite engine is the slow part
-/// of this tier); the 200,000-event run is the mock-cluster test below. Tansu answers
-/// watermark queries slowly once its log has grown, which is why the ingester reads its lag
-/// from librdkafka's statistics: a query per partition and second starved the loop here.
+/// The real broker in its own process, 200,000 events, on Tansu's in-memory engine: its
+/// SQLite engine reads a partition's whole remaining log on every fetch, so 200,000 events
+/// outlast any test (the broker-restart test below runs on SQLite). The in-memory engine
+/// answers a fetch from the first batch *starting* at or after the offset asked, so a restart
+/// that resumes inside a batch would never get the batch's rest (tansu-storage 0.6,
+/// `dynostore.rs`; the ledger shows such a gap, the fencing tests count it): the producer here
+/// sends one message per batch, which makes every offset a batch's start. The 20,000-event run
+/// below covers resuming inside batches on SQLite, which serves them as Kafka does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_moments_against_tansu() {
+async fn kill_9_at_random_moments_200k_events_against_tansu() {
+    let _turn = spacepulse_tests::HEAVY.lock().await;
+    let dir = spacepulse_tests::test_dir();
+    let broker = Broker::in_memory(dir.path());
+    let brokers = broker.brokers();
+    create_topic(&brokers, "events", 4).await;
+    kill_9_scenario(
+        &brokers,
+        dir.path(),
+        200_000,
+        Duration::from_millis(100),
+        &[("batch.num.messages", "1")],
+    )
+    .await;
+}
+
+/// The same on Tansu's SQLite engine with the producer's default batches, 20,000 events.
+/// Tansu answers watermark queries slowly once its log has grown, which is why the ingester
+/// reads its lag from librdkafka's statistics: a query per partition and second starved the
+/// loop here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_against_tansu_sqlite() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = spacepulse_tests::test_dir();
     let broker = Broker::start(dir.path());
     let brokers = broker.brokers();
     create_topic(&brokers, "events", 4).await;
-    kill_9_scenario(&brokers, dir.path(), 20_000, Duration::from_millis(1000)).await;
-}
-
-/// 200,000 events through a broker in another process's address space: librdkafka's mock
-/// cluster, served from this test process over TCP, with the ingester killed as a process.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_moments_200k_events() {
-    let _turn = spacepulse_tests::HEAVY.lock().await;
-    let dir = spacepulse_tests::test_dir();
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    mock.create_topic("events", 4, 1).unwrap();
     kill_9_scenario(
-        &mock.bootstrap_servers(),
+        &brokers,
         dir.path(),
-        200_000,
-        Duration::from_millis(100),
+        20_000,
+        Duration::from_millis(1000),
+        &[],
     )
     .await;
 }
