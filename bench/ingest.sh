@@ -3,9 +3,10 @@
 #   (a) an NDJSON file -> the lake's Parquet (decode + encode), beside DuckDB's
 #       COPY (SELECT * FROM read_json(FILE, sample_size=-1)) TO OUT (FORMAT parquet) on the same file
 #       (the whole file sampled: the events' optional fields appear late), and the ratio;
-#   (b) Kafka -> the lake end to end, the broker on this machine in its own process: Tansu
-#       (its SQLite engine; the first KAFKA_ROWS events) and librdkafka's mock cluster
-#       (examples/mock_broker.rs, in memory; every event), which shows the ingester's own rate.
+#   (b) Kafka -> the lake end to end, every event, the broker on this machine in its own
+#       process: Tansu on its in-memory engine (its SQLite engine reads a partition's whole
+#       remaining log on every fetch, docs/ingest.md) and librdkafka's mock cluster
+#       (examples/mock_broker.rs). The ingester's peak memory (RSS) is printed beside.
 # Usage: bench/ingest.sh [SCALE]   (default 0.002: about 4.5 million events)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,33 +45,29 @@ printf "(a) NDJSON -> Parquet: spacepulse %.2f s = %.0f events/s; DuckDB %.2f s 
 TANSU="${TANSU:-$CACHE/tansu/bin/tansu}"
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (cd "$WORK" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-  --storage-engine "sqlite://tansu.db" >"$WORK/tansu.log" 2>&1) &
+  --storage-engine "memory://tansu/" >"$WORK/tansu.log" 2>&1) &
 TANSU_PID=$!
 for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
-"$TANSU" topic create events --broker "tcp://127.0.0.1:$PORT" --partitions 32 >&2
-# Tansu 0.6's SQLite engine serves consumers a few thousand messages a second at best
-# (docs/ingest.md), so (b) takes the first KAFKA_ROWS events (default 50,000; 32 partitions, since each of its fetches reads a partition's whole remaining log).
-head -n "${KAFKA_ROWS:-50000}" "$FILE" > "$WORK/kafka.ndjson"
-KROWS=$(wc -l < "$WORK/kafka.ndjson")
-"$BIN" datasets produce --brokers "127.0.0.1:$PORT" --topic events --input "$WORK/kafka.ndjson" >&2
-t0=$(date +%s.%N)
-"$BIN" ingest --brokers "127.0.0.1:$PORT" --topic events --lake "$WORK/lake-b" --until-caught-up >&2
-t1=$(date +%s.%N)
-KAFKA=$(echo "$t1 - $t0" | bc -l)
-printf "(b) Kafka (Tansu, SQLite engine) -> Parquet: %d events in %.2f s = %.0f events/s end to end\n" "$KROWS" "$KAFKA" "$(echo "$KROWS / $KAFKA" | bc -l)"
-
+"$TANSU" topic create events --broker "tcp://127.0.0.1:$PORT" --partitions 8 >&2
+"$BIN" datasets produce --brokers "127.0.0.1:$PORT" --topic events --input "$FILE" >&2
+ingest_kafka() { # BROKERS LAKE NAME: ingests to the end, checks the count, prints the rate
+  local t0 t1 summary got secs
+  t0=$(date +%s.%N)
+  summary=$(/usr/bin/time -f "peak RSS %M KB" "$BIN" ingest --brokers "$1" --topic events --lake "$2" --until-caught-up 2>"$WORK/time.txt")
+  t1=$(date +%s.%N)
+  echo "$summary" >&2
+  got=$(echo "$summary" | sed -n 's/^ingested \([0-9]*\) events.*, \([0-9]*\) rejected.*/\1 + \2/p' | bc)
+  # The mock drops a partition's oldest batches beyond 5 MiB: a short count is no measurement.
+  [ "$got" = "$ROWS" ] || { echo "(b) $3: the lake got $got of $ROWS events" >&2; exit 1; }
+  secs=$(echo "$t1 - $t0" | bc -l)
+  printf "(b) Kafka (%s) -> Parquet: %d events in %.2f s = %.0f events/s end to end, %s\n" \
+    "$3" "$ROWS" "$secs" "$(echo "$ROWS / $secs" | bc -l)" "$(tail -n1 "$WORK/time.txt")"
+}
+ingest_kafka "127.0.0.1:$PORT" "$WORK/lake-b" "Tansu 0.6, in-memory engine, 8 partitions"
 kill "$TANSU_PID"; unset TANSU_PID
 "$CARGO_TARGET_DIR/release/examples/mock_broker" 128 >"$WORK/mock.addr" &
 MOCK_PID=$!
 for _ in $(seq 100); do [ -s "$WORK/mock.addr" ] && break; sleep 0.1; done
 MOCK=$(head -n1 "$WORK/mock.addr")
 "$BIN" datasets produce --brokers "$MOCK" --topic events --input "$FILE" >&2
-t0=$(date +%s.%N)
-SUMMARY=$("$BIN" ingest --brokers "$MOCK" --topic events --lake "$WORK/lake-c" --until-caught-up)
-t1=$(date +%s.%N)
-echo "$SUMMARY" >&2
-GOT=$(echo "$SUMMARY" | sed -n 's/^ingested \([0-9]*\) events.*, \([0-9]*\) rejected.*/\1 + \2/p' | bc)
-# The mock drops a partition's oldest batches beyond 5 MiB: a short count is no measurement.
-[ "$GOT" = "$ROWS" ] || { echo "(b) mock: the lake got $GOT of $ROWS events (the mock's retention): use more partitions" >&2; exit 1; }
-MOCKS=$(echo "$t1 - $t0" | bc -l)
-printf "(b) Kafka (librdkafka's mock cluster, another process) -> Parquet: %d events in %.2f s = %.0f events/s end to end\n" "$ROWS" "$MOCKS" "$(echo "$ROWS / $MOCKS" | bc -l)"
+ingest_kafka "$MOCK" "$WORK/lake-c" "librdkafka's mock cluster, another process, 128 partitions"

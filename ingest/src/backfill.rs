@@ -126,7 +126,8 @@ pub async fn run(
             let now = chrono::Utc::now().timestamp_millis();
             writer.push(&source, 0, this, text, now)?;
             if writer.should_flush() {
-                writer.flush().await?;
+                // Writes in the background while the next lines decode.
+                writer.start_flush().await?;
                 progress(writer);
             }
         }

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use arrow::compute::kernels::partition::partition;
 use arrow::compute::{sort_to_indices, take_record_batch};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -73,10 +74,31 @@ pub struct Committed {
     pub last: i64,
 }
 
-/// Buffers messages of any number of source partitions and commits them exactly once.
-pub struct LakeWriter {
+/// The two tables a flush commits to.
+struct Tables {
     events: DeltaTable,
     rejected: DeltaTable,
+}
+
+/// A flush writing and committing in the background while the next buffer fills; the tables
+/// come back with its result.
+struct InFlight {
+    task: tokio::task::JoinHandle<(Tables, Result<(u64, u64)>)>,
+    /// The partitions it commits, with their last offsets.
+    committing: Vec<Committed>,
+    rows: usize,
+    started: Instant,
+}
+
+/// Buffers messages of any number of source partitions and commits them exactly once. At
+/// most one flush runs in the background ([`LakeWriter::start_flush`]); the next one, and
+/// anything that reads the lake's positions, waits for it first.
+pub struct LakeWriter {
+    /// `None` while a flush holds them.
+    tables: Option<Tables>,
+    in_flight: Option<InFlight>,
+    /// Partitions committed by flushes finished since the last [`LakeWriter::take_committed`].
+    committed: Vec<Committed>,
     decoder: Decoder,
     parts: Vec<Part>,
     buffered_bytes: usize,
@@ -99,8 +121,12 @@ impl LakeWriter {
     /// Opens (creating if needed) the lake's `events` and `rejected` tables.
     pub async fn open(lake: &Lake, options: WriterOptions) -> Result<Self> {
         Ok(Self {
-            events: lake.open_or_create(Table::Events).await?,
-            rejected: lake.open_or_create(Table::Rejected).await?,
+            tables: Some(Tables {
+                events: lake.open_or_create(Table::Events).await?,
+                rejected: lake.open_or_create(Table::Rejected).await?,
+            }),
+            in_flight: None,
+            committed: Vec::new(),
             decoder: Decoder::new(),
             parts: Vec::new(),
             buffered_bytes: 0,
@@ -121,11 +147,12 @@ impl LakeWriter {
     /// resume at (`None`: from the beginning). Any buffered data of that partition must have
     /// been dropped with [`LakeWriter::reset`] before.
     pub async fn resume_at(&mut self, source: &str, partition: i32) -> Result<Option<i64>> {
-        self.events.update_state().await?;
-        self.rejected.update_state().await?;
+        let tables = self.settled_tables().await?;
+        tables.events.update_state().await?;
+        tables.rejected.update_state().await?;
         let app = app_id(source, partition);
-        let events_covered = covered(&self.events, &app).await?;
-        let rejected_covered = covered(&self.rejected, &app).await?;
+        let events_covered = covered(&tables.events, &app).await?;
+        let rejected_covered = covered(&tables.rejected, &app).await?;
         let part = Part {
             source: source.to_string(),
             partition,
@@ -157,10 +184,11 @@ impl LakeWriter {
         source: &str,
         partitions: &[i32],
     ) -> Result<Vec<(i32, i64)>> {
-        self.events.update_state().await?;
+        let tables = self.settled_tables().await?;
+        tables.events.update_state().await?;
         let mut out = Vec::new();
         for &p in partitions {
-            if let Some(v) = covered(&self.events, &app_id(source, p)).await? {
+            if let Some(v) = covered(&tables.events, &app_id(source, p)).await? {
                 out.push((p, v + 1));
             }
         }
@@ -273,76 +301,163 @@ impl LakeWriter {
         }
     }
 
-    /// Writes the buffer as Parquet files and commits it, rejected table first. Returns the
-    /// partitions committed with their last offsets. On [`Error::Fenced`] the buffer is
-    /// dropped and every partition must be positioned again.
+    /// The tables, once the flush in flight (if any) has ended; a fenced flush has dropped
+    /// what was buffered and the positions, which the caller sees as unpositioned partitions.
+    async fn settled_tables(&mut self) -> Result<&mut Tables> {
+        match self.finish_flush().await {
+            Ok(()) => {}
+            Err(Error::Fenced(why)) => {
+                tracing::warn!(%why, "fenced: dropped the buffer; positions are re-read from the lake");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(self.tables.as_mut().expect("no flush in flight"))
+    }
+
+    /// Writes the buffer as Parquet files and commits it, rejected table first, waiting for
+    /// the commit. Returns the partitions committed (by this flush and any that ended since
+    /// the last [`LakeWriter::take_committed`]) with their last offsets. On [`Error::Fenced`]
+    /// the buffer is dropped and every partition must be positioned again.
     pub async fn flush(&mut self) -> Result<Vec<Committed>> {
+        self.start_flush().await?;
+        self.finish_flush().await?;
+        Ok(self.take_committed())
+    }
+
+    /// Starts writing and committing the buffer in the background, after waiting for the
+    /// flush before it: decoding goes on meanwhile. The buffer that fills next already
+    /// expects this flush's commit; if this flush is fenced, that buffer is dropped too.
+    pub async fn start_flush(&mut self) -> Result<()> {
+        self.finish_flush().await?;
         if self.buffered_rows == 0 {
             self.oldest = None;
-            return Ok(Vec::new());
+            return Ok(());
         }
         let (events, rejected) = self.decoder.finish();
-        let result = self.commit_both(events, rejected).await;
-        let parts = std::mem::take(&mut self.parts);
+        // What this flush commits, and the positions the next buffer builds on.
+        let flushing: Vec<Part> = self
+            .parts
+            .iter()
+            .filter(|p| p.last.is_some())
+            .cloned()
+            .collect();
+        let mut committing = Vec::new();
+        for p in &mut self.parts {
+            if let Some(last) = p.last {
+                committing.push(Committed {
+                    source: p.source.clone(),
+                    partition: p.partition,
+                    last,
+                });
+                p.events_covered = Some(last);
+                if p.rejected > 0 {
+                    p.rejected_covered = Some(last);
+                }
+            }
+            p.first = None;
+            p.last = None;
+            p.accepted = 0;
+            p.rejected = 0;
+        }
+        let rows = self.buffered_rows;
         self.buffered_bytes = 0;
         self.buffered_rows = 0;
         self.oldest = None;
+        let mut tables = self.tables.take().expect("no flush in flight");
+        let task = tokio::spawn(async move {
+            let result = commit_both(&mut tables, &flushing, events, rejected).await;
+            (tables, result)
+        });
+        self.in_flight = Some(InFlight {
+            task,
+            committing,
+            rows,
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Whether no flush is running (none started, or the last one has ended and awaits
+    /// [`LakeWriter::finish_flush`]).
+    pub fn flush_ended(&self) -> bool {
+        self.in_flight.as_ref().is_none_or(|f| f.task.is_finished())
+    }
+
+    /// Waits for the flush in flight, if any; its partitions join
+    /// [`LakeWriter::take_committed`]. On [`Error::Fenced`] everything buffered since is
+    /// dropped too and every partition must be positioned again.
+    pub async fn finish_flush(&mut self) -> Result<()> {
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (tables, result) = match flight.task.await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(Error::Usage(format!("flush task: {e}"))),
+        };
+        self.tables = Some(tables);
+        tracing::debug!(
+            rows = flight.rows,
+            secs = flight.started.elapsed().as_secs_f64(),
+            ok = result.is_ok(),
+            "flush"
+        );
         match result {
-            Ok(()) => {
-                let mut done = Vec::new();
-                for mut p in parts {
-                    if let Some(last) = p.last {
-                        done.push(Committed {
-                            source: p.source.clone(),
-                            partition: p.partition,
-                            last,
-                        });
-                        p.events_covered = Some(last);
-                        if p.rejected > 0 {
-                            p.rejected_covered = Some(last);
-                        }
-                    }
-                    p.first = None;
-                    p.last = None;
-                    p.accepted = 0;
-                    p.rejected = 0;
-                    self.parts.push(p);
-                }
-                Ok(done)
+            Ok((files, commits)) => {
+                self.stats.files += files;
+                self.stats.commits += commits;
+                self.committed.extend(flight.committing);
+                Ok(())
             }
             Err(e) => {
                 if matches!(e, Error::Fenced(_)) {
                     self.stats.fenced += 1;
                 }
-                // Positions are unknown now: every partition is re-read from the lake.
+                // Positions are unknown now (and the buffer built on this flush is void):
+                // every partition is re-read from the lake.
+                self.reset();
                 Err(e)
             }
         }
     }
 
-    async fn commit_both(&mut self, events: RecordBatch, rejected: RecordBatch) -> Result<()> {
-        let with_rejects: Vec<&Part> = self.parts.iter().filter(|p| p.rejected > 0).collect();
-        if !with_rejects.is_empty() {
-            let ranges: Vec<(&Part, u64, Option<i64>)> = with_rejects
-                .iter()
-                .map(|p| (*p, p.rejected, p.rejected_covered))
-                .collect();
-            let files = commit(&mut self.rejected, Table::Rejected, rejected, &ranges).await?;
-            self.stats.files += files;
-            self.stats.commits += 1;
-        }
-        let ranges: Vec<(&Part, u64, Option<i64>)> = self
-            .parts
-            .iter()
-            .filter(|p| p.last.is_some())
-            .map(|p| (p, p.accepted, p.events_covered))
-            .collect();
-        let events = sort_by_ts(events)?;
-        let files = commit(&mut self.events, Table::Events, events, &ranges).await?;
-        self.stats.files += files;
-        self.stats.commits += 1;
-        Ok(())
+    /// The partitions committed by flushes that ended since the last call.
+    pub fn take_committed(&mut self) -> Vec<Committed> {
+        std::mem::take(&mut self.committed)
     }
+}
+
+/// Commits the rejected rows, then the events, of one flush; returns (files, commits).
+async fn commit_both(
+    tables: &mut Tables,
+    parts: &[Part],
+    events: RecordBatch,
+    rejected: RecordBatch,
+) -> Result<(u64, u64)> {
+    let (mut files, mut commits) = (0, 0);
+    let with_rejects: Vec<(&Part, u64, Option<i64>)> = parts
+        .iter()
+        .filter(|p| p.rejected > 0)
+        .map(|p| (p, p.rejected, p.rejected_covered))
+        .collect();
+    if !with_rejects.is_empty() {
+        files += commit(
+            &mut tables.rejected,
+            Table::Rejected,
+            rejected,
+            &with_rejects,
+        )
+        .await?;
+        commits += 1;
+    }
+    let ranges: Vec<(&Part, u64, Option<i64>)> = parts
+        .iter()
+        .map(|p| (p, p.accepted, p.events_covered))
+        .collect();
+    let events = sort_by_ts(events)?;
+    files += commit(&mut tables.events, Table::Events, events, &ranges).await?;
+    commits += 1;
+    Ok((files, commits))
 }
 
 fn sort_by_ts(batch: RecordBatch) -> Result<RecordBatch> {
@@ -378,8 +493,19 @@ async fn commit(
     if batch.num_rows() > 0 {
         let mut writer =
             RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
-        writer.write(batch).await?;
-        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        // One partition's file at a time: a writer open per partition (and each Parquet
+        // column's zstd contexts and dictionaries) cost 500 MB for a buffer spread over a
+        // week of hours. The batch comes sorted by its partition columns' order (events by
+        // `ts`, rejections by arrival), so each run of equal values is one file.
+        let keys: Vec<_> = which
+            .partition_columns()
+            .iter()
+            .map(|c| batch.column_by_name(c).expect("partition column").clone())
+            .collect();
+        for run in partition(&keys)?.ranges() {
+            writer.write(batch.slice(run.start, run.len())).await?;
+            actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        }
     }
     let files = actions.len() as u64;
     let txns = ranges
