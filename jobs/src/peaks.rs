@@ -2,7 +2,7 @@
 //! peak second, minute and hour; reservations per campaign per day with their peak second
 //! and minute. Counts of events, so each `event_id` is counted once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -10,11 +10,10 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
-use deltalake::datafusion::prelude::col;
-use query::tz::{LocalClock, MIN_US, SEC_US};
+use query::tz::{LocalClock, MIN_US, ReportTz, SEC_US};
 
 use crate::publish::{publish, schema};
-use crate::scan::{event_key, ints, strs, times, types};
+use crate::scan::{EventFile, event_key, files_of_days, fold_files, ints, par_map, strs, times};
 use crate::{Ctx, Job, Result};
 
 fn ts_field(name: &str) -> Field {
@@ -102,7 +101,7 @@ pub fn peak(buckets: &[Bucket]) -> Option<Bucket> {
 }
 
 /// Deduplicated `(ts, weight)` items sorted by time, from `(key, ts, weight)`.
-fn dedup(parts: Vec<Vec<(u128, i64, i64)>>) -> Vec<(i64, i64)> {
+fn dedup(parts: Vec<Keyed>) -> Vec<(i64, i64)> {
     let mut all: Vec<(u128, i64, i64)> = parts.into_iter().flatten().collect();
     all.sort_unstable_by_key(|e| e.0);
     all.dedup_by_key(|e| e.0);
@@ -118,39 +117,148 @@ struct Uploads {
     daily: Vec<(i32, i64, i64, Bucket, Bucket, Bucket)>,
 }
 
-async fn upload_day(ctx: &Ctx<'_>, day: i32, out: &mut Uploads) -> Result<()> {
-    let parts = ctx
-        .scan
-        .fold(
-            ctx.scan.day_filter(day).and(types(&["photo_upload"])),
-            &["event_id", "ts", "photos"],
-            Vec::new,
-            |acc: &mut Vec<(u128, i64, i64)>, batch| {
-                let ids = strs(batch, "event_id")?;
-                let ts = times(batch, "ts")?;
-                let photos = ints(batch, "photos")?;
-                for i in 0..batch.num_rows() {
-                    let n = if photos.is_null(i) {
-                        1
-                    } else {
-                        photos.value(i)
-                    };
-                    acc.push((event_key(ids.get(i).unwrap_or("")), ts.value(i), n));
+/// One report day's uploads (`(key, ts, photos)`) and reservations (`(key, ts, campaign)`,
+/// the campaign an index into the worker's names), as one worker read them.
+#[derive(Default)]
+struct DayRows {
+    uploads: Keyed,
+    reserves: Keyed,
+}
+
+/// `(event key, ts, weight)` rows, before deduplication.
+type Keyed = Vec<(u128, i64, i64)>;
+
+/// What one worker gathered: its campaign names and each day's rows.
+struct Gathered {
+    clock: LocalClock,
+    names: Vec<String>,
+    index: HashMap<String, i64>,
+    days: BTreeMap<i32, DayRows>,
+}
+
+/// Every upload and reservation of `days`, from one pass over the hours' files (not a query
+/// per day): per day, the uploads' items and each campaign's reservations, deduplicated.
+async fn gather(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<Vec<(i32, DayItems)>> {
+    let tz = ctx.opts.tz;
+    let wanted = days.clone();
+    let fold = move |acc: &mut Gathered, file: &EventFile, batch: &RecordBatch| -> Result<()> {
+        let types = strs(batch, "type")?;
+        let ids = strs(batch, "event_id")?;
+        let ts = times(batch, "ts")?;
+        let photos = ints(batch, "photos")?;
+        let campaigns = strs(batch, "campaign_id")?;
+        let whole_day = match file.days.as_slice() {
+            [d] => Some(*d),
+            _ => None,
+        };
+        for i in 0..batch.num_rows() {
+            let upload = match types.get(i) {
+                Some("photo_upload") => true,
+                Some("reserve") => false,
+                _ => continue,
+            };
+            let campaign = if upload {
+                None
+            } else {
+                match campaigns.get(i) {
+                    Some(c) => Some(c),
+                    None => continue,
                 }
-                Ok(())
-            },
-        )
-        .await?;
-    let items = dedup(parts);
-    if items.is_empty() {
-        return Ok(());
+            };
+            let t = ts.value(i);
+            let day = whole_day.unwrap_or_else(|| acc.clock.day(t));
+            if !wanted.contains(&day) {
+                continue;
+            }
+            let key = event_key(ids.get(i).unwrap_or(""));
+            let weight = match campaign {
+                None if photos.is_null(i) => 1,
+                None => photos.value(i),
+                Some(c) => match acc.index.get(c) {
+                    Some(&n) => n,
+                    None => {
+                        let n = acc.names.len() as i64;
+                        acc.names.push(c.to_string());
+                        acc.index.insert(c.to_string(), n);
+                        n
+                    }
+                },
+            };
+            let rows = acc.days.entry(day).or_default();
+            if upload {
+                rows.uploads.push((key, t, weight));
+            } else {
+                rows.reserves.push((key, t, weight));
+            }
+        }
+        Ok(())
+    };
+    let parts = fold_files(
+        &ctx.events,
+        files_of_days(&ctx.events, tz, days)?,
+        |_: &EventFile| -> &'static [&'static str] {
+            &["event_id", "ts", "type", "photos", "campaign_id"]
+        },
+        move || Gathered {
+            clock: LocalClock::new(tz),
+            names: Vec::new(),
+            index: HashMap::new(),
+            days: BTreeMap::new(),
+        },
+        fold,
+    )
+    .await?;
+    // Per day, the workers' rows; reservations keyed by campaign name.
+    let mut by_day: BTreeMap<i32, (Vec<Keyed>, HashMap<String, Keyed>)> = BTreeMap::new();
+    for part in parts {
+        for (day, rows) in part.days {
+            let entry = by_day.entry(day).or_default();
+            entry.0.push(rows.uploads);
+            for (k, t, c) in rows.reserves {
+                entry
+                    .1
+                    .entry(part.names[c as usize].clone())
+                    .or_default()
+                    .push((k, t, 1));
+            }
+        }
     }
-    let mut clock = LocalClock::new(ctx.opts.tz);
-    let seconds = buckets(&items, |t| t.div_euclid(SEC_US) * SEC_US);
-    let minutes = buckets(&items, |t| {
+    Ok(par_map(
+        by_day.into_iter().collect(),
+        |(day, (uploads, campaigns))| {
+            let mut reserves: Vec<(String, Vec<(i64, i64)>)> = campaigns
+                .into_iter()
+                .map(|(c, rows)| (c, dedup(vec![rows])))
+                .collect();
+            reserves.sort_by(|a, b| a.0.cmp(&b.0));
+            (
+                day,
+                DayItems {
+                    uploads: dedup(uploads),
+                    reserves,
+                },
+            )
+        },
+    ))
+}
+
+/// One day's deduplicated `(ts, weight)` items, sorted by time: uploads (weight: photos) and
+/// each campaign's reservations (weight 1), by campaign.
+struct DayItems {
+    uploads: Vec<(i64, i64)>,
+    reserves: Vec<(String, Vec<(i64, i64)>)>,
+}
+
+fn upload_day(tz: ReportTz, day: i32, items: &[(i64, i64)], out: &mut Uploads) {
+    if items.is_empty() {
+        return;
+    }
+    let mut clock = LocalClock::new(tz);
+    let seconds = buckets(items, |t| t.div_euclid(SEC_US) * SEC_US);
+    let minutes = buckets(items, |t| {
         clock.local_us(t).div_euclid(MIN_US) * MIN_US - clock.offset_us(t)
     });
-    let hours = buckets(&items, |t| clock.hour_start_us(t));
+    let hours = buckets(items, |t| clock.hour_start_us(t));
     let photos: i64 = items.iter().map(|i| i.1).sum();
     let (ps, pm, ph) = (peak(&seconds), peak(&minutes), peak(&hours));
     if let (Some(ps), Some(pm), Some(ph)) = (ps, pm, ph) {
@@ -160,7 +268,19 @@ async fn upload_day(ctx: &Ctx<'_>, day: i32, out: &mut Uploads) -> Result<()> {
     out.second.extend(seconds.into_iter().map(|b| (day, b)));
     out.minute.extend(minutes.into_iter().map(|b| (day, b)));
     out.hour.extend(hours.into_iter().map(|b| (day, b)));
-    Ok(())
+}
+
+/// Each campaign's reservations on one day: (campaign, total, peak second, peak minute).
+fn campaign_day(reserves: &[(String, Vec<(i64, i64)>)]) -> Vec<(String, i64, Bucket, Bucket)> {
+    let mut out = Vec::new();
+    for (campaign, items) in reserves {
+        let seconds = buckets(items, |t| t.div_euclid(SEC_US) * SEC_US);
+        let minutes = buckets(items, |t| t.div_euclid(MIN_US) * MIN_US);
+        if let (Some(s), Some(m)) = (peak(&seconds), peak(&minutes)) {
+            out.push((campaign.clone(), items.len() as i64, s, m));
+        }
+    }
+    out
 }
 
 fn series_batch(bucket: &str, rows: &[(i32, Bucket)]) -> Result<RecordBatch> {
@@ -211,60 +331,6 @@ fn daily_batch(rows: &[(i32, i64, i64, Bucket, Bucket, Bucket)]) -> Result<Recor
     Ok(RecordBatch::try_new(daily_schema(), cols)?)
 }
 
-/// Reservations of each campaign on one day: (campaign, total, peak second, peak minute).
-async fn campaign_day(ctx: &Ctx<'_>, day: i32) -> Result<Vec<(String, i64, Bucket, Bucket)>> {
-    type Acc = (HashMap<String, usize>, Vec<(u128, i64, i64)>);
-    let parts = ctx
-        .scan
-        .fold(
-            ctx.scan
-                .day_filter(day)
-                .and(types(&["reserve"]))
-                .and(col("campaign_id").is_not_null()),
-            &["event_id", "ts", "campaign_id"],
-            Acc::default,
-            |acc: &mut Acc, batch| {
-                let ids = strs(batch, "event_id")?;
-                let ts = times(batch, "ts")?;
-                let campaigns = strs(batch, "campaign_id")?;
-                for i in 0..batch.num_rows() {
-                    let c = campaigns.get(i).unwrap_or("");
-                    let next = acc.0.len();
-                    let idx = *acc.0.entry(c.to_string()).or_insert(next);
-                    acc.1
-                        .push((event_key(ids.get(i).unwrap_or("")), ts.value(i), idx as i64));
-                }
-                Ok(())
-            },
-        )
-        .await?;
-    // Per campaign: (key, ts, 1) lists, keyed by name across partitions.
-    let mut by_campaign: HashMap<String, Vec<(u128, i64, i64)>> = HashMap::new();
-    for (names, rows) in parts {
-        let mut names_by_idx = vec![String::new(); names.len()];
-        for (n, i) in names {
-            names_by_idx[i] = n;
-        }
-        for (k, t, idx) in rows {
-            by_campaign
-                .entry(names_by_idx[idx as usize].clone())
-                .or_default()
-                .push((k, t, 1));
-        }
-    }
-    let mut out = Vec::new();
-    for (campaign, rows) in by_campaign {
-        let items = dedup(vec![rows]);
-        let seconds = buckets(&items, |t| t.div_euclid(SEC_US) * SEC_US);
-        let minutes = buckets(&items, |t| t.div_euclid(MIN_US) * MIN_US);
-        if let (Some(s), Some(m)) = (peak(&seconds), peak(&minutes)) {
-            out.push((campaign, items.len() as i64, s, m));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
 pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let plan = ctx.plan(Job::Peaks).await?;
     if plan.up_to_date {
@@ -285,9 +351,10 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let mut ps_n = Int64Builder::new();
     let mut pm_t = ts_builder();
     let mut pm_n = Int64Builder::new();
-    for &day in &plan.days {
-        upload_day(ctx, day, &mut up).await?;
-        for (c, n, s, m) in campaign_day(ctx, day).await? {
+    let days: BTreeSet<i32> = plan.days.iter().copied().collect();
+    for (day, items) in gather(ctx, &days).await? {
+        upload_day(ctx.opts.tz, day, &items.uploads, &mut up);
+        for (c, n, s, m) in campaign_day(&items.reserves) {
             day_b.append_value(day);
             camp_b.append_value(c);
             res_b.append_value(n);
@@ -296,6 +363,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
             pm_t.append_value(m.start);
             pm_n.append_value(m.sum);
         }
+    }
+    for _ in &plan.days {
         ctx.progress.advance(Job::Peaks.name());
     }
     let campaigns = RecordBatch::try_new(

@@ -653,13 +653,17 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
 
     // A zone whose days start at half past a UTC hour (UTC+5:30): the hours that straddle two
     // days are cut by each event's `ts`, the others by their folder alone.
-    jobs(lake, &["--tz", "Asia/Kolkata", "activity"]);
+    jobs(lake, &["--tz", "Asia/Kolkata", "activity", "peaks"]);
     let mut kolkata: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
+    let mut kolkata_photos: BTreeMap<String, i64> = BTreeMap::new();
     for e in &distinct {
         let day = DateTime::from_timestamp_millis(e.ts_ms + 330 * 60 * 1000)
             .unwrap()
             .format("%Y-%m-%d")
             .to_string();
+        if e.ty == "photo_upload" {
+            *kolkata_photos.entry(day.clone()).or_default() += e.photos;
+        }
         kolkata.entry(day).or_default().insert(e.user);
     }
     let ctx = session(&lake_dir).await;
@@ -689,6 +693,21 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
             .collect::<Vec<_>>(),
         "the Kolkata days are cut differently from Shanghai's"
     );
+    let rows = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, photos FROM uploads_daily ORDER BY day",
+    )
+    .await;
+    let got: BTreeMap<String, i64> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_string(),
+                r["photos"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, kolkata_photos, "photos per Kolkata day");
 }
 
 #[test]
