@@ -15,7 +15,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field};
 use futures::TryStreamExt;
 use query::sketch::{
-    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_from_bytes, hll_relative_error,
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_ids, bitmap_ids_into, hll_relative_error,
     sorted_to_bitmap_bytes,
 };
 
@@ -253,10 +253,8 @@ async fn stored(ctx: &Ctx<'_>, skip: &BTreeSet<i32>) -> Result<BTreeMap<i32, Day
                 users: vec![Vec::new(); SEGMENTS.len()],
                 sketches: vec![Hll::new(); SEGMENTS.len()],
             });
-            entry.users[s] = bitmap_from_bytes(bitmaps.value(i))
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .iter()
-                .collect();
+            entry.users[s] =
+                bitmap_ids(bitmaps.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
             entry.sketches[s] =
                 Hll::from_bytes(sketches.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
         }
@@ -560,7 +558,7 @@ pub async fn distinct_users(
         let mut ids = Vec::new();
         let mut hll = Hll::new();
         for (b, h) in c {
-            ids.extend(bitmap_from_bytes(&b).map_err(internal)?.iter());
+            bitmap_ids_into(&b, &mut ids).map_err(internal)?;
             hll.merge(&Hll::from_bytes(&h).map_err(internal)?)
                 .map_err(internal)?;
         }

@@ -168,6 +168,49 @@ pub fn bitmap_from_bytes(bytes: &[u8]) -> Result<RoaringTreemap, SketchError> {
     RoaringTreemap::deserialize_from(bytes).map_err(|e| SketchError::BadBitmap(e.to_string()))
 }
 
+/// Appends the ids of a serialized roaring treemap to `out`, in increasing order, without
+/// building the treemap: a bucket holding one id (the common case when ids spread over 64
+/// bits) is read straight from its 18 bytes, any other bucket through `RoaringBitmap`.
+pub fn bitmap_ids_into(bytes: &[u8], out: &mut Vec<u64>) -> Result<(), SketchError> {
+    fn take<const N: usize>(r: &mut &[u8]) -> Result<[u8; N], SketchError> {
+        let (head, rest) = r
+            .split_first_chunk::<N>()
+            .ok_or_else(|| SketchError::BadBitmap("truncated treemap".into()))?;
+        *r = rest;
+        Ok(*head)
+    }
+    let mut r = bytes;
+    let buckets = u64::from_le_bytes(take::<8>(&mut r)?);
+    for _ in 0..buckets {
+        let high = u64::from(u32::from_le_bytes(take::<4>(&mut r)?)) << 32;
+        // Cookie without run containers, one container, cardinality - 1 = 0, offset 16.
+        match r.first_chunk::<18>() {
+            Some(b)
+                if b[0..8] == [0x3a, 0x30, 0, 0, 1, 0, 0, 0]
+                    && b[10..16] == [0, 0, 16, 0, 0, 0] =>
+            {
+                let key = u64::from(u16::from_le_bytes([b[8], b[9]]));
+                let low = u64::from(u16::from_le_bytes([b[16], b[17]]));
+                out.push(high | key << 16 | low);
+                r = &r[18..];
+            }
+            _ => {
+                let low = roaring::RoaringBitmap::deserialize_from(&mut r)
+                    .map_err(|e| SketchError::BadBitmap(e.to_string()))?;
+                out.extend(low.iter().map(|l| high | u64::from(l)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ids of a serialized roaring treemap, in increasing order (see [`bitmap_ids_into`]).
+pub fn bitmap_ids(bytes: &[u8]) -> Result<Vec<u64>, SketchError> {
+    let mut out = Vec::new();
+    bitmap_ids_into(bytes, &mut out)?;
+    Ok(out)
+}
+
 /// A bitmap of user ids from an unsorted list (sorted and deduplicated here).
 pub fn bitmap_of(mut users: Vec<u64>) -> RoaringTreemap {
     users.sort_unstable();
@@ -198,8 +241,13 @@ mod tests {
         spread.dedup();
         for ids in [&spread[..], &spread[..1], &[][..], &spread[..10]] {
             let tree = RoaringTreemap::from_sorted_iter(ids.iter().copied()).unwrap();
-            assert_eq!(sorted_to_bitmap_bytes(ids), bitmap_to_bytes(&tree));
+            let bytes = bitmap_to_bytes(&tree);
+            assert_eq!(sorted_to_bitmap_bytes(ids), bytes);
+            // And read back without the treemap, single-id buckets and dense ones alike.
+            assert_eq!(bitmap_ids(&bytes).unwrap(), ids);
         }
+        let bytes = sorted_to_bitmap_bytes(&spread);
+        assert!(bitmap_ids(&bytes[..bytes.len() - 1]).is_err(), "truncated");
     }
 
     #[test]
