@@ -16,6 +16,22 @@ fn options(brokers: &str, group: &str) -> KafkaOptions {
     }
 }
 
+/// Consumes the topic into the lake at `dir` in `group` until caught up.
+async fn consume(dir: &std::path::Path, brokers: &str, group: &str) -> ingest::stats::Stats {
+    let lake = Lake::new(&dir.to_string_lossy()).unwrap();
+    let writer = LakeWriter::open(&lake, WriterOptions::default())
+        .await
+        .unwrap();
+    kafka::run(
+        writer,
+        &options(brokers, group),
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_goes_through_kafka_once_even_when_consumed_again() {
     let mock = MockCluster::new(1).unwrap();
@@ -30,32 +46,11 @@ async fn the_sample_goes_through_kafka_once_even_when_consumed_again() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::new(&dir.path().to_string_lossy()).unwrap();
-    let writer = LakeWriter::open(&lake, WriterOptions::default())
-        .await
-        .unwrap();
-    let stats = kafka::run(
-        writer,
-        &options(&brokers, "g1"),
-        std::future::pending(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let stats = consume(dir.path(), &brokers, "g1").await;
     assert_eq!((stats.accepted, stats.rejected), (267, 8));
 
     // A new group starts from the earliest offsets; the lake's positions make it skip all.
-    let writer = LakeWriter::open(&lake, WriterOptions::default())
-        .await
-        .unwrap();
-    let stats = kafka::run(
-        writer,
-        &options(&brokers, "g2"),
-        std::future::pending(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let stats = consume(dir.path(), &brokers, "g2").await;
     assert_eq!((stats.accepted, stats.rejected), (0, 0), "{}", stats.line());
     // The assignment started each partition where the lake stands: nothing was read again.
     assert_eq!((stats.read, stats.skipped), (0, 0), "{}", stats.line());
@@ -63,20 +58,7 @@ async fn the_sample_goes_through_kafka_once_even_when_consumed_again() {
     // A new lake behind the group's committed offsets (g1 consumed everything) starts from
     // the beginning: the lake's positions, not the group's, say where to read.
     let fresh = tempfile::tempdir().unwrap();
-    let writer = LakeWriter::open(
-        &Lake::new(&fresh.path().to_string_lossy()).unwrap(),
-        WriterOptions::default(),
-    )
-    .await
-    .unwrap();
-    let stats = kafka::run(
-        writer,
-        &options(&brokers, "g1"),
-        std::future::pending(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let stats = consume(fresh.path(), &brokers, "g1").await;
     assert_eq!(
         (stats.accepted, stats.rejected),
         (267, 8),
