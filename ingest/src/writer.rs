@@ -334,21 +334,11 @@ impl LakeWriter {
             return Ok(());
         }
         let (events, rejected) = self.decoder.finish();
-        // What this flush commits, and the positions the next buffer builds on.
-        let flushing: Vec<Part> = self
-            .parts
-            .iter()
-            .filter(|p| p.last.is_some())
-            .cloned()
-            .collect();
-        let mut committing = Vec::new();
+        // What this flush commits; the next buffer builds on its positions.
+        let mut flushing: Vec<Part> = Vec::new();
         for p in &mut self.parts {
             if let Some(last) = p.last {
-                committing.push(Committed {
-                    source: p.source.clone(),
-                    partition: p.partition,
-                    last,
-                });
+                flushing.push(p.clone());
                 p.events_covered = Some(last);
                 if p.rejected > 0 {
                     p.rejected_covered = Some(last);
@@ -359,6 +349,14 @@ impl LakeWriter {
             p.accepted = 0;
             p.rejected = 0;
         }
+        let committing = flushing
+            .iter()
+            .map(|p| Committed {
+                source: p.source.clone(),
+                partition: p.partition,
+                last: p.last.expect("flushed parts have data"),
+            })
+            .collect();
         let rows = self.buffered_rows;
         self.buffered_bytes = 0;
         self.buffered_rows = 0;
