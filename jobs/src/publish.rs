@@ -72,9 +72,24 @@ pub async fn publish(
             .map(|(app, v)| Transaction::new(app, *v))
             .collect::<Vec<_>>(),
     );
-    let writer = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
+    // A small table's columns are written plain (a zstd context per column chunk costs more
+    // than it saves on a few hundred rows); bitmaps and sketches, the bulk of the bytes, with
+    // zstd and no dictionary (each row's is its own).
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut writer = WriterProperties::builder().set_compression(if rows < 100_000 {
+        Compression::UNCOMPRESSED
+    } else {
+        Compression::ZSTD(ZstdLevel::default())
+    });
+    for f in schema.fields() {
+        if matches!(f.data_type(), arrow::datatypes::DataType::Binary) {
+            let column = deltalake::parquet::schema::types::ColumnPath::from(f.name().as_str());
+            writer = writer
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_compression(column, Compression::ZSTD(ZstdLevel::default()));
+        }
+    }
+    let writer = writer.build();
     let mut write = table
         .write(batches)
         .with_save_mode(SaveMode::Overwrite)

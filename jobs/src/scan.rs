@@ -6,10 +6,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, AsArray, Int64Array, LargeStringArray, RecordBatch, StringArray, StringViewArray,
-    TimestampMicrosecondArray,
+    Array, AsArray, Int32Array, Int64Array, LargeStringArray, RecordBatch, StringArray,
+    StringViewArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Int32Type, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
 use deltalake::DeltaTable;
 use deltalake::datafusion::physical_plan::execute_stream_partitioned;
 use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
@@ -17,7 +19,11 @@ use deltalake::datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::reader::ChunkReader;
 use query::tz::ReportTz;
 
@@ -236,17 +242,84 @@ async fn joined<A>(tasks: Vec<tokio::task::JoinHandle<Result<A>>>) -> Result<Vec
     Ok(out)
 }
 
+/// Columns of few distinct values, read as dictionaries (their Parquet pages are dictionary
+/// encoded): a fold looks at each distinct value once per batch, not at a string per row.
+const DICTIONARY_COLUMNS: [&str; 2] = [lake::event::col::TYPE, lake::event::col::PLATFORM];
+
 /// A reader of `columns` of one Parquet file.
 fn projected<R: ChunkReader + 'static>(
     source: R,
     columns: &[&str],
 ) -> Result<ParquetRecordBatchReader> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(source)?;
+    thread_local! {
+        /// The last file's top-level column names and the schema read for them: a lake's files
+        /// share their schema, which is then derived once per thread, not once per file.
+        static SCHEMA: std::cell::RefCell<Option<(Vec<String>, SchemaRef)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let metadata = Arc::new(ParquetMetaDataReader::new().parse_and_finish(&source)?);
+    let names: Vec<String> = metadata
+        .file_metadata()
+        .schema_descr()
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    let cached = SCHEMA.with_borrow(|c| {
+        c.as_ref()
+            .filter(|(n, _)| *n == names)
+            .map(|(_, schema)| schema.clone())
+    });
+    let meta = match cached.and_then(|schema| {
+        ArrowReaderMetadata::try_new(
+            metadata.clone(),
+            ArrowReaderOptions::new().with_schema(schema),
+        )
+        .ok()
+    }) {
+        Some(meta) => meta,
+        None => {
+            let plain = ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new())?;
+            let schema = dictionary_schema(plain.schema());
+            let meta = ArrowReaderMetadata::try_new(
+                metadata,
+                ArrowReaderOptions::new().with_schema(schema.clone()),
+            )?;
+            SCHEMA.with_borrow_mut(|c| *c = Some((names, schema)));
+            meta
+        }
+    };
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(source, meta);
     let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
     Ok(builder
         .with_projection(mask)
         .with_batch_size(16 * 1024)
         .build()?)
+}
+
+/// `schema` with the [`DICTIONARY_COLUMNS`] read as dictionaries.
+fn dictionary_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if DICTIONARY_COLUMNS.contains(&f.name().as_str())
+                && matches!(f.data_type(), DataType::Utf8)
+            {
+                Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(DataType::Utf8),
+                )))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
 }
 
 /// `type IN (...)`.
@@ -259,6 +332,8 @@ pub enum Strs<'a> {
     Utf8(&'a StringArray),
     Large(&'a LargeStringArray),
     View(&'a StringViewArray),
+    /// A dictionary of strings: the row's key, then its value.
+    Dict(&'a Int32Array, &'a StringArray),
 }
 
 impl Strs<'_> {
@@ -268,6 +343,7 @@ impl Strs<'_> {
             Strs::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
             Strs::Large(a) => a.is_valid(i).then(|| a.value(i)),
             Strs::View(a) => a.is_valid(i).then(|| a.value(i)),
+            Strs::Dict(k, v) => k.is_valid(i).then(|| v.value(k.value(i) as usize)),
         }
     }
 }
@@ -282,6 +358,10 @@ pub fn strs<'a>(batch: &'a RecordBatch, name: &str) -> Result<Strs<'a>> {
         DataType::Utf8 => Strs::Utf8(a.as_string::<i32>()),
         DataType::LargeUtf8 => Strs::Large(a.as_string::<i64>()),
         DataType::Utf8View => Strs::View(a.as_string_view()),
+        DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+            let d = a.as_dictionary::<Int32Type>();
+            Strs::Dict(d.keys(), d.values().as_string::<i32>())
+        }
         _ => return Err(missing(name)),
     })
 }
@@ -316,9 +396,86 @@ pub fn distinct(items: &mut Vec<(u128, i64)>) -> (i64, i64) {
     (items.len() as i64, items.iter().map(|e| e.1).sum())
 }
 
-/// A set of `u64`s (user ids) with a fast fixed hash: the ids need no protection from
-/// crafted collisions here, and SipHash would be most of the cost of a distinct count.
-pub type U64Set = std::collections::HashSet<u64, std::hash::BuildHasherDefault<MixHasher>>;
+/// A set of `u64`s (user ids), the inner loop of a distinct count: open addressing with
+/// linear probing in a power-of-two table at most three quarters full, slots indexed by Fibonacci
+/// hashing (the product's top bits), 0 marking an empty slot (the id 0 is a flag). The ids
+/// need no protection from crafted collisions here.
+#[derive(Clone, Default)]
+pub struct U64Set {
+    slots: Vec<u64>,
+    len: usize,
+    zero: bool,
+    shift: u32,
+}
+
+impl U64Set {
+    #[inline]
+    pub fn insert(&mut self, id: u64) {
+        if id == 0 {
+            self.zero = true;
+            return;
+        }
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize;
+        loop {
+            let slot = &mut self.slots[i];
+            if *slot == id {
+                return;
+            }
+            if *slot == 0 {
+                *slot = id;
+                self.len += 1;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(&mut self.slots, vec![0; capacity]);
+        self.shift = 64 - capacity.trailing_zeros();
+        self.len = 0;
+        for id in old {
+            if id != 0 {
+                self.insert(id);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len + usize::from(self.zero)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.zero
+            .then_some(0)
+            .into_iter()
+            .chain(self.slots.iter().copied().filter(|&s| s != 0))
+    }
+
+    /// The ids, sorted.
+    pub fn into_sorted(self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.iter().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+impl Extend<u64> for U64Set {
+    fn extend<T: IntoIterator<Item = u64>>(&mut self, ids: T) {
+        for id in ids {
+            self.insert(id);
+        }
+    }
+}
 
 /// A map keyed by `u64`s (user ids) on the same hash.
 pub type U64Map<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<MixHasher>>;
@@ -385,6 +542,29 @@ mod tests {
     use std::hash::{BuildHasher, BuildHasherDefault};
 
     use super::MixHasher;
+
+    #[test]
+    fn the_id_set_holds_each_id_once() {
+        let mut set = super::U64Set::default();
+        let mut model = std::collections::BTreeSet::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..20_000u64 {
+            // Spread ids, sequential ids, repeats and 0.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for id in [x, i, i / 3, x % 7, (i % 50) << 40] {
+                set.insert(id);
+                model.insert(id);
+            }
+        }
+        assert_eq!(set.len(), model.len());
+        assert_eq!(
+            set.clone().into_sorted(),
+            model.into_iter().collect::<Vec<_>>()
+        );
+        assert!(super::U64Set::default().is_empty());
+    }
 
     #[test]
     fn every_byte_of_a_key_reaches_its_hash() {

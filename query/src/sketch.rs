@@ -119,6 +119,152 @@ impl Hll {
     }
 }
 
+/// The crate's serialized layout of a sketch (postcard writes a struct's fields in order,
+/// without names), mirrored so that a sketch can be built from, and read as, its sparse list
+/// of hash codes: the crate inserts one value at a time and folds its buffer of new codes
+/// into the sparse list every ~130 inserts, a pass over the whole list each time.
+#[derive(Serialize, Deserialize)]
+struct Layout {
+    builder: StableHash,
+    precision: u8,
+    counts: (usize, usize, usize),
+    tmpset: Vec<u32>,
+    sparse: SparseLayout,
+    registers: Option<RegistersLayout>,
+    phantom: (),
+}
+
+/// The sparse list: sorted distinct codes, difference- then varint-encoded.
+#[derive(Serialize, Deserialize)]
+struct SparseLayout {
+    count: usize,
+    last: u32,
+    buf: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RegistersLayout {
+    buf: Vec<u32>,
+    count: usize,
+    zeros: usize,
+}
+
+/// HLL++'s sparse precision (the crate's, as in the paper).
+const SPARSE_PRECISION: u32 = 25;
+
+/// The HLL++ sparse code of a 64-bit hash at [`HLL_PRECISION`] (Heule et al., section 5.3.3,
+/// as the crate encodes it): the hash's top 25 bits, and, when the bits after the first p of
+/// them are all zero, the count of leading zeros after the 25.
+#[inline]
+pub fn sparse_code(hash: u64) -> u32 {
+    let p = u32::from(HLL_PRECISION);
+    let index = hash >> (64 - SPARSE_PRECISION);
+    let dif = (hash << p) >> (64 - (SPARSE_PRECISION - p));
+    if dif == 0 {
+        let zeros =
+            1 + ((hash << SPARSE_PRECISION) | (1 << (SPARSE_PRECISION - 1))).leading_zeros();
+        ((index as u32) << 7) | (zeros << 1) | 1
+    } else {
+        (index << 1) as u32
+    }
+}
+
+/// The sparse code of a user id under the stable hash.
+#[inline]
+pub fn user_code(user: u64) -> u32 {
+    sparse_code(xxhash_rust::xxh64::xxh64(&user.to_le_bytes(), 0))
+}
+
+impl Layout {
+    fn of(h: &HyperLogLogPlus<u64, StableHash>) -> Self {
+        postcard::from_bytes(&postcard::to_allocvec(h).expect("serialize HLL"))
+            .expect("the crate's layout")
+    }
+}
+
+impl Hll {
+    /// The sketch of `users`, equal (byte for byte once serialized) to inserting them one by
+    /// one, in one sort instead of the crate's repeated passes.
+    pub fn of_users(users: &[u64]) -> Self {
+        let mut codes: Vec<u32> = users.iter().map(|&u| user_code(u)).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        Self::of_codes(&codes)
+    }
+
+    /// The sketch whose sparse list is `codes` (sorted, distinct).
+    pub fn of_codes(codes: &[u32]) -> Self {
+        let mut layout = Layout::of(&Hll::new().0);
+        let mut buf = Vec::with_capacity(codes.len() * 2 + 8);
+        let mut last = 0u32;
+        for &c in codes {
+            let mut v = c - last;
+            while v >= 0x80 {
+                buf.push((v as u8 & 0x7f) | 0x80);
+                v >>= 7;
+            }
+            buf.push(v as u8);
+            last = c;
+        }
+        layout.sparse = SparseLayout {
+            count: codes.len(),
+            last,
+            buf,
+        };
+        let bytes = postcard::to_allocvec(&layout).expect("serialize HLL");
+        // The crate folds the list on its first estimate or serialization (turning it into
+        // registers if it is past the sparse threshold), as after its own inserts.
+        Self(postcard::from_bytes(&bytes).expect("the crate's layout"))
+    }
+
+    /// The sketch in registers (the crate's dense form), with the same registers the crate's
+    /// merge into a dense sketch would set. Merges of dense sketches are a pass over the
+    /// registers; merges of sparse ones hash every code into a set.
+    pub fn to_dense(&self) -> Result<Self, SketchError> {
+        let mut layout = Layout::of(&Hll::new().0);
+        let count = layout.counts.0;
+        // Six-bit registers, five to a 32-bit word.
+        layout.registers = Some(RegistersLayout {
+            buf: vec![0; count.div_ceil(5)],
+            count,
+            zeros: count,
+        });
+        let bytes = postcard::to_allocvec(&layout).expect("serialize HLL");
+        let mut h =
+            Self(postcard::from_bytes(&bytes).map_err(|e| SketchError::BadHll(e.to_string()))?);
+        h.merge(self)?;
+        Ok(h)
+    }
+
+    /// Whether the sketch uses registers (once past the sparse threshold).
+    pub fn is_dense(&mut self) -> bool {
+        self.0.count();
+        Layout::of(&self.0).registers.is_some()
+    }
+
+    /// The sketch's sparse list of codes (sorted, distinct), or `None` once it uses registers.
+    pub fn sparse_codes(&mut self) -> Option<Vec<u32>> {
+        self.0.count();
+        let layout = Layout::of(&self.0);
+        if layout.registers.is_some() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(layout.sparse.count);
+        let (mut last, mut v, mut shift) = (0u32, 0u32, 0);
+        for b in layout.sparse.buf {
+            v |= u32::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                last += v;
+                out.push(last);
+                (v, shift) = (0, 0);
+            } else {
+                shift += 7;
+            }
+        }
+        Some(out)
+    }
+}
+
 /// A roaring treemap's portable serialization.
 pub fn bitmap_to_bytes(b: &RoaringTreemap) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.serialized_size());
@@ -248,6 +394,48 @@ mod tests {
         }
         let bytes = sorted_to_bitmap_bytes(&spread);
         assert!(bitmap_ids(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+    }
+
+    #[test]
+    fn a_sketch_built_in_bulk_is_the_sketch_built_by_inserts() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut ids: Vec<u64> = Vec::new();
+        // Past the sparse threshold (about 6,500 codes at p = 14) and well under it.
+        for n in [0usize, 1, 100, 3_000, 6_000, 7_000, 40_000] {
+            while ids.len() < n {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ids.push(x % 1_000_000_007);
+            }
+            let mut one_by_one = Hll::new();
+            for &u in &ids {
+                one_by_one.insert(u);
+            }
+            let mut bulk = Hll::of_users(&ids);
+            assert_eq!(bulk.to_bytes(), one_by_one.to_bytes(), "{n} users");
+            assert_eq!(bulk.estimate(), one_by_one.estimate());
+            match bulk.sparse_codes() {
+                Some(codes) => {
+                    assert!(n <= 7_000, "{n} users are past the threshold");
+                    assert_eq!(Hll::of_codes(&codes).to_bytes(), bulk.to_bytes());
+                }
+                None => assert!(n >= 6_000, "{n} users are under the threshold"),
+            }
+        }
+        assert!(Hll::of_users(&ids).sparse_codes().is_none());
+        // A dense copy has the registers a merge into a dense sketch sets.
+        let mut big = Hll::of_users(&ids);
+        assert!(big.is_dense() && !Hll::of_users(&ids[..10]).is_dense());
+        let small = Hll::of_users(&ids[..3_000]);
+        let mut merged = big.clone();
+        merged.merge(&small).unwrap();
+        let mut dense = small.to_dense().unwrap();
+        assert!(dense.is_dense());
+        dense.merge(&big).unwrap();
+        assert_eq!(dense.to_bytes(), merged.to_bytes());
+        assert_eq!(big.to_dense().unwrap().to_bytes(), big.to_bytes());
+        assert_eq!(Hll::of_users(&ids[..10]).sparse_codes().unwrap().len(), 10);
     }
 
     #[test]
