@@ -720,8 +720,8 @@ mod tests {
                 },
             );
         }
-        assert!(days[&120].sketches[0].clone().is_dense());
-        assert!(!days[&121].sketches[0].clone().is_dense());
+        assert!(days[&120].sketches[0].clone().sparse_codes().is_none());
+        assert!(days[&121].sketches[0].clone().sparse_codes().is_some());
         let fast = approx_windows(&days, 0).unwrap();
         let (mut week, mut month) = (Window::default(), Window::default());
         for (&day, d) in &days {

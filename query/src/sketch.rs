@@ -180,6 +180,12 @@ impl Layout {
         postcard::from_bytes(&postcard::to_allocvec(h).expect("serialize HLL"))
             .expect("the crate's layout")
     }
+
+    /// The sketch with this layout.
+    fn into_hll(self) -> Hll {
+        let bytes = postcard::to_allocvec(&self).expect("serialize HLL");
+        Hll(postcard::from_bytes(&bytes).expect("the crate's layout"))
+    }
 }
 
 impl Hll {
@@ -211,10 +217,9 @@ impl Hll {
             last,
             buf,
         };
-        let bytes = postcard::to_allocvec(&layout).expect("serialize HLL");
         // The crate folds the list on its first estimate or serialization (turning it into
         // registers if it is past the sparse threshold), as after its own inserts.
-        Self(postcard::from_bytes(&bytes).expect("the crate's layout"))
+        layout.into_hll()
     }
 
     /// The sketch in registers (the crate's dense form), with the same registers the crate's
@@ -229,17 +234,9 @@ impl Hll {
             count,
             zeros: count,
         });
-        let bytes = postcard::to_allocvec(&layout).expect("serialize HLL");
-        let mut h =
-            Self(postcard::from_bytes(&bytes).map_err(|e| SketchError::BadHll(e.to_string()))?);
+        let mut h = layout.into_hll();
         h.merge(self)?;
         Ok(h)
-    }
-
-    /// Whether the sketch uses registers (once past the sparse threshold).
-    pub fn is_dense(&mut self) -> bool {
-        self.0.count();
-        Layout::of(&self.0).registers.is_some()
     }
 
     /// The sketch's sparse list of codes (sorted, distinct), or `None` once it uses registers.
@@ -426,12 +423,12 @@ mod tests {
         assert!(Hll::of_users(&ids).sparse_codes().is_none());
         // A dense copy has the registers a merge into a dense sketch sets.
         let mut big = Hll::of_users(&ids);
-        assert!(big.is_dense() && !Hll::of_users(&ids[..10]).is_dense());
+        assert!(big.sparse_codes().is_none());
         let small = Hll::of_users(&ids[..3_000]);
         let mut merged = big.clone();
         merged.merge(&small).unwrap();
         let mut dense = small.to_dense().unwrap();
-        assert!(dense.is_dense());
+        assert!(dense.sparse_codes().is_none());
         dense.merge(&big).unwrap();
         assert_eq!(dense.to_bytes(), merged.to_bytes());
         assert_eq!(big.to_dense().unwrap().to_bytes(), big.to_bytes());

@@ -667,47 +667,44 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
         kolkata.entry(day).or_default().insert(e.user);
     }
     let ctx = session(&lake_dir).await;
-    let rows = query(
+    let got = per_day(
         &ctx,
-        "SELECT CAST(day AS VARCHAR) AS day, dau FROM activity WHERE segment = 'all' ORDER BY day",
+        "SELECT CAST(day AS VARCHAR) AS day, dau AS n FROM activity WHERE segment = 'all'",
     )
     .await;
-    let got: BTreeMap<String, usize> = rows
+    let want: BTreeMap<String, i64> = kolkata
         .iter()
-        .map(|r| {
-            (
-                r["day"].as_str().unwrap().to_string(),
-                r["dau"].as_u64().unwrap() as usize,
-            )
-        })
+        .map(|(d, u)| (d.clone(), u.len() as i64))
         .collect();
-    let want: BTreeMap<String, usize> = kolkata.iter().map(|(d, u)| (d.clone(), u.len())).collect();
     assert_eq!(got, want, "DAU per Kolkata day");
     assert_ne!(
-        got.values().collect::<Vec<_>>(),
-        users
-            .values()
-            .map(|u| u.len())
-            .collect::<Vec<_>>()
-            .iter()
-            .collect::<Vec<_>>(),
+        got.values().copied().collect::<Vec<_>>(),
+        users.values().map(|u| u.len() as i64).collect::<Vec<_>>(),
         "the Kolkata days are cut differently from Shanghai's"
     );
-    let rows = query(
+    let got = per_day(
         &ctx,
-        "SELECT CAST(day AS VARCHAR) AS day, photos FROM uploads_daily ORDER BY day",
+        "SELECT CAST(day AS VARCHAR) AS day, photos AS n FROM uploads_daily",
     )
     .await;
-    let got: BTreeMap<String, i64> = rows
+    assert_eq!(got, kolkata_photos, "photos per Kolkata day");
+}
+
+/// Column `n` per `day` of a query's rows.
+async fn per_day(
+    ctx: &deltalake::datafusion::prelude::SessionContext,
+    sql: &str,
+) -> BTreeMap<String, i64> {
+    query(ctx, sql)
+        .await
         .iter()
         .map(|r| {
             (
                 r["day"].as_str().unwrap().to_string(),
-                r["photos"].as_i64().unwrap(),
+                r["n"].as_i64().unwrap(),
             )
         })
-        .collect();
-    assert_eq!(got, kolkata_photos, "photos per Kolkata day");
+        .collect()
 }
 
 #[test]
