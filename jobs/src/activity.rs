@@ -15,14 +15,12 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field};
 use futures::TryStreamExt;
 use query::sketch::{
-    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_ids, bitmap_ids_into, hll_relative_error,
-    sorted_to_bitmap_bytes,
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_ids, bitmap_ids_into, codes_of, estimate_of_codes,
+    hll_relative_error, sorted_to_bitmap_bytes,
 };
 
 use crate::publish::{Scope, publish, schema};
-use crate::scan::{
-    EventFile, Strs, U64Map, U64Set, files_of_days, fold_files, ints, par_map, strs, times,
-};
+use crate::scan::{EventFile, Strs, U64Set, files_of_days, fold_files, ints, par_map, strs, times};
 use crate::{Ctx, Error, Job, Result};
 
 pub const TABLE: &str = "activity";
@@ -208,19 +206,35 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
     .collect())
 }
 
-/// The ten segments' sketches; the platform groups pc, web and other are the platforms'.
-fn sketches_of(users: &[Vec<u64>]) -> Vec<Hll> {
-    let mut out: Vec<Hll> = users[..7].iter().map(|u| Hll::of_users(u)).collect();
-    for s in 7..SEGMENTS.len() {
-        out.push(out[SAME_AS[s]].clone());
+impl Day {
+    /// A day of fresh users: its sketches and their codes; the platform groups pc, web and
+    /// other are the platforms'.
+    fn of_users(users: Vec<Vec<u64>>) -> Self {
+        let mut codes: Vec<Option<Vec<u32>>> =
+            users[..7].iter().map(|u| Some(codes_of(u))).collect();
+        let mut sketches: Vec<Hll> = codes
+            .iter()
+            .map(|c| Hll::of_codes(c.as_deref().unwrap_or_default()))
+            .collect();
+        for s in 7..SEGMENTS.len() {
+            codes.push(codes[SAME_AS[s]].clone());
+            sketches.push(sketches[SAME_AS[s]].clone());
+        }
+        Day {
+            users,
+            sketches,
+            codes,
+        }
     }
-    out
 }
 
 struct Day {
     /// Per segment, the day's users: sorted distinct ids.
     users: Vec<Vec<u64>>,
     sketches: Vec<Hll>,
+    /// Per segment, the sketch's codes (sorted, distinct) where known: those of every fresh
+    /// day, and of a stored day while its sketch is sparse (a dense one's are gone).
+    codes: Vec<Option<Vec<u32>>>,
 }
 
 /// The stored days' bitmaps and sketches (those not being recomputed).
@@ -267,11 +281,12 @@ async fn stored(ctx: &Ctx<'_>, skip: &BTreeSet<i32>) -> Result<BTreeMap<i32, Day
             let entry = out.entry(day).or_insert_with(|| Day {
                 users: vec![Vec::new(); SEGMENTS.len()],
                 sketches: vec![Hll::new(); SEGMENTS.len()],
+                codes: vec![Some(Vec::new()); SEGMENTS.len()],
             });
-            entry.users[s] =
-                bitmap_ids(bitmaps.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
-            entry.sketches[s] =
-                Hll::from_bytes(sketches.value(i)).map_err(|e| Error::Internal(e.to_string()))?;
+            entry.users[s] = bitmap_ids(bitmaps.value(i)).map_err(internal)?;
+            let mut sketch = Hll::from_bytes(sketches.value(i)).map_err(internal)?;
+            entry.codes[s] = sketch.sparse_codes();
+            entry.sketches[s] = sketch;
         }
     }
     Ok(out)
@@ -293,8 +308,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let fresh = days_users(ctx, &plan.days).await?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "activity: scan");
     let fresh = par_map(fresh.into_iter().collect(), |(day, users)| {
-        let sketches = sketches_of(&users);
-        (day, Day { users, sketches })
+        (day, Day::of_users(users))
     });
     tracing::debug!(
         secs = started.elapsed().as_secs_f64(),
@@ -400,18 +414,16 @@ struct Figures {
 /// (a user counts in a window if their last active day so far falls in it: no union of
 /// bitmaps per window), approximate from the daily sketches merged over the window.
 fn figures(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, Figures>> {
-    let mut last: U64Map<i32> = Default::default();
+    let mut last: Vec<(u64, i32)> = Vec::new();
     let mut by_last: BTreeMap<i32, i64> = BTreeMap::new();
     let approx = approx_windows(days, s)?;
     let mut out = BTreeMap::new();
     for (&day, d) in days {
         let mut new_users = 0;
-        for &u in &d.users[s] {
-            match last.insert(u, day) {
-                None => new_users += 1,
-                Some(prev) => *by_last.entry(prev).or_default() -= 1,
-            }
-        }
+        last = advance_last(&last, &d.users[s], day, |prev| match prev {
+            None => new_users += 1,
+            Some(prev) => *by_last.entry(prev).or_default() -= 1,
+        });
         *by_last.entry(day).or_default() += d.users[s].len() as i64;
         let (wau_approx, mau_approx) = approx[&day];
         out.insert(
@@ -428,48 +440,65 @@ fn figures(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, Figures>
     Ok(out)
 }
 
-/// Every day's approximate WAU and MAU of segment `s`: the estimate of the merge of the
-/// window's daily sketches, computed the cheap way for each window. While every day in a
-/// window is sparse, the merge is the sketch of the union of their codes: each code's last
-/// day is kept (one sorted list) and a window is the codes whose last day falls in it, one
-/// pass instead of a chain of merges. A window holding a dense day merges dense: the days'
-/// dense copies in a two-stack window (a register pass per merge, no hashing of codes).
-fn approx_windows(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, (f64, f64)>> {
-    let mut dense_days = BTreeSet::new();
-    let mut lists = Vec::with_capacity(days.len());
-    for (&day, d) in days {
-        let codes = d.sketches[s].clone().sparse_codes();
-        if codes.is_none() {
-            dense_days.insert(day);
+/// `last`, each key's last day (sorted by key), after day `day` whose keys are `today` (sorted,
+/// distinct); `seen` is told each of today's keys' previous last day (`None`: a new key).
+fn advance_last<K: Ord + Copy>(
+    last: &[(K, i32)],
+    today: &[K],
+    day: i32,
+    mut seen: impl FnMut(Option<i32>),
+) -> Vec<(K, i32)> {
+    let mut merged = Vec::with_capacity(last.len() + today.len());
+    let (mut i, mut j) = (0, 0);
+    while i < last.len() && j < today.len() {
+        match last[i].0.cmp(&today[j]) {
+            std::cmp::Ordering::Less => {
+                merged.push(last[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                seen(None);
+                merged.push((today[j], day));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                seen(Some(last[i].1));
+                merged.push((today[j], day));
+                i += 1;
+                j += 1;
+            }
         }
-        lists.push((day, codes.unwrap_or_default()));
     }
+    merged.extend_from_slice(&last[i..]);
+    for &k in &today[j..] {
+        seen(None);
+        merged.push((k, day));
+    }
+    merged
+}
+
+/// Every day's approximate WAU and MAU of segment `s`: the estimate of the merge of the
+/// window's daily sketches, computed the cheap way for each window. While the codes of every
+/// day in a window are known, the merge is the sketch of the union of their codes: each
+/// code's last day is kept (one sorted list) and a window is the codes whose last day falls
+/// in it, one pass instead of a chain of merges. A window holding a stored dense day (whose
+/// codes are gone) merges dense: the days' dense copies in a two-stack window.
+fn approx_windows(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, (f64, f64)>> {
+    let dense_days: BTreeSet<i32> = days
+        .iter()
+        .filter(|(_, d)| d.codes[s].is_none())
+        .map(|(&day, _)| day)
+        .collect();
     let (mut week, mut month) = (Window::default(), Window::default());
     let mut last: Vec<(u32, i32)> = Vec::new();
     let mut out = BTreeMap::new();
-    for (day, codes) in lists {
-        let mut merged = Vec::with_capacity(last.len() + codes.len());
-        let (mut i, mut j) = (0, 0);
-        while i < last.len() && j < codes.len() {
-            match last[i].0.cmp(&codes[j]) {
-                std::cmp::Ordering::Less => {
-                    merged.push(last[i]);
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    merged.push((codes[j], day));
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    merged.push((codes[j], day));
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        merged.extend_from_slice(&last[i..]);
-        merged.extend(codes[j..].iter().map(|&c| (c, day)));
-        last = merged;
+    for (&day, d) in days {
+        last = advance_last(
+            &last,
+            d.codes[s].as_deref().unwrap_or_default(),
+            day,
+            |_| {},
+        );
         if !dense_days.is_empty() {
             let dense = days[&day].sketches[s].to_dense().map_err(internal)?;
             week.push(day, &dense)?;
@@ -479,8 +508,9 @@ fn approx_windows(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, (
             if dense_days.range(from..=day).next().is_some() {
                 return window.estimate_from(from);
             }
-            let codes: Vec<u32> = last.iter().filter(|e| e.1 >= from).map(|e| e.0).collect();
-            Ok(Hll::of_codes(&codes).estimate())
+            Ok(estimate_of_codes(
+                last.iter().filter(|e| e.1 >= from).map(|e| e.0),
+            ))
         };
         let wau = estimate(&mut week, day - 6)?;
         let mau = estimate(&mut month, day - 29)?;
@@ -711,18 +741,22 @@ mod tests {
                 .collect();
             users.sort_unstable();
             users.dedup();
-            let sketches = vec![Hll::of_users(&users)];
+            let codes = codes_of(&users);
             days.insert(
                 day,
                 Day {
+                    sketches: vec![Hll::of_codes(&codes)],
                     users: vec![users],
-                    sketches,
+                    codes: vec![Some(codes)],
                 },
             );
         }
         assert!(days[&120].sketches[0].clone().sparse_codes().is_none());
         assert!(days[&121].sketches[0].clone().sparse_codes().is_some());
-        let fast = approx_windows(&days, 0).unwrap();
+        let fresh = approx_windows(&days, 0).unwrap();
+        // The dense day as read back from the table: its codes are gone.
+        days.get_mut(&120).unwrap().codes[0] = None;
+        let stored = approx_windows(&days, 0).unwrap();
         let (mut week, mut month) = (Window::default(), Window::default());
         for (&day, d) in &days {
             week.push(day, &d.sketches[0]).unwrap();
@@ -731,7 +765,8 @@ mod tests {
                 week.estimate_from(day - 6).unwrap(),
                 month.estimate_from(day - 29).unwrap(),
             );
-            assert_eq!(fast[&day], merged, "day {day}");
+            assert_eq!(fresh[&day], merged, "day {day}");
+            assert_eq!(stored[&day], merged, "day {day}, stored");
         }
     }
 }

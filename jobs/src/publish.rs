@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use deltalake::datafusion::prelude::{col, lit};
-use deltalake::datafusion::scalar::ScalarValue;
-use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::DeltaTable;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
-use deltalake::protocol::SaveMode;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use lake::tables::{Lake, covered};
 
 use crate::Result;
@@ -43,38 +45,123 @@ pub async fn seen(lake: &Lake, name: &str, app: &str) -> Result<Option<i64>> {
 }
 
 /// Replaces `scope` of metric table `name` with `batches` in one commit carrying `txns`.
+/// A daily table's day partitions are written on every core (each writer takes whole days),
+/// then one commit adds their files and removes those they replace.
 pub async fn publish(
     lake: &Lake,
     name: &str,
     schema: SchemaRef,
-    mut batches: Vec<RecordBatch>,
+    batches: Vec<RecordBatch>,
     scope: &Scope,
     txns: &[(String, i64)],
 ) -> Result<()> {
     let daily = schema.field_with_name("day").is_ok();
-    let path = table_name(name);
-    let (table, exists) = match lake.open(&path).await? {
-        Some(t) => (t, true),
-        None => {
-            let url = lake.table_url(&path)?;
-            if let Ok(dir) = url.to_file_path() {
-                std::fs::create_dir_all(&dir)?;
-            }
-            (deltalake::DeltaTableBuilder::from_url(url)?.build()?, false)
-        }
+    let partition_by: Vec<String> = if daily {
+        vec!["day".into()]
+    } else {
+        Vec::new()
     };
-    if batches.is_empty() {
-        batches.push(RecordBatch::new_empty(schema.clone()));
+    let path = table_name(name);
+    let mut table = match lake.open(&path).await? {
+        Some(t) => t,
+        None => create(lake, name, &schema, &partition_by).await?,
+    };
+    let writer = writer_properties(&schema, &batches);
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in by_writer(&batches, daily)? {
+        let mut w = RecordBatchWriter::for_table(&table)?.with_writer_properties(writer.clone());
+        tasks.spawn(async move {
+            for batch in part {
+                w.write(batch).await?;
+            }
+            w.flush().await
+        });
     }
-    let mut props = CommitProperties::default();
-    props = props.with_application_transactions(
+    let mut actions = Vec::new();
+    while let Some(adds) = tasks.join_next().await {
+        let adds = adds.map_err(|e| crate::Error::Internal(e.to_string()))??;
+        actions.extend(adds.into_iter().map(Action::Add));
+    }
+    // The files replaced: every file, or those of the recomputed days.
+    let replaced: Option<BTreeSet<String>> = match scope {
+        Scope::All => None,
+        Scope::Days(days) => Some(days.iter().map(|d| date_string(*d)).collect()),
+    };
+    let snapshot = table.snapshot()?;
+    for f in snapshot.log_data().iter() {
+        let day = f.partition_values_map().get("day").cloned().flatten();
+        let hit = match (&replaced, day) {
+            (None, _) => true,
+            (Some(days), Some(day)) => days.contains(&day),
+            (Some(_), None) => false,
+        };
+        if hit {
+            actions.push(Action::Remove(f.remove_action(true)));
+        }
+    }
+    let predicate = replaced.map(|days| {
+        let list: Vec<String> = days.iter().map(|d| format!("'{d}'")).collect();
+        format!("day IN ({})", list.join(", "))
+    });
+    let props = CommitProperties::default().with_application_transactions(
         txns.iter()
             .map(|(app, v)| Transaction::new(app, *v))
             .collect::<Vec<_>>(),
     );
-    // A small table's columns are written plain (a zstd context per column chunk costs more
-    // than it saves on a few hundred rows); bitmaps and sketches, the bulk of the bytes, with
-    // zstd and no dictionary (each row's is its own).
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Overwrite,
+        partition_by: daily.then(|| partition_by.clone()),
+        predicate,
+    };
+    CommitBuilder::from(props)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    table.update_incremental(None).await?;
+    Ok(())
+}
+
+/// Creates metric table `name` (empty), or opens it if another process just did.
+async fn create(
+    lake: &Lake,
+    name: &str,
+    schema: &SchemaRef,
+    partition_by: &[String],
+) -> Result<DeltaTable> {
+    let path = table_name(name);
+    let url = lake.table_url(&path)?;
+    if let Ok(dir) = url.to_file_path() {
+        std::fs::create_dir_all(&dir)?;
+    }
+    let columns: StructType = schema.as_ref().try_into_kernel()?;
+    let created = deltalake::DeltaTableBuilder::from_url(url)?
+        .build()?
+        .create()
+        .with_table_name(name)
+        .with_columns(columns.fields().cloned())
+        .with_partition_columns(partition_by.iter().cloned())
+        // Readers replay the log from the last checkpoint: keep that replay short, a range
+        // query over stored sketches should not spend its time reading commits.
+        .with_configuration([(
+            "delta.checkpointInterval".to_string(),
+            Some("5".to_string()),
+        )])
+        .with_save_mode(SaveMode::Ignore)
+        .await?;
+    match created.version() {
+        Some(_) => Ok(created),
+        None => lake
+            .open(&path)
+            .await?
+            .ok_or_else(|| crate::Error::Internal(format!("{path}: creation failed"))),
+    }
+}
+
+/// How the columns are written. A small table's columns are plain (a zstd context per
+/// column chunk costs more than it saves on a few hundred rows); bitmaps and sketches, the
+/// bulk of the bytes, with zstd, no dictionary (each row's is its own) and no statistics (no
+/// reader prunes on them; Delta keeps none for binary columns).
+fn writer_properties(schema: &SchemaRef, batches: &[RecordBatch]) -> WriterProperties {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut writer = WriterProperties::builder().set_compression(if rows < 100_000 {
         Compression::UNCOMPRESSED
@@ -83,39 +170,63 @@ pub async fn publish(
     });
     for f in schema.fields() {
         if matches!(f.data_type(), arrow::datatypes::DataType::Binary) {
-            let column = deltalake::parquet::schema::types::ColumnPath::from(f.name().as_str());
+            let column = ColumnPath::from(f.name().as_str());
             writer = writer
                 .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_statistics_enabled(column.clone(), EnabledStatistics::None)
                 .set_column_compression(column, Compression::ZSTD(ZstdLevel::default()));
         }
     }
-    let writer = writer.build();
-    let mut write = table
-        .write(batches)
-        .with_save_mode(SaveMode::Overwrite)
-        .with_writer_properties(writer)
-        .with_commit_properties(props)
-        .with_table_name(name);
-    if daily {
-        write = write.with_partition_columns(["day"]);
+    writer.build()
+}
+
+/// The rows cut into one share per writer: a daily table's days dealt out so that each
+/// writer gets whole days (one file each) and about as many rows; any other table's rows to
+/// one writer.
+fn by_writer(batches: &[RecordBatch], daily: bool) -> Result<Vec<Vec<RecordBatch>>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !daily || cores == 1 {
+        return Ok(vec![batches.to_vec()]);
     }
-    if !exists {
-        // Readers replay the log from the last checkpoint: keep that replay short, a range
-        // query over stored sketches should not spend its time reading commits.
-        write = write.with_configuration([(
-            "delta.checkpointInterval".to_string(),
-            Some("5".to_string()),
-        )]);
+    // Each day's runs of rows (a job's rows come grouped by day: one run per day).
+    let mut days: std::collections::BTreeMap<i32, (usize, Vec<RecordBatch>)> = Default::default();
+    for batch in batches {
+        let day = batch
+            .column_by_name("day")
+            .ok_or_else(|| crate::Error::Internal("no day column".into()))?;
+        let values =
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::Date32Type>(day.as_ref());
+        for run in arrow::compute::partition(std::slice::from_ref(day))?.ranges() {
+            let rows = batch.slice(run.start, run.len());
+            let entry = days.entry(values.value(run.start)).or_default();
+            entry.0 += rows.num_rows();
+            entry.1.push(rows);
+        }
     }
-    if let (Scope::Days(days), true) = (scope, exists) {
-        let list = days
-            .iter()
-            .map(|d| lit(ScalarValue::Date32(Some(*d))))
-            .collect();
-        write = write.with_replace_where(col("day").in_list(list, false));
+    let mut days: Vec<(usize, Vec<RecordBatch>)> = days.into_values().collect();
+    days.sort_by_key(|d| std::cmp::Reverse(d.0));
+    let mut shares: Vec<(usize, Vec<RecordBatch>)> = vec![(0, Vec::new()); cores];
+    for (rows, runs) in days {
+        let least = shares
+            .iter_mut()
+            .min_by_key(|s| s.0)
+            .expect("one share per core");
+        least.0 += rows;
+        least.1.extend(runs);
     }
-    write.await?;
-    Ok(())
+    Ok(shares
+        .into_iter()
+        .map(|s| s.1)
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// A Date32 day as Delta writes it in a partition value: YYYY-MM-DD.
+fn date_string(day: i32) -> String {
+    let date = chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
+        .expect("a representable day")
+        .date_naive();
+    date.format("%Y-%m-%d").to_string()
 }
 
 /// Shorthand for a schema from fields.

@@ -477,37 +477,6 @@ impl Extend<u64> for U64Set {
     }
 }
 
-/// A map keyed by `u64`s (user ids) on the same hash.
-pub type U64Map<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<MixHasher>>;
-
-/// Hashes one `u64` with MurmurHash3's 64-bit finalizer (every input bit reaches every
-/// output bit, which hashbrown's use of both the low and the top bits needs).
-#[derive(Default, Clone, Copy)]
-pub struct MixHasher(u64);
-
-impl std::hash::Hasher for MixHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        let mut h = self.0 ^ n;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        self.0 = h;
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// Maps `f` over `items` on every core (scoped threads), keeping the order.
 pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -539,10 +508,6 @@ pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Ve
 
 #[cfg(test)]
 mod tests {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-
-    use super::MixHasher;
-
     #[test]
     fn the_id_set_holds_each_id_once() {
         let mut set = super::U64Set::default();
@@ -564,12 +529,5 @@ mod tests {
             model.into_iter().collect::<Vec<_>>()
         );
         assert!(super::U64Set::default().is_empty());
-    }
-
-    #[test]
-    fn every_byte_of_a_key_reaches_its_hash() {
-        let h = BuildHasherDefault::<MixHasher>::default();
-        assert_ne!(h.hash_one("ab"), h.hash_one("bb"));
-        assert_ne!(h.hash_one(1u64), h.hash_one(2u64));
     }
 }

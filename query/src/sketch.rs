@@ -175,6 +175,80 @@ pub fn user_code(user: u64) -> u32 {
     sparse_code(xxhash_rust::xxh64::xxh64(&user.to_le_bytes(), 0))
 }
 
+/// The sparse codes of `users`: sorted, distinct.
+pub fn codes_of(users: &[u64]) -> Vec<u32> {
+    let mut codes: Vec<u32> = users.iter().map(|&u| user_code(u)).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+}
+
+/// The crate's sizes: registers, sparse registers, and the sparse list's largest size in
+/// bytes (past it the sketch turns to registers).
+fn counts() -> (usize, usize, usize) {
+    static COUNTS: std::sync::OnceLock<(usize, usize, usize)> = std::sync::OnceLock::new();
+    *COUNTS.get_or_init(|| Layout::of(&Hll::new().0).counts)
+}
+
+/// The bytes of `v` as a varint (the sparse list's encoding of a difference).
+fn varint_len(v: u32) -> usize {
+    (32 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The register index and value (leading zeros plus one) that the crate decodes from a
+/// sparse code at the sketch's precision.
+fn decode(code: u32) -> (usize, u32) {
+    let p = u32::from(HLL_PRECISION);
+    if code & 1 == 1 {
+        let zeros = ((code >> 1) & 0x3f) + (SPARSE_PRECISION - p);
+        ((code >> (32 - p)) as usize, zeros)
+    } else {
+        let index = (code >> (SPARSE_PRECISION + 1 - p)) & ((1 << p) - 1);
+        (
+            index as usize,
+            (code << (32 - SPARSE_PRECISION + p - 1)).leading_zeros() + 1,
+        )
+    }
+}
+
+/// The estimate of the sketch whose sparse list is `codes` (sorted, distinct): exactly
+/// `Hll::of_codes(codes).estimate()`, without building the sketch. While the list is sparse,
+/// the crate's estimate is linear counting over the sparse registers (a count of codes);
+/// past the threshold, the estimate of the registers the codes set.
+pub fn estimate_of_codes<I: Iterator<Item = u32> + Clone>(codes: I) -> f64 {
+    let (m, sparse_m, threshold) = counts();
+    let (mut n, mut bytes, mut last) = (0usize, 0usize, 0u32);
+    for c in codes.clone() {
+        n += 1;
+        bytes += varint_len(c - last);
+        last = c;
+    }
+    if bytes <= threshold {
+        // The crate's linear counting, operation for operation.
+        return sparse_m as f64 * (sparse_m as f64 / (sparse_m - n) as f64).ln();
+    }
+    let mut buf = vec![0u32; m.div_ceil(5)];
+    let mut zeros = m;
+    for c in codes {
+        let (index, value) = decode(c);
+        let (word, shift) = (index / 5, (index % 5) * 6);
+        let current = (buf[word] >> shift) & 0x3f;
+        if value > current {
+            if current == 0 {
+                zeros -= 1;
+            }
+            buf[word] = (buf[word] & !(0x3f << shift)) | (value << shift);
+        }
+    }
+    let mut layout = Layout::of(&Hll::new().0);
+    layout.registers = Some(RegistersLayout {
+        buf,
+        count: m,
+        zeros,
+    });
+    layout.into_hll().estimate()
+}
+
 impl Layout {
     fn of(h: &HyperLogLogPlus<u64, StableHash>) -> Self {
         postcard::from_bytes(&postcard::to_allocvec(h).expect("serialize HLL"))
@@ -192,10 +266,7 @@ impl Hll {
     /// The sketch of `users`, equal (byte for byte once serialized) to inserting them one by
     /// one, in one sort instead of the crate's repeated passes.
     pub fn of_users(users: &[u64]) -> Self {
-        let mut codes: Vec<u32> = users.iter().map(|&u| user_code(u)).collect();
-        codes.sort_unstable();
-        codes.dedup();
-        Self::of_codes(&codes)
+        Self::of_codes(&codes_of(users))
     }
 
     /// The sketch whose sparse list is `codes` (sorted, distinct).
@@ -412,6 +483,9 @@ mod tests {
             let mut bulk = Hll::of_users(&ids);
             assert_eq!(bulk.to_bytes(), one_by_one.to_bytes(), "{n} users");
             assert_eq!(bulk.estimate(), one_by_one.estimate());
+            // The estimate from the codes alone, on both sides of the threshold.
+            let codes = codes_of(&ids);
+            assert_eq!(estimate_of_codes(codes.iter().copied()), bulk.estimate());
             match bulk.sparse_codes() {
                 Some(codes) => {
                     assert!(n <= 7_000, "{n} users are past the threshold");
