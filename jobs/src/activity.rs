@@ -20,7 +20,9 @@ use query::sketch::{
 };
 
 use crate::publish::{Scope, publish, schema};
-use crate::scan::{EventFile, Strs, U64Set, files_of_days, fold_files, ints, par_map, strs, times};
+use crate::scan::{
+    EventFile, Strs, U64Flags, files_of_days, fold_files, ints, par_map, strs, times,
+};
 use crate::{Ctx, Error, Job, Result};
 
 pub const TABLE: &str = "activity";
@@ -97,34 +99,42 @@ fn platform_indices(platforms: &Strs<'_>, rows: usize) -> Vec<u8> {
     }
 }
 
-/// The union of sorted distinct lists, sorted and distinct.
-fn union(lists: &[&[u64]]) -> Vec<u64> {
-    let mut v: Vec<u64> = lists.iter().flat_map(|l| l.iter().copied()).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+/// The ten segments' users (sorted distinct ids) from the day's users and the platforms
+/// each was seen on (bit `platform_index`). Users are kept as sorted lists until they are
+/// written: the generator's and many real ids spread over 64 bits, where a roaring treemap
+/// holds one bucket per id and every OR, iteration and drop walks them all.
+fn segments_of(users: U64Flags) -> Vec<Vec<u64>> {
+    let users = users.into_sorted();
+    let with = |mask: u8| -> Vec<u64> {
+        users
+            .iter()
+            .filter(|u| u.1 & mask != 0)
+            .map(|u| u.0)
+            .collect()
+    };
+    let platforms: Vec<Vec<u64>> = (0..5).map(|p| with(1 << p)).collect();
+    let mut out = vec![users.iter().map(|u| u.0).collect()];
+    out.extend(platforms.iter().cloned());
+    out.push(with(
+        1 << platform_index("android") | 1 << platform_index("ios"),
+    ));
+    out.extend(SAME_AS[7..].iter().map(|&s| platforms[s - 1].clone()));
+    out
 }
 
-/// The ten segments' users (sorted distinct ids) from the five platforms' sets. Users are
-/// kept as sorted lists until they are written: the generator's and many real ids spread
-/// over 64 bits, where a roaring treemap holds one bucket per id and every OR, iteration and
-/// drop walks them all.
-fn segments_of(platforms: [U64Set; 5]) -> Vec<Vec<u64>> {
-    let [pc, android, ios, web, other] = platforms.map(U64Set::into_sorted);
-    let all = union(&[&pc, &android, &ios, &web, &other]);
-    let mobile = union(&[&android, &ios]);
-    vec![
-        all,
-        pc.clone(),
-        android,
-        ios,
-        web.clone(),
-        other.clone(),
-        mobile,
-        pc,
-        web,
-        other,
-    ]
+/// The users of `day` (their platforms) if it is one of the wanted days (`wanted[day - first]`).
+fn day_users<'a>(
+    per_day: &'a mut BTreeMap<i32, U64Flags>,
+    wanted: &[bool],
+    first: i32,
+    day: i32,
+) -> Option<&'a mut U64Flags> {
+    let k = usize::try_from(day.checked_sub(first)?).ok()?;
+    wanted
+        .get(k)
+        .copied()
+        .unwrap_or(false)
+        .then(|| per_day.entry(day).or_default())
 }
 
 /// The distinct users of each of `days` per segment, from one scan of the events.
@@ -134,33 +144,36 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
     };
     let wanted: Arc<Vec<bool>> = Arc::new((first..=last).map(|d| days.contains(&d)).collect());
     let tz = ctx.opts.tz;
-    type Acc = (query::tz::LocalClock, BTreeMap<i32, [U64Set; 5]>);
+    // Per day, each user and the platforms they were seen on.
+    type Acc = (query::tz::LocalClock, BTreeMap<i32, U64Flags>);
     let fold = move |acc: &mut Acc, file: &EventFile, batch: &RecordBatch| -> Result<()> {
-        let users = ints(batch, "user_id")?;
+        let users = ints(batch, "user_id")?.values();
         let platforms = platform_indices(&strs(batch, "platform")?, batch.num_rows());
-        let ts = batch
+        let (clock, per_day) = (&mut acc.0, &mut acc.1);
+        let Some(ts) = batch
             .column_by_name("ts")
             .map(|_| times(batch, "ts"))
-            .transpose()?;
-        let hour_day = file.days.first().copied().unwrap_or(i32::MIN);
+            .transpose()?
+        else {
+            // An hour in one report day: every row is the hour's day.
+            let day = file.days.first().copied().unwrap_or(i32::MIN);
+            if let Some(m) = day_users(per_day, &wanted, first, day) {
+                for (&u, &p) in users.iter().zip(&platforms) {
+                    m.insert(u as u64, 1 << p);
+                }
+            }
+            return Ok(());
+        };
         let mut current = i32::MIN;
-        let mut slot: Option<&mut [U64Set; 5]> = None;
-        for i in 0..batch.num_rows() {
-            let day = match ts {
-                Some(ts) => acc.0.day(ts.value(i)),
-                None => hour_day,
-            };
+        let mut slot: Option<&mut U64Flags> = None;
+        for (i, (&u, &p)) in users.iter().zip(&platforms).enumerate() {
+            let day = clock.day(ts.value(i));
             if day != current {
                 current = day;
-                let k = (day - first) as usize;
-                slot = if day >= first && wanted.get(k).copied().unwrap_or(false) {
-                    Some(acc.1.entry(day).or_default())
-                } else {
-                    None
-                };
+                slot = day_users(per_day, &wanted, first, day);
             }
-            if let Some(s) = slot.as_mut() {
-                s[platforms[i] as usize].insert(users.value(i) as u64);
+            if let Some(m) = slot.as_mut() {
+                m.insert(u as u64, 1 << p);
             }
         }
         Ok(())
@@ -184,23 +197,21 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
         fold,
     )
     .await?;
-    // Each scan partition's distinct users, merged per day and platform.
-    let mut merged: BTreeMap<i32, [U64Set; 5]> = BTreeMap::new();
+    // Each scan partition's users, merged per day.
+    let mut merged: BTreeMap<i32, U64Flags> = BTreeMap::new();
     for (_, part) in parts {
-        for (day, sets) in part {
+        for (day, users) in part {
             let m = merged.entry(day).or_default();
-            for (m, p) in m.iter_mut().zip(sets) {
-                if m.len() < p.len() {
-                    let small = std::mem::replace(m, p);
-                    m.extend(small.iter());
-                } else {
-                    m.extend(p.iter());
-                }
+            if m.len() < users.len() {
+                let small = std::mem::replace(m, users);
+                m.merge(&small);
+            } else {
+                m.merge(&users);
             }
         }
     }
-    Ok(par_map(merged.into_iter().collect(), |(day, sets)| {
-        (day, segments_of(sets))
+    Ok(par_map(merged.into_iter().collect(), |(day, users)| {
+        (day, segments_of(users))
     })
     .into_iter()
     .collect())

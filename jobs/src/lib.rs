@@ -182,7 +182,8 @@ impl Ctx<'_> {
     pub async fn plan(&self, job: Job) -> Result<Plan> {
         let app = self.app(job);
         let mut since: Option<i64> = Some(i64::MAX);
-        for t in job.tables() {
+        // A full recompute needs no record of what the tables have seen.
+        for t in job.tables().iter().filter(|_| !self.opts.full) {
             let v = publish::seen(&self.opts.lake, t, &app).await?;
             since = match (since, v) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -23,7 +23,9 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder,
 };
-use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::metadata::{
+    ParquetMetaDataOptions, ParquetMetaDataReader, ParquetStatisticsPolicy,
+};
 use parquet::file::reader::ChunkReader;
 use query::tz::ReportTz;
 
@@ -257,7 +259,16 @@ fn projected<R: ChunkReader + 'static>(
         static SCHEMA: std::cell::RefCell<Option<(Vec<String>, SchemaRef)>> =
             const { std::cell::RefCell::new(None) };
     }
-    let metadata = Arc::new(ParquetMetaDataReader::new().parse_and_finish(&source)?);
+    // Only what reading needs: no column, encoding or size statistics (nothing is pruned).
+    let options = ParquetMetaDataOptions::new()
+        .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
+    let metadata = Arc::new(
+        ParquetMetaDataReader::new()
+            .with_metadata_options(Some(options))
+            .parse_and_finish(&source)?,
+    );
     let names: Vec<String> = metadata
         .file_metadata()
         .schema_descr()
@@ -396,23 +407,25 @@ pub fn distinct(items: &mut Vec<(u128, i64)>) -> (i64, i64) {
     (items.len() as i64, items.iter().map(|e| e.1).sum())
 }
 
-/// A set of `u64`s (user ids), the inner loop of a distinct count: open addressing with
-/// linear probing in a power-of-two table at most three quarters full, slots indexed by Fibonacci
-/// hashing (the product's top bits), 0 marking an empty slot (the id 0 is a flag). The ids
-/// need no protection from crafted collisions here.
+/// A map of `u64`s (user ids) to bit flags (say, the platforms a user was seen on), the
+/// inner loop of a distinct count: open addressing with linear probing in a power-of-two
+/// table at most three quarters full, slots indexed by Fibonacci hashing (the product's top
+/// bits), no flags marking an empty slot (the id 0 is kept aside). An insert ORs its flags into
+/// the id's. The ids need no protection from crafted collisions here.
 #[derive(Clone, Default)]
-pub struct U64Set {
-    slots: Vec<u64>,
+pub struct U64Flags {
+    slots: Vec<(u64, u8)>,
     len: usize,
-    zero: bool,
+    zero: u8,
     shift: u32,
 }
 
-impl U64Set {
+impl U64Flags {
+    /// Adds `flags` (not 0) to those of `id`.
     #[inline]
-    pub fn insert(&mut self, id: u64) {
+    pub fn insert(&mut self, id: u64, flags: u8) {
         if id == 0 {
-            self.zero = true;
+            self.zero |= flags;
             return;
         }
         if (self.len + 1) * 4 > self.slots.len() * 3 {
@@ -422,11 +435,12 @@ impl U64Set {
         let mut i = (id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize;
         loop {
             let slot = &mut self.slots[i];
-            if *slot == id {
+            if slot.0 == id {
+                slot.1 |= flags;
                 return;
             }
-            if *slot == 0 {
-                *slot = id;
+            if slot.1 == 0 {
+                *slot = (id, flags);
                 self.len += 1;
                 return;
             }
@@ -436,44 +450,44 @@ impl U64Set {
 
     fn grow(&mut self) {
         let capacity = (self.slots.len() * 2).max(64);
-        let old = std::mem::replace(&mut self.slots, vec![0; capacity]);
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); capacity]);
         self.shift = 64 - capacity.trailing_zeros();
         self.len = 0;
-        for id in old {
-            if id != 0 {
-                self.insert(id);
+        for (id, flags) in old {
+            if flags != 0 {
+                self.insert(id, flags);
             }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.len + usize::from(self.zero)
+        self.len + usize::from(self.zero != 0)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.zero
-            .then_some(0)
+    /// Each id with its flags.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        (self.zero != 0)
+            .then_some((0, self.zero))
             .into_iter()
-            .chain(self.slots.iter().copied().filter(|&s| s != 0))
+            .chain(self.slots.iter().copied().filter(|s| s.1 != 0))
     }
 
-    /// The ids, sorted.
-    pub fn into_sorted(self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.iter().collect();
-        v.sort_unstable();
-        v
-    }
-}
-
-impl Extend<u64> for U64Set {
-    fn extend<T: IntoIterator<Item = u64>>(&mut self, ids: T) {
-        for id in ids {
-            self.insert(id);
+    /// Adds every id and flags of `other`.
+    pub fn merge(&mut self, other: &U64Flags) {
+        for (id, flags) in other.iter() {
+            self.insert(id, flags);
         }
+    }
+
+    /// The ids with their flags, sorted by id.
+    pub fn into_sorted(self) -> Vec<(u64, u8)> {
+        let mut v: Vec<(u64, u8)> = self.iter().collect();
+        v.sort_unstable_by_key(|e| e.0);
+        v
     }
 }
 
@@ -509,9 +523,9 @@ pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Ve
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_id_set_holds_each_id_once() {
-        let mut set = super::U64Set::default();
-        let mut model = std::collections::BTreeSet::new();
+    fn the_id_map_holds_each_id_once_with_all_its_flags() {
+        let mut map = super::U64Flags::default();
+        let mut model = std::collections::BTreeMap::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for i in 0..20_000u64 {
             // Spread ids, sequential ids, repeats and 0.
@@ -519,15 +533,25 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             for id in [x, i, i / 3, x % 7, (i % 50) << 40] {
-                set.insert(id);
-                model.insert(id);
+                let flags = 1u8 << (x % 5);
+                map.insert(id, flags);
+                *model.entry(id).or_insert(0u8) |= flags;
             }
         }
-        assert_eq!(set.len(), model.len());
-        assert_eq!(
-            set.clone().into_sorted(),
-            model.into_iter().collect::<Vec<_>>()
-        );
-        assert!(super::U64Set::default().is_empty());
+        assert_eq!(map.len(), model.len());
+        let mut halves = (super::U64Flags::default(), super::U64Flags::default());
+        for (n, (id, flags)) in map.iter().enumerate() {
+            let half = if n % 2 == 0 {
+                &mut halves.0
+            } else {
+                &mut halves.1
+            };
+            half.insert(id, flags);
+        }
+        halves.0.merge(&halves.1);
+        let want: Vec<(u64, u8)> = model.into_iter().collect();
+        assert_eq!(map.into_sorted(), want);
+        assert_eq!(halves.0.into_sorted(), want);
+        assert!(super::U64Flags::default().is_empty());
     }
 }
