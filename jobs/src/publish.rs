@@ -62,7 +62,7 @@ pub async fn publish(
         Vec::new()
     };
     let path = table_name(name);
-    let mut table = match lake.open(&path).await? {
+    let table = match lake.open(&path).await? {
         Some(t) => t,
         None => create(lake, name, &schema, &partition_by).await?,
     };
@@ -117,7 +117,6 @@ pub async fn publish(
         .with_actions(actions)
         .build(Some(snapshot), table.log_store(), operation)
         .await?;
-    table.update_incremental(None).await?;
     Ok(())
 }
 
