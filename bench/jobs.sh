@@ -32,7 +32,12 @@ echo "input: $EVENTS events over 30 days (spacepulse datasets generate --rows $R
 
 declare -A OURS
 for job in activity peaks campaigns; do
-  OURS[$job]=$("$BIN" jobs run --lake "$WORK/lake" --full --json "$job" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0]["seconds"])')
+  # The best of two runs, as for the peers (`best` below).
+  runs=""
+  for _ in 1 2; do
+    runs+="$("$BIN" jobs run --lake "$WORK/lake" --full --json "$job" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0]["seconds"])') "
+  done
+  OURS[$job]=$("$PY" -c 'import sys; print(min(map(float, sys.argv[1:])))' $runs)
 done
 
 "$PY" - "$WORK/lake/events" "$START_MS" "${OURS[activity]}" "${OURS[peaks]}" "${OURS[campaigns]}" <<'PY'
