@@ -251,7 +251,8 @@ pub enum LakeCommand {
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
         target_mib: u64,
     },
-    /// Delete files no live commit references, older than --retain.
+    /// Delete files no live commit references, older than --retain, from the ingest's tables
+    /// and the metric tables (each job run replaces the files of the days it recomputes).
     Vacuum {
         #[command(flatten)]
         lake: LakeArg,

@@ -167,7 +167,14 @@ pub async fn lake(cmd: LakeCommand) -> Result<()> {
             dry_run,
         } => {
             let lake = Lake::new(&lake.lake)?;
-            for r in ingest::maintenance::vacuum(&lake, retain, dry_run).await? {
+            // The ingest's tables, and the metric tables: each job run replaces files.
+            let metrics = jobs::metric_tables();
+            let mut names = vec![
+                lake::tables::Table::Events.name(),
+                lake::tables::Table::Rejected.name(),
+            ];
+            names.extend(metrics.iter().map(String::as_str));
+            for r in ingest::maintenance::vacuum_tables(&lake, &names, retain, dry_run).await? {
                 let verb = if r.dry_run { "would delete" } else { "deleted" };
                 println!("{}: {verb} {} unreferenced files", r.table, r.files_deleted);
             }

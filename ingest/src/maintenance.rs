@@ -45,7 +45,7 @@ pub async fn compact(lake: &Lake, target_bytes: u64) -> Result<Vec<CompactReport
 /// What one vacuum did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct VacuumReport {
-    pub table: &'static str,
+    pub table: String,
     pub files_deleted: u64,
     pub dry_run: bool,
 }
@@ -54,9 +54,20 @@ pub struct VacuumReport {
 /// wrote but never committed) once they are older than `retain`, which must outlast the
 /// longest time a running writer holds a written file before committing it.
 pub async fn vacuum(lake: &Lake, retain: Duration, dry_run: bool) -> Result<Vec<VacuumReport>> {
+    let names = [Table::Events.name(), Table::Rejected.name()];
+    vacuum_tables(lake, &names, retain, dry_run).await
+}
+
+/// [`vacuum`] of the tables `names` (paths in the lake) that exist.
+pub async fn vacuum_tables(
+    lake: &Lake,
+    names: &[&str],
+    retain: Duration,
+    dry_run: bool,
+) -> Result<Vec<VacuumReport>> {
     let mut reports = Vec::new();
-    for which in [Table::Events, Table::Rejected] {
-        let Some(table) = lake.open(which.name()).await? else {
+    for &name in names {
+        let Some(table) = lake.open(name).await? else {
             continue;
         };
         let retention = chrono::Duration::from_std(retain).unwrap_or(chrono::Duration::MAX);
@@ -68,7 +79,7 @@ pub async fn vacuum(lake: &Lake, retain: Duration, dry_run: bool) -> Result<Vec<
             .with_dry_run(dry_run)
             .await?;
         reports.push(VacuumReport {
-            table: which.name(),
+            table: name.to_string(),
             files_deleted: metrics.files_deleted.len() as u64,
             dry_run,
         });

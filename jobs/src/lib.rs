@@ -101,6 +101,15 @@ impl Job {
     }
 }
 
+/// Every metric table's path in the lake.
+pub fn metric_tables() -> Vec<String> {
+    Job::ALL
+        .iter()
+        .flat_map(|j| j.tables())
+        .map(|t| publish::table_name(t))
+        .collect()
+}
+
 impl std::str::FromStr for Job {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
