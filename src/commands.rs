@@ -167,14 +167,13 @@ pub async fn lake(cmd: LakeCommand) -> Result<()> {
             dry_run,
         } => {
             let lake = Lake::new(&lake.lake)?;
-            // The ingest's tables, and the metric tables: each job run replaces files.
+            // The ingest's tables, then the metric tables: each job run replaces files.
+            let mut reports = ingest::maintenance::vacuum(&lake, retain, dry_run).await?;
             let metrics = jobs::metric_tables();
-            let mut names = vec![
-                lake::tables::Table::Events.name(),
-                lake::tables::Table::Rejected.name(),
-            ];
-            names.extend(metrics.iter().map(String::as_str));
-            for r in ingest::maintenance::vacuum_tables(&lake, &names, retain, dry_run).await? {
+            let names: Vec<&str> = metrics.iter().map(String::as_str).collect();
+            reports
+                .extend(ingest::maintenance::vacuum_tables(&lake, &names, retain, dry_run).await?);
+            for r in reports {
                 let verb = if r.dry_run { "would delete" } else { "deleted" };
                 println!("{}: {verb} {} unreferenced files", r.table, r.files_deleted);
             }

@@ -221,12 +221,9 @@ impl Day {
     /// A day of fresh users: its sketches and their codes; the platform groups pc, web and
     /// other are the platforms'.
     fn of_users(users: Vec<Vec<u64>>) -> Self {
-        let mut codes: Vec<Option<Vec<u32>>> =
-            users[..7].iter().map(|u| Some(codes_of(u))).collect();
-        let mut sketches: Vec<Hll> = codes
-            .iter()
-            .map(|c| Hll::of_codes(c.as_deref().unwrap_or_default()))
-            .collect();
+        let own: Vec<Vec<u32>> = users[..7].iter().map(|u| codes_of(u)).collect();
+        let mut sketches: Vec<Hll> = own.iter().map(|c| Hll::of_codes(c)).collect();
+        let mut codes: Vec<Option<Vec<u32>>> = own.into_iter().map(Some).collect();
         for s in 7..SEGMENTS.len() {
             codes.push(codes[SAME_AS[s]].clone());
             sketches.push(sketches[SAME_AS[s]].clone());
@@ -511,7 +508,7 @@ fn approx_windows(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, (
             |_| {},
         );
         if !dense_days.is_empty() {
-            let dense = days[&day].sketches[s].to_dense().map_err(internal)?;
+            let dense = d.sketches[s].to_dense().map_err(internal)?;
             week.push(day, &dense)?;
             month.push(day, &dense)?;
         }
@@ -673,7 +670,7 @@ pub async fn distinct_users(
     let days = blobs.len();
     // Each core unions half the days (ids gathered, sorted, deduplicated: cheaper than ORs of
     // bitmaps whose ids spread over 64 bits) and merges their sketches; then the halves.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::scan::cores();
     let chunk = days.div_ceil(threads).max(1);
     let mut chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Vec::new();
     let mut it = blobs.into_iter();

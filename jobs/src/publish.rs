@@ -85,7 +85,8 @@ pub async fn publish(
     // The files replaced: every file, or those of the recomputed days.
     let replaced: Option<BTreeSet<String>> = match scope {
         Scope::All => None,
-        Scope::Days(days) => Some(days.iter().map(|d| date_string(*d)).collect()),
+        // Delta writes a date partition value as YYYY-MM-DD.
+        Scope::Days(days) => Some(days.iter().map(|d| query::tz::format_day(*d)).collect()),
     };
     let snapshot = table.snapshot()?;
     for f in snapshot.log_data().iter() {
@@ -183,7 +184,7 @@ fn writer_properties(schema: &SchemaRef, batches: &[RecordBatch]) -> WriterPrope
 /// writer gets whole days (one file each) and about as many rows; any other table's rows to
 /// one writer.
 fn by_writer(batches: &[RecordBatch], daily: bool) -> Result<Vec<Vec<RecordBatch>>> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::scan::cores();
     if !daily || cores == 1 {
         return Ok(vec![batches.to_vec()]);
     }
@@ -218,14 +219,6 @@ fn by_writer(batches: &[RecordBatch], daily: bool) -> Result<Vec<Vec<RecordBatch
         .map(|s| s.1)
         .filter(|s| !s.is_empty())
         .collect())
-}
-
-/// A Date32 day as Delta writes it in a partition value: YYYY-MM-DD.
-fn date_string(day: i32) -> String {
-    let date = chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
-        .expect("a representable day")
-        .date_naive();
-    date.format("%Y-%m-%d").to_string()
 }
 
 /// Shorthand for a schema from fields.

@@ -193,7 +193,7 @@ where
     I: Fn() -> A + Send + Sync + 'static,
     F: Fn(&mut A, &EventFile, &RecordBatch) -> Result<()> + Send + Sync + 'static,
 {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cores();
     let local = events.table_url().to_file_path().ok();
     let store = events.object_store();
     let files = Arc::new(files);
@@ -491,9 +491,14 @@ impl U64Flags {
     }
 }
 
+/// The number of cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Maps `f` over `items` on every core (scoped threads), keeping the order.
 pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores();
     if threads <= 1 || items.len() <= 1 {
         return items.into_iter().map(f).collect();
     }

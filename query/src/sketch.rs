@@ -187,7 +187,7 @@ pub fn codes_of(users: &[u64]) -> Vec<u32> {
 /// bytes (past it the sketch turns to registers).
 fn counts() -> (usize, usize, usize) {
     static COUNTS: std::sync::OnceLock<(usize, usize, usize)> = std::sync::OnceLock::new();
-    *COUNTS.get_or_init(|| Layout::of(&Hll::new().0).counts)
+    *COUNTS.get_or_init(|| Layout::empty().counts)
 }
 
 /// The bytes of `v` as a varint (the sparse list's encoding of a difference).
@@ -240,19 +240,27 @@ pub fn estimate_of_codes<I: Iterator<Item = u32> + Clone>(codes: I) -> f64 {
             buf[word] = (buf[word] & !(0x3f << shift)) | (value << shift);
         }
     }
-    let mut layout = Layout::of(&Hll::new().0);
-    layout.registers = Some(RegistersLayout {
-        buf,
-        count: m,
-        zeros,
-    });
-    layout.into_hll().estimate()
+    Layout::dense(buf, zeros).estimate()
 }
 
 impl Layout {
     fn of(h: &HyperLogLogPlus<u64, StableHash>) -> Self {
         postcard::from_bytes(&postcard::to_allocvec(h).expect("serialize HLL"))
             .expect("the crate's layout")
+    }
+
+    /// The layout of an empty sketch.
+    fn empty() -> Self {
+        Self::of(&Hll::new().0)
+    }
+
+    /// The sketch in registers `buf` (six-bit registers, five to a 32-bit word) of which
+    /// `zeros` are 0.
+    fn dense(buf: Vec<u32>, zeros: usize) -> Hll {
+        let mut layout = Self::empty();
+        let count = layout.counts.0;
+        layout.registers = Some(RegistersLayout { buf, count, zeros });
+        layout.into_hll()
     }
 
     /// The sketch with this layout.
@@ -271,7 +279,7 @@ impl Hll {
 
     /// The sketch whose sparse list is `codes` (sorted, distinct).
     pub fn of_codes(codes: &[u32]) -> Self {
-        let mut layout = Layout::of(&Hll::new().0);
+        let mut layout = Layout::empty();
         let mut buf = Vec::with_capacity(codes.len() * 2 + 8);
         let mut last = 0u32;
         for &c in codes {
@@ -297,15 +305,8 @@ impl Hll {
     /// merge into a dense sketch would set. Merges of dense sketches are a pass over the
     /// registers; merges of sparse ones hash every code into a set.
     pub fn to_dense(&self) -> Result<Self, SketchError> {
-        let mut layout = Layout::of(&Hll::new().0);
-        let count = layout.counts.0;
-        // Six-bit registers, five to a 32-bit word.
-        layout.registers = Some(RegistersLayout {
-            buf: vec![0; count.div_ceil(5)],
-            count,
-            zeros: count,
-        });
-        let mut h = layout.into_hll();
+        let count = counts().0;
+        let mut h = Layout::dense(vec![0; count.div_ceil(5)], count);
         h.merge(self)?;
         Ok(h)
     }

@@ -667,11 +667,8 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
         kolkata.entry(day).or_default().insert(e.user);
     }
     let ctx = session(&lake_dir).await;
-    let got = per_day(
-        &ctx,
-        "SELECT CAST(day AS VARCHAR) AS day, dau AS n FROM activity WHERE segment = 'all'",
-    )
-    .await;
+    let dau = "SELECT CAST(day AS VARCHAR) AS day, dau AS n FROM activity WHERE segment = 'all'";
+    let got = per_day(&ctx, dau).await;
     let want: BTreeMap<String, i64> = kolkata
         .iter()
         .map(|(d, u)| (d.clone(), u.len() as i64))
@@ -691,7 +688,6 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
 
     // Every run replaced the metric tables' files; a vacuum deletes the replaced ones and the
     // tables read as before.
-    let dau = "SELECT CAST(day AS VARCHAR) AS day, dau AS n FROM activity WHERE segment = 'all'";
     let before = per_day(&ctx, dau).await;
     let out = ok(&["lake", "vacuum", "--lake", lake, "--retain", "0s"]);
     let deleted = |table: &str| -> u64 {
