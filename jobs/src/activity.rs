@@ -19,9 +19,10 @@ use query::sketch::{
     hll_relative_error, sorted_to_bitmap_bytes,
 };
 
+use crate::pages::{Coded, Dictionary};
 use crate::publish::{Scope, publish, schema};
 use crate::scan::{
-    EventFile, Strs, U64Flags, files_of_days, fold_files, ints, par_map, strs, times,
+    EventFile, Source, Strs, U64Flags, files_of_days, fold_sources, ints, par_map, strs, times,
 };
 use crate::{Ctx, Error, Job, Result};
 
@@ -137,12 +138,40 @@ fn day_users<'a>(
         .then(|| per_day.entry(day).or_default())
 }
 
+/// Adds a row group's users with the platforms each was seen on, from the dictionary codes of
+/// `user_id` and `platform`: the codes' pairs are gathered as bit flags per user code, and
+/// each user of the group is inserted once.
+fn insert_coded(users: &mut U64Flags, ids: &Coded, platforms: &Coded) -> Result<()> {
+    let (Dictionary::Int64(ids_of), Dictionary::Bytes(names)) =
+        (&ids.dictionary, &platforms.dictionary)
+    else {
+        return Err(Error::Internal(
+            "user_id or platform has an unexpected physical type".into(),
+        ));
+    };
+    let bit: Vec<u8> = names
+        .iter()
+        .map(|n| 1 << platform_index(std::str::from_utf8(n).unwrap_or("other")))
+        .collect();
+    let mut flags = vec![0u8; ids_of.len()];
+    for (&u, &p) in ids.codes.iter().zip(&platforms.codes) {
+        flags[u as usize] |= bit[p as usize];
+    }
+    for (&id, &f) in ids_of.iter().zip(&flags) {
+        if f != 0 {
+            users.insert(id as u64, f);
+        }
+    }
+    Ok(())
+}
+
 /// The distinct users of each of `days` per segment, from one scan of the events.
 async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32, Vec<Vec<u64>>>> {
     let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
         return Ok(BTreeMap::new());
     };
     let wanted: Arc<Vec<bool>> = Arc::new((first..=last).map(|d| days.contains(&d)).collect());
+    let wanted_ = wanted.clone();
     let tz = ctx.opts.tz;
     // Per day, each user and the platforms they were seen on.
     type Acc = (query::tz::LocalClock, BTreeMap<i32, U64Flags>);
@@ -182,19 +211,34 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
     // largest first, the files of 30 days interleave and every insert misses the cache).
     let mut files = files_of_days(&ctx.events, tz, days)?;
     files.sort_by_key(|f| f.hour);
-    let parts = fold_files(
+    let parts = fold_sources(
         &ctx.events,
         files,
-        // An hour that lies in one report day needs no `ts`: every row's day is the hour's.
-        |f: &EventFile| -> &'static [&'static str] {
-            if f.days.len() == 1 {
-                &["user_id", "platform"]
-            } else {
-                &["ts", "user_id", "platform"]
-            }
-        },
         move || (query::tz::LocalClock::new(tz), BTreeMap::new()),
-        fold,
+        move |acc: &mut Acc, file: &EventFile, source: &mut Source| -> Result<()> {
+            if let [day] = file.days[..] {
+                // An hour in one report day: every row is the hour's day, and a distinct
+                // count needs each (user, platform) pair once: from the columns' dictionary
+                // codes where the file has them.
+                let Some(users) = day_users(&mut acc.1, &wanted_, first, day) else {
+                    return Ok(());
+                };
+                if let Some(coded) = source.codes(&["user_id", "platform"])? {
+                    for (ids, platforms) in coded[0].iter().zip(&coded[1]) {
+                        insert_coded(users, ids, platforms)?;
+                    }
+                    return Ok(());
+                }
+                for batch in source.batches(&["user_id", "platform"])? {
+                    fold(acc, file, &batch?)?;
+                }
+                return Ok(());
+            }
+            for batch in source.batches(&["ts", "user_id", "platform"])? {
+                fold(acc, file, &batch?)?;
+            }
+            Ok(())
+        },
     )
     .await?;
     // Each scan partition's users, merged per day.

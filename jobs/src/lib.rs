@@ -15,6 +15,7 @@ pub mod activity;
 pub mod advertisers;
 pub mod campaigns;
 pub mod changes;
+pub mod pages;
 pub mod peaks;
 pub mod publish;
 pub mod scan;

@@ -26,10 +26,10 @@ use parquet::arrow::arrow_reader::{
 use parquet::file::metadata::{
     ParquetMetaDataOptions, ParquetMetaDataReader, ParquetStatisticsPolicy,
 };
-use parquet::file::reader::ChunkReader;
 use query::tz::ReportTz;
 
 use crate::changes::{Hour, hour_of_path};
+use crate::pages::{Coded, Parts};
 use crate::{Error, Result};
 
 /// The session over `events` that every job scans.
@@ -178,8 +178,6 @@ pub fn files_of_days(
 /// accumulator per core, reading the Parquet files directly: a job that needs no filter but
 /// the files' hours skips the query planner and the per-file work of a general scan. The fold
 /// is told each batch's file.
-/// A local lake's files are read in place; an object store's are fetched whole, one at a time
-/// per core.
 pub async fn fold_files<A, C, I, F>(
     events: &DeltaTable,
     files: Vec<EventFile>,
@@ -193,41 +191,60 @@ where
     I: Fn() -> A + Send + Sync + 'static,
     F: Fn(&mut A, &EventFile, &RecordBatch) -> Result<()> + Send + Sync + 'static,
 {
+    fold_sources(events, files, init, move |acc, f, source| {
+        for batch in source.batches(columns(f))? {
+            fold(acc, f, &batch?)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Folds `files` into one accumulator per core, each file handed to `fold` as a [`Source`] to
+/// read as it likes; files are taken in their order, each by the next free worker.
+/// A local lake's files are read in place; an object store's are fetched whole, one at a time
+/// per core.
+pub async fn fold_sources<A, I, F>(
+    events: &DeltaTable,
+    files: Vec<EventFile>,
+    init: I,
+    fold: F,
+) -> Result<Vec<A>>
+where
+    A: Send + 'static,
+    I: Fn() -> A + Send + Sync + 'static,
+    F: Fn(&mut A, &EventFile, &mut Source) -> Result<()> + Send + Sync + 'static,
+{
     let workers = cores();
     let local = events.table_url().to_file_path().ok();
     let store = events.object_store();
     let files = Arc::new(files);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let columns = Arc::new(columns);
     let init = Arc::new(init);
     let fold = Arc::new(fold);
     let handle = tokio::runtime::Handle::current();
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (files, next, columns) = (files.clone(), next.clone(), columns.clone());
+        let (files, next) = (files.clone(), next.clone());
         let (init, fold) = (init.clone(), fold.clone());
         let (local, store, handle) = (local.clone(), store.clone(), handle.clone());
         tasks.push(tokio::task::spawn_blocking(move || {
             let mut acc = init();
-            // Largest files first, each taken by the next free worker.
             while let Some(f) = files.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                let mut fold_all = |reader: ParquetRecordBatchReader| -> Result<()> {
-                    for batch in reader {
-                        fold(&mut acc, f, &batch?)?;
-                    }
-                    Ok(())
-                };
-                match &local {
+                let parts = match &local {
                     Some(root) => {
                         let file = std::fs::File::open(root.join(f.path.as_ref()))?;
-                        fold_all(projected(file, columns(f))?)?;
+                        let len = match f.size {
+                            0 => file.metadata()?.len(),
+                            n => n,
+                        };
+                        Parts::open(file, len)?
                     }
-                    None => {
-                        let bytes =
-                            handle.block_on(async { store.get(&f.path).await?.bytes().await })?;
-                        fold_all(projected(bytes, columns(f))?)?;
-                    }
-                }
+                    None => Parts::whole(
+                        handle.block_on(async { store.get(&f.path).await?.bytes().await })?,
+                    ),
+                };
+                fold(&mut acc, f, &mut Source::open(parts)?)?;
             }
             Ok::<A, Error>(acc)
         }));
@@ -248,65 +265,94 @@ async fn joined<A>(tasks: Vec<tokio::task::JoinHandle<Result<A>>>) -> Result<Vec
 /// encoded): a fold looks at each distinct value once per batch, not at a string per row.
 const DICTIONARY_COLUMNS: [&str; 2] = [lake::event::col::TYPE, lake::event::col::PLATFORM];
 
-/// A reader of `columns` of one Parquet file.
-fn projected<R: ChunkReader + 'static>(
-    source: R,
-    columns: &[&str],
-) -> Result<ParquetRecordBatchReader> {
-    thread_local! {
-        /// The last file's top-level column names and the schema read for them: a lake's files
-        /// share their schema, which is then derived once per thread, not once per file.
-        static SCHEMA: std::cell::RefCell<Option<(Vec<String>, SchemaRef)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    // Only what reading needs: no column, encoding or size statistics (nothing is pruned).
-    let options = ParquetMetaDataOptions::new()
-        .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
-        .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
-        .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
-    let metadata = Arc::new(
-        ParquetMetaDataReader::new()
-            .with_metadata_options(Some(options))
-            .parse_and_finish(&source)?,
-    );
-    let names: Vec<String> = metadata
-        .file_metadata()
-        .schema_descr()
-        .root_schema()
-        .get_fields()
-        .iter()
-        .map(|f| f.name().to_string())
-        .collect();
-    let cached = SCHEMA.with_borrow(|c| {
-        c.as_ref()
-            .filter(|(n, _)| *n == names)
-            .map(|(_, schema)| schema.clone())
-    });
-    let meta = match cached.and_then(|schema| {
-        ArrowReaderMetadata::try_new(
-            metadata.clone(),
-            ArrowReaderOptions::new().with_schema(schema),
-        )
-        .ok()
-    }) {
-        Some(meta) => meta,
-        None => {
-            let plain = ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new())?;
-            let schema = dictionary_schema(plain.schema());
-            let meta = ArrowReaderMetadata::try_new(
-                metadata,
-                ArrowReaderOptions::new().with_schema(schema.clone()),
-            )?;
-            SCHEMA.with_borrow_mut(|c| *c = Some((names, schema)));
-            meta
+/// One Parquet file of a fold: its footer, parsed, and its bytes as far as read.
+pub struct Source {
+    parts: Parts,
+    meta: ArrowReaderMetadata,
+}
+
+impl Source {
+    fn open(parts: Parts) -> Result<Self> {
+        thread_local! {
+            /// The last file's top-level column names and the schema read for them: a lake's
+            /// files share their schema, which is then derived once per thread, not per file.
+            static SCHEMA: std::cell::RefCell<Option<(Vec<String>, SchemaRef)>> =
+                const { std::cell::RefCell::new(None) };
         }
-    };
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(source, meta);
-    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-    Ok(builder
-        .with_projection(mask)
-        .with_batch_size(16 * 1024)
-        .build()?)
+        // Only what reading needs: no column, encoding or size statistics (nothing is pruned).
+        let options = ParquetMetaDataOptions::new()
+            .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+            .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+            .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
+        let metadata = Arc::new(
+            ParquetMetaDataReader::new()
+                .with_metadata_options(Some(options))
+                .parse_and_finish(&parts)?,
+        );
+        let names: Vec<String> = metadata
+            .file_metadata()
+            .schema_descr()
+            .root_schema()
+            .get_fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        let cached = SCHEMA.with_borrow(|c| {
+            c.as_ref()
+                .filter(|(n, _)| *n == names)
+                .map(|(_, schema)| schema.clone())
+        });
+        let meta = match cached.and_then(|schema| {
+            ArrowReaderMetadata::try_new(
+                metadata.clone(),
+                ArrowReaderOptions::new().with_schema(schema),
+            )
+            .ok()
+        }) {
+            Some(meta) => meta,
+            None => {
+                let plain =
+                    ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new())?;
+                let schema = dictionary_schema(plain.schema());
+                let meta = ArrowReaderMetadata::try_new(
+                    metadata,
+                    ArrowReaderOptions::new().with_schema(schema.clone()),
+                )?;
+                SCHEMA.with_borrow_mut(|c| *c = Some((names, schema)));
+                meta
+            }
+        };
+        Ok(Source { parts, meta })
+    }
+
+    /// A reader of the file's `columns`.
+    pub fn batches(&mut self, columns: &[&str]) -> Result<ParquetRecordBatchReader> {
+        self.parts.prefetch(self.meta.metadata(), columns)?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.parts.clone(),
+            self.meta.clone(),
+        );
+        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+        Ok(builder
+            .with_projection(mask)
+            .with_batch_size(16 * 1024)
+            .build()?)
+    }
+
+    /// Each of `columns` as its row groups' dictionaries and codes ([`pages::codes`]); `None`
+    /// if one of them is not dictionary encoded throughout.
+    pub fn codes(&mut self, columns: &[&str]) -> Result<Option<Vec<Vec<Coded>>>> {
+        self.parts.prefetch(self.meta.metadata(), columns)?;
+        let source = Arc::new(self.parts.clone());
+        let mut out = Vec::with_capacity(columns.len());
+        for column in columns {
+            match crate::pages::codes(&source, self.meta.metadata(), column)? {
+                Some(coded) => out.push(coded),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
 }
 
 /// `schema` with the [`DICTIONARY_COLUMNS`] read as dictionaries.
