@@ -9,14 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder,
+    Array, ArrayRef, BinaryArray, Date32Builder, Float64Builder, Int32Builder, Int64Builder,
     RecordBatch, StringBuilder,
 };
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
 use futures::TryStreamExt;
 use query::sketch::{
-    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_ids, bitmap_ids_into, codes_of, estimate_of_codes,
-    hll_relative_error, sorted_to_bitmap_bytes,
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, append_bitmap_bytes, bitmap_ids, bitmap_ids_into, codes_of,
+    estimate_of_codes, hll_relative_error,
 };
 
 use crate::pages::{Coded, Dictionary};
@@ -384,19 +385,19 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         .chain(plan.days.iter().copied())
         .collect();
     let t = std::time::Instant::now();
-    let batch = rows(&days, &write_days)?;
+    let batches = rows(&days, &write_days)?;
     tracing::debug!(
         secs = t.elapsed().as_secs_f64(),
         "activity: figures and encoding"
     );
-    let rows = batch.num_rows() as u64;
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let t = std::time::Instant::now();
     let scope = plan.widened(write_days);
     publish(
         &ctx.opts.lake,
         TABLE,
         table_schema(),
-        vec![batch],
+        batches,
         &scope,
         &plan.txns,
     )
@@ -571,59 +572,106 @@ fn approx_windows(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, (
     Ok(out)
 }
 
-fn rows(days: &BTreeMap<i32, Day>, write: &BTreeSet<i32>) -> Result<RecordBatch> {
-    let n = SEGMENTS.len();
-    let distinct: Vec<usize> = (0..n).filter(|&s| SAME_AS[s] == s).collect();
-    let computed: Vec<BTreeMap<i32, Figures>> = par_map(distinct, |s| figures(days, s))
-        .into_iter()
-        .collect::<Result<_>>()?;
-    let per_segment: Vec<&BTreeMap<i32, Figures>> = SAME_AS.iter().map(|&s| &computed[s]).collect();
-    // Serializing and estimating the days' sketches, on every core.
-    let written: Vec<i32> = days.keys().copied().filter(|d| write.contains(d)).collect();
-    let encoded = par_map(written, |day| {
-        let today = &days[&day];
-        let mut cells: Vec<(f64, Vec<u8>, Vec<u8>)> = Vec::with_capacity(n);
+/// A day's sketches and bitmaps, encoded: per segment (in order) its DAU estimate, and its
+/// serialized sketch and bitmap as ranges of one buffer each (the day's binary columns as
+/// they are written, so no bytes are copied into a builder).
+struct Encoded {
+    dau_approx: Vec<f64>,
+    hll: (Vec<i32>, Vec<u8>),
+    bitmap: (Vec<i32>, Vec<u8>),
+}
+
+impl Encoded {
+    fn of(today: &Day) -> Result<Self> {
+        let n = SEGMENTS.len();
+        let ids: usize = today.users.iter().map(Vec::len).sum();
+        let mut e = Encoded {
+            dau_approx: Vec::with_capacity(n),
+            hll: (vec![0], Vec::new()),
+            bitmap: (vec![0], Vec::with_capacity(ids * 22 + n * 8)),
+        };
         for (s, &same) in SAME_AS.iter().enumerate() {
-            let cell = if same == s {
+            if same == s {
                 let mut h = today.sketches[s].clone();
-                (
-                    h.estimate(),
-                    h.to_bytes(),
-                    sorted_to_bitmap_bytes(&today.users[s]),
-                )
+                e.dau_approx.push(h.estimate());
+                e.hll.1.extend(h.to_bytes());
+                append_bitmap_bytes(&today.users[s], &mut e.bitmap.1);
             } else {
-                cells[same].clone()
-            };
-            cells.push(cell);
+                // A platform group that is one platform: that segment's cells again.
+                e.dau_approx.push(e.dau_approx[same]);
+                for (offsets, bytes) in [&mut e.hll, &mut e.bitmap] {
+                    bytes.extend_from_within(offsets[same] as usize..offsets[same + 1] as usize);
+                }
+            }
+            for (offsets, bytes) in [&mut e.hll, &mut e.bitmap] {
+                offsets.push(i32::try_from(bytes.len()).map_err(|_| {
+                    Error::Internal("a day's bitmaps or sketches exceed 2 GiB".into())
+                })?);
+            }
         }
-        (day, cells)
-    });
-    let mut b = Builders::default();
-    for (day, cells) in encoded {
-        let today = &days[&day];
-        for (s, (seg, (dau_approx, hll, bitmap))) in SEGMENTS.iter().zip(cells).enumerate() {
-            let f = per_segment[s][&day];
-            let dau = today.users[s].len() as i64;
-            b.day.append_value(day);
-            b.breakdown.append_value(seg.0);
-            b.segment.append_value(seg.1);
-            b.dau.append_value(dau);
-            b.wau.append_value(f.wau);
-            b.mau.append_value(f.mau);
-            b.dau_mau
-                .append_option((f.mau > 0).then(|| dau as f64 / f.mau as f64));
-            b.new_users.append_value(f.new_users);
-            b.dau_approx.append_value(dau_approx);
-            b.wau_approx.append_value(f.wau_approx);
-            b.mau_approx.append_value(f.mau_approx);
-            b.estimator.append_value(HLL_ESTIMATOR);
-            b.precision.append_value(HLL_PRECISION as i32);
-            b.rse.append_value(hll_relative_error());
-            b.bitmap.append_value(bitmap);
-            b.hll.append_value(hll);
+        Ok(e)
+    }
+}
+
+/// The rows of the days of `write`, a batch per day.
+fn rows(days: &BTreeMap<i32, Day>, write: &BTreeSet<i32>) -> Result<Vec<RecordBatch>> {
+    enum Work {
+        Figures(usize),
+        Encode(i32),
+    }
+    enum Done {
+        Figures(BTreeMap<i32, Figures>),
+        Encoded(i32, Encoded),
+    }
+    // The figures of each distinct segment and the encoding of each day, on every core.
+    let work: Vec<Work> = (0..SEGMENTS.len())
+        .filter(|&s| SAME_AS[s] == s)
+        .map(Work::Figures)
+        .chain(
+            days.keys()
+                .filter(|d| write.contains(d))
+                .map(|&d| Work::Encode(d)),
+        )
+        .collect();
+    let mut computed = Vec::new();
+    let mut encoded = Vec::new();
+    for done in par_map(work, |w| match w {
+        Work::Figures(s) => figures(days, s).map(Done::Figures),
+        Work::Encode(day) => Encoded::of(&days[&day]).map(|e| Done::Encoded(day, e)),
+    }) {
+        match done? {
+            Done::Figures(f) => computed.push(f),
+            Done::Encoded(day, e) => encoded.push((day, e)),
         }
     }
-    b.finish()
+    let per_segment: Vec<&BTreeMap<i32, Figures>> = SAME_AS.iter().map(|&s| &computed[s]).collect();
+    encoded
+        .into_iter()
+        .map(|(day, e)| {
+            let today = &days[&day];
+            let mut b = Builders::default();
+            for (s, seg) in SEGMENTS.iter().enumerate() {
+                let f = per_segment[s][&day];
+                let dau = today.users[s].len() as i64;
+                b.day.append_value(day);
+                b.breakdown.append_value(seg.0);
+                b.segment.append_value(seg.1);
+                b.dau.append_value(dau);
+                b.wau.append_value(f.wau);
+                b.mau.append_value(f.mau);
+                b.dau_mau
+                    .append_option((f.mau > 0).then(|| dau as f64 / f.mau as f64));
+                b.new_users.append_value(f.new_users);
+                b.dau_approx.append_value(e.dau_approx[s]);
+                b.wau_approx.append_value(f.wau_approx);
+                b.mau_approx.append_value(f.mau_approx);
+                b.estimator.append_value(HLL_ESTIMATOR);
+                b.precision.append_value(HLL_PRECISION as i32);
+                b.rse.append_value(hll_relative_error());
+            }
+            b.finish(e.bitmap, e.hll)
+        })
+        .collect()
 }
 
 #[derive(Default)]
@@ -642,12 +690,23 @@ struct Builders {
     estimator: StringBuilder,
     precision: Int32Builder,
     rse: Float64Builder,
-    bitmap: BinaryBuilder,
-    hll: BinaryBuilder,
+}
+
+/// A binary array of the values `bytes[offsets[i]..offsets[i + 1]]`.
+fn binary((offsets, bytes): (Vec<i32>, Vec<u8>)) -> Result<ArrayRef> {
+    Ok(Arc::new(BinaryArray::try_new(
+        OffsetBuffer::new(offsets.into()),
+        bytes.into(),
+        None,
+    )?))
 }
 
 impl Builders {
-    fn finish(mut self) -> Result<RecordBatch> {
+    fn finish(
+        mut self,
+        bitmap: (Vec<i32>, Vec<u8>),
+        hll: (Vec<i32>, Vec<u8>),
+    ) -> Result<RecordBatch> {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(self.day.finish()),
             Arc::new(self.breakdown.finish()),
@@ -663,8 +722,8 @@ impl Builders {
             Arc::new(self.estimator.finish()),
             Arc::new(self.precision.finish()),
             Arc::new(self.rse.finish()),
-            Arc::new(self.bitmap.finish()),
-            Arc::new(self.hll.finish()),
+            binary(bitmap)?,
+            binary(hll)?,
         ];
         Ok(RecordBatch::try_new(table_schema(), cols)?)
     }

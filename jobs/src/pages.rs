@@ -348,7 +348,9 @@ fn decode_codes(buf: &[u8], n: usize, out: &mut Vec<u32>) -> parquet::errors::Re
             if count == 0 {
                 return Err(corrupt("an empty bit-packed run".into()));
             }
-            unpack(run, width, count, out);
+            let at = out.len();
+            out.resize(at + count, 0);
+            unpack(run, width, &mut out[at..]);
             rest = &rest[run.len()..];
         } else {
             // A run of one value in ceil(width / 8) bytes.
@@ -370,41 +372,32 @@ fn decode_codes(buf: &[u8], n: usize, out: &mut Vec<u32>) -> parquet::errors::Re
     Ok(())
 }
 
-/// Appends `count` values of `width` bits packed least significant bit first.
-fn unpack(run: &[u8], width: usize, count: usize, out: &mut Vec<u32>) {
+/// Fills `out` with values of `width` bits packed least significant bit first.
+fn unpack(run: &[u8], width: usize, out: &mut [u32]) {
     if width == 0 {
-        out.extend(std::iter::repeat_n(0, count));
+        out.fill(0);
         return;
     }
     let mask = (1u64 << width) - 1;
-    let mut done = 0;
-    // Whole groups of eight values in one 128-bit load while they fit.
-    if width <= 16 {
-        let mask = u128::from(mask as u32);
-        for group in run.chunks_exact(width) {
-            if done + 8 > count {
-                break;
-            }
-            let mut bytes = [0u8; 16];
-            bytes[..width].copy_from_slice(group);
-            let bits = u128::from_le_bytes(bytes);
-            for k in 0..8 {
-                out.push(((bits >> (k * width)) & mask) as u32);
-            }
-            done += 8;
-        }
+    // The values whose eight bytes from their first lie in the run: one load each.
+    let fast = match run.len().checked_sub(8) {
+        Some(last) => (last * 8 / width + 1).min(out.len()),
+        None => 0,
+    };
+    for (k, v) in out[..fast].iter_mut().enumerate() {
+        let bit = k * width;
+        let word = u64::from_le_bytes(run[bit / 8..bit / 8 + 8].try_into().expect("8 bytes"));
+        *v = ((word >> (bit % 8)) & mask) as u32;
     }
-    let mut bits = 0u64;
-    let mut held = 0;
-    let mut bytes = run[done * width / 8..].iter();
-    for _ in done..count {
-        while held < width {
-            bits |= u64::from(*bytes.next().unwrap_or(&0)) << held;
-            held += 8;
-        }
-        out.push((bits & mask) as u32);
-        bits >>= width;
-        held -= width;
+    for (k, v) in out.iter_mut().enumerate().skip(fast) {
+        let bit = k * width;
+        let word = run
+            .iter()
+            .skip(bit / 8)
+            .take(8)
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+        *v = ((word >> (bit % 8)) & mask) as u32;
     }
 }
 

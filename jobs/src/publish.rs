@@ -141,11 +141,21 @@ async fn create(
         .with_columns(columns.fields().cloned())
         .with_partition_columns(partition_by.iter().cloned())
         // Readers replay the log from the last checkpoint: keep that replay short, a range
-        // query over stored sketches should not spend its time reading commits.
-        .with_configuration([(
-            "delta.checkpointInterval".to_string(),
-            Some("5".to_string()),
-        )])
+        // query over stored sketches should not spend its time reading commits. Every run
+        // replaces the files of the days it recomputes, and a checkpoint carries each replaced
+        // file's tombstone for the retention: Delta's default week makes every open of a
+        // table refreshed each minute read tens of thousands; an hour, as long as `lake
+        // vacuum` keeps unreferenced files by default (a full vacuum needs no tombstones).
+        .with_configuration([
+            (
+                "delta.checkpointInterval".to_string(),
+                Some("5".to_string()),
+            ),
+            (
+                "delta.deletedFileRetentionDuration".to_string(),
+                Some("interval 1 hours".to_string()),
+            ),
+        ])
         .with_save_mode(SaveMode::Ignore)
         .await?;
     match created.version() {

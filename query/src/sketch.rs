@@ -346,6 +346,13 @@ pub fn bitmap_to_bytes(b: &RoaringTreemap) -> Vec<u8> {
 /// whose map costs an allocation per id when ids spread over 64 bits (one id per bucket).
 pub fn sorted_to_bitmap_bytes(ids: &[u64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + ids.len() * 22);
+    append_bitmap_bytes(ids, &mut out);
+    out
+}
+
+/// [`sorted_to_bitmap_bytes`] appended to `out`.
+pub fn append_bitmap_bytes(ids: &[u64], out: &mut Vec<u8>) {
+    let start = out.len();
     out.extend(0u64.to_le_bytes());
     let mut buckets = 0u64;
     let mut i = 0;
@@ -370,13 +377,12 @@ pub fn sorted_to_bitmap_bytes(ids: &[u64]) -> Vec<u8> {
         } else {
             let low = roaring::RoaringBitmap::from_sorted_iter(ids[i..j].iter().map(|&u| u as u32))
                 .expect("sorted input");
-            low.serialize_into(&mut out).expect("write to a Vec");
+            low.serialize_into(&mut *out).expect("write to a Vec");
         }
         buckets += 1;
         i = j;
     }
-    out[..8].copy_from_slice(&buckets.to_le_bytes());
-    out
+    out[start..start + 8].copy_from_slice(&buckets.to_le_bytes());
 }
 
 pub fn bitmap_from_bytes(bytes: &[u8]) -> Result<RoaringTreemap, SketchError> {

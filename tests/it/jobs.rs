@@ -698,6 +698,20 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
     };
     assert!(deleted("metrics/activity") > 0, "{out}");
     assert!(deleted("metrics/uploads_daily") > 0, "{out}");
+    // A replaced file's tombstone is kept an hour (the vacuum's default), not Delta's week.
+    let created = std::fs::read_to_string(
+        lake_dir.join("metrics/activity/_delta_log/00000000000000000000.json"),
+    )
+    .unwrap();
+    let retention = created
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|a| {
+            a["metaData"]["configuration"]["delta.deletedFileRetentionDuration"]
+                .as_str()
+                .map(str::to_string)
+        });
+    assert_eq!(retention.as_deref(), Some("interval 1 hours"));
     let ctx = session(&lake_dir).await;
     assert_eq!(per_day(&ctx, dau).await, before);
 }
