@@ -172,7 +172,7 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
         return Ok(BTreeMap::new());
     };
     let wanted: Arc<Vec<bool>> = Arc::new((first..=last).map(|d| days.contains(&d)).collect());
-    let wanted_ = wanted.clone();
+    let wanted_coded = wanted.clone();
     let tz = ctx.opts.tz;
     // Per day, each user and the platforms they were seen on.
     type Acc = (query::tz::LocalClock, BTreeMap<i32, U64Flags>);
@@ -221,7 +221,7 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
                 // An hour in one report day: every row is the hour's day, and a distinct
                 // count needs each (user, platform) pair once: from the columns' dictionary
                 // codes where the file has them.
-                let Some(users) = day_users(&mut acc.1, &wanted_, first, day) else {
+                let Some(users) = day_users(&mut acc.1, &wanted_coded, first, day) else {
                     return Ok(());
                 };
                 if let Some(coded) = source.codes(&["user_id", "platform"])? {
