@@ -15,13 +15,12 @@ use arrow::array::{
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
-use deltalake::datafusion::prelude::col;
 use lake::registry::{Campaign, DEFAULT_MODE, DEFAULT_STEPS, DEFAULT_WINDOW_MS, Registry};
 use query::funnel::{FunnelMode, quantile, reach};
 use query::tz::SEC_US;
 
 use crate::publish::{Scope, publish, schema, seen};
-use crate::scan::{ints, strs, times, types};
+use crate::scan::{EventFile, Source, files_with, fold_sources, ints, strs, times};
 use crate::{Ctx, Error, Job, Result};
 
 /// Launch milestones, in seconds after the start.
@@ -137,46 +136,53 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         .position(|t| t == "reserve")
         .expect("default step") as u8;
     let names: Arc<Vec<String>> = Arc::new(type_names);
-    let type_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let fold_names = names.clone();
-    let parts = ctx
-        .scan
-        .fold(
-            types(&type_refs).and(col("campaign_id").is_not_null()),
-            &["campaign_id", "user_id", "ts", "type", "platform", "region"],
-            PerCampaign::new,
-            move |acc: &mut PerCampaign, batch| {
-                let campaign = strs(batch, "campaign_id")?;
-                let users = ints(batch, "user_id")?;
-                let ts = times(batch, "ts")?;
-                let ty = strs(batch, "type")?;
-                let platform = strs(batch, "platform")?;
-                let region = strs(batch, "region")?;
-                for i in 0..batch.num_rows() {
-                    let Some(c) = campaign.get(i) else { continue };
-                    let t = ty.get(i).unwrap_or("");
-                    let Some(ti) = fold_names.iter().position(|n| n == t) else {
-                        continue;
-                    };
-                    let per_user = match acc.get_mut(c) {
-                        Some(m) => m,
-                        None => acc.entry(c.to_string()).or_default(),
-                    };
-                    let u = per_user.entry(users.value(i) as u64).or_default();
-                    let when = ts.value(i);
-                    u.events.push((when, ti as u8));
-                    if u.first.as_ref().is_none_or(|f| when < f.0) {
-                        u.first = Some((
-                            when,
-                            platform.get(i).unwrap_or("other").to_string(),
-                            region.get(i).unwrap_or("unknown").to_string(),
-                        ));
-                    }
-                }
-                Ok(())
-            },
-        )
-        .await?;
+    let fold = move |acc: &mut PerCampaign, batch: &RecordBatch| -> Result<()> {
+        let campaign = strs(batch, "campaign_id")?;
+        let users = ints(batch, "user_id")?;
+        let ts = times(batch, "ts")?;
+        let ty = strs(batch, "type")?;
+        let platform = strs(batch, "platform")?;
+        let region = strs(batch, "region")?;
+        for i in 0..batch.num_rows() {
+            let Some(c) = campaign.get(i) else { continue };
+            let t = ty.get(i).unwrap_or("");
+            let Some(ti) = fold_names.iter().position(|n| n == t) else {
+                continue;
+            };
+            let per_user = match acc.get_mut(c) {
+                Some(m) => m,
+                None => acc.entry(c.to_string()).or_default(),
+            };
+            let u = per_user.entry(users.value(i) as u64).or_default();
+            let when = ts.value(i);
+            u.events.push((when, ti as u8));
+            if u.first.as_ref().is_none_or(|f| when < f.0) {
+                u.first = Some((
+                    when,
+                    platform.get(i).unwrap_or("other").to_string(),
+                    region.get(i).unwrap_or("unknown").to_string(),
+                ));
+            }
+        }
+        Ok(())
+    };
+    // The files with campaign events (by the log's statistics), and in them only the rows
+    // with a campaign: the other columns are decoded around those rows alone.
+    const COLUMNS: [&str; 6] = ["campaign_id", "user_id", "ts", "type", "platform", "region"];
+    let files = files_with(&ctx.events, ctx.opts.tz, "campaign_id")?;
+    let parts = fold_sources(
+        &ctx.events,
+        files,
+        PerCampaign::new,
+        move |acc: &mut PerCampaign, _file: &EventFile, source: &mut Source| -> Result<()> {
+            for batch in source.batches_where_not_null(&COLUMNS, "campaign_id")? {
+                fold(acc, &batch?)?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
     let mut merged: BTreeMap<String, HashMap<u64, UserEvents>> = BTreeMap::new();
     for part in parts {
         for (c, users) in part {

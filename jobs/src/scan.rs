@@ -20,8 +20,8 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowFilter,
 };
 use parquet::file::metadata::{
     ParquetMetaDataOptions, ParquetMetaDataReader, ParquetStatisticsPolicy,
@@ -167,6 +167,34 @@ pub fn files_of_days(
                 size: f.size().max(0) as u64,
                 hour,
                 days: overlapped,
+            });
+        }
+    }
+    out.sort_by_key(|f| std::cmp::Reverse(f.size));
+    Ok(out)
+}
+
+/// The files of `events` holding a row whose `column` is not null: all but those whose Delta
+/// statistics count as many nulls in it as rows (a file without statistics is kept).
+pub fn files_with(events: &DeltaTable, tz: ReportTz, column: &str) -> Result<Vec<EventFile>> {
+    let mut out = Vec::new();
+    for f in events.snapshot()?.log_data().iter() {
+        let Some(hour) = hour_of_path(&f.path()) else {
+            continue;
+        };
+        let all_null = f
+            .stats()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .is_some_and(|stats| {
+                let rows = stats["numRecords"].as_i64();
+                rows.is_some() && stats["nullCount"][column].as_i64() == rows
+            });
+        if !all_null {
+            out.push(EventFile {
+                path: f.object_store_path(),
+                size: f.size().max(0) as u64,
+                hour,
+                days: tz.days_of_utc_hour(hour.0, hour.1),
             });
         }
     }
@@ -335,6 +363,31 @@ impl Source {
         let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
         Ok(builder
             .with_projection(mask)
+            .with_batch_size(16 * 1024)
+            .build()?)
+    }
+
+    /// A reader of the file's `columns` on the rows where `column` (one of them) is not null:
+    /// `column` is decoded first, the others only around those rows.
+    pub fn batches_where_not_null(
+        &mut self,
+        columns: &[&str],
+        column: &str,
+    ) -> Result<ParquetRecordBatchReader> {
+        self.parts.prefetch(self.meta.metadata(), columns)?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.parts.clone(),
+            self.meta.clone(),
+        );
+        let schema = builder.parquet_schema();
+        let predicate = ArrowPredicateFn::new(
+            ProjectionMask::columns(schema, [column]),
+            |batch: RecordBatch| arrow::compute::is_not_null(batch.column(0)),
+        );
+        let mask = ProjectionMask::columns(schema, columns.iter().copied());
+        Ok(builder
+            .with_projection(mask)
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
             .with_batch_size(16 * 1024)
             .build()?)
     }
