@@ -166,48 +166,24 @@ fn insert_coded(users: &mut U64Flags, ids: &Coded, platforms: &Coded) -> Result<
     Ok(())
 }
 
+/// A batch's user ids and each row's platform index.
+fn users_and_platforms(batch: &RecordBatch) -> Result<(&[i64], Vec<u8>)> {
+    let ids = ints(batch, "user_id")?.values();
+    Ok((
+        ids,
+        platform_indices(&strs(batch, "platform")?, batch.num_rows()),
+    ))
+}
+
 /// The distinct users of each of `days` per segment, from one scan of the events.
 async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32, Vec<Vec<u64>>>> {
     let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
         return Ok(BTreeMap::new());
     };
-    let wanted: Arc<Vec<bool>> = Arc::new((first..=last).map(|d| days.contains(&d)).collect());
-    let wanted_coded = wanted.clone();
+    let wanted: Vec<bool> = (first..=last).map(|d| days.contains(&d)).collect();
     let tz = ctx.opts.tz;
     // Per day, each user and the platforms they were seen on.
     type Acc = (query::tz::LocalClock, BTreeMap<i32, U64Flags>);
-    let fold = move |acc: &mut Acc, file: &EventFile, batch: &RecordBatch| -> Result<()> {
-        let users = ints(batch, "user_id")?.values();
-        let platforms = platform_indices(&strs(batch, "platform")?, batch.num_rows());
-        let (clock, per_day) = (&mut acc.0, &mut acc.1);
-        let Some(ts) = batch
-            .column_by_name("ts")
-            .map(|_| times(batch, "ts"))
-            .transpose()?
-        else {
-            // An hour in one report day: every row is the hour's day.
-            let day = file.days.first().copied().unwrap_or(i32::MIN);
-            if let Some(m) = day_users(per_day, &wanted, first, day) {
-                for (&u, &p) in users.iter().zip(&platforms) {
-                    m.insert(u as u64, 1 << p);
-                }
-            }
-            return Ok(());
-        };
-        let mut current = i32::MIN;
-        let mut slot: Option<&mut U64Flags> = None;
-        for (i, (&u, &p)) in users.iter().zip(&platforms).enumerate() {
-            let day = clock.day(ts.value(i));
-            if day != current {
-                current = day;
-                slot = day_users(per_day, &wanted, first, day);
-            }
-            if let Some(m) = slot.as_mut() {
-                m.insert(u as u64, 1 << p);
-            }
-        }
-        Ok(())
-    };
     // Hour by hour: both cores fill the same day's sets, which stay in their caches (taken
     // largest first, the files of 30 days interleave and every insert misses the cache).
     let mut files = files_of_days(&ctx.events, tz, days)?;
@@ -217,11 +193,12 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
         files,
         move || (query::tz::LocalClock::new(tz), BTreeMap::new()),
         move |acc: &mut Acc, file: &EventFile, source: &mut Source| -> Result<()> {
+            let (clock, per_day) = (&mut acc.0, &mut acc.1);
             if let [day] = file.days[..] {
                 // An hour in one report day: every row is the hour's day, and a distinct
                 // count needs each (user, platform) pair once: from the columns' dictionary
                 // codes where the file has them.
-                let Some(users) = day_users(&mut acc.1, &wanted_coded, first, day) else {
+                let Some(users) = day_users(per_day, &wanted, first, day) else {
                     return Ok(());
                 };
                 if let Some(coded) = source.codes(&["user_id", "platform"])? {
@@ -231,12 +208,31 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
                     return Ok(());
                 }
                 for batch in source.batches(&["user_id", "platform"])? {
-                    fold(acc, file, &batch?)?;
+                    let batch = batch?;
+                    let (ids, platforms) = users_and_platforms(&batch)?;
+                    for (&u, &p) in ids.iter().zip(&platforms) {
+                        users.insert(u as u64, 1 << p);
+                    }
                 }
                 return Ok(());
             }
+            // An hour split between two report days: each row's day from its `ts`.
             for batch in source.batches(&["ts", "user_id", "platform"])? {
-                fold(acc, file, &batch?)?;
+                let batch = batch?;
+                let (ids, platforms) = users_and_platforms(&batch)?;
+                let ts = times(&batch, "ts")?;
+                let mut current = i32::MIN;
+                let mut slot: Option<&mut U64Flags> = None;
+                for (i, (&u, &p)) in ids.iter().zip(&platforms).enumerate() {
+                    let day = clock.day(ts.value(i));
+                    if day != current {
+                        current = day;
+                        slot = day_users(per_day, &wanted, first, day);
+                    }
+                    if let Some(m) = slot.as_mut() {
+                        m.insert(u as u64, 1 << p);
+                    }
+                }
             }
             Ok(())
         },

@@ -155,46 +155,44 @@ pub fn files_of_days(
     tz: ReportTz,
     days: &BTreeSet<i32>,
 ) -> Result<Vec<EventFile>> {
+    event_files(events, tz, |_, overlapped| {
+        overlapped.iter().any(|d| days.contains(d))
+    })
+}
+
+/// The files of `events` holding a row whose `column` is not null, largest first: all but
+/// those whose Delta statistics count as many nulls in it as rows (a file without statistics
+/// is kept).
+pub fn files_with(events: &DeltaTable, tz: ReportTz, column: &str) -> Result<Vec<EventFile>> {
+    event_files(events, tz, |f, _| {
+        !f.stats()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .is_some_and(|stats| {
+                let rows = stats["numRecords"].as_i64();
+                rows.is_some() && stats["nullCount"][column].as_i64() == rows
+            })
+    })
+}
+
+/// The files of `events` in an hour partition that `keep` keeps (told the file and the report
+/// days its hour overlaps), largest first.
+fn event_files(
+    events: &DeltaTable,
+    tz: ReportTz,
+    keep: impl Fn(&deltalake::kernel::LogicalFileView, &[i32]) -> bool,
+) -> Result<Vec<EventFile>> {
     let mut out = Vec::new();
     for f in events.snapshot()?.log_data().iter() {
         let Some(hour) = hour_of_path(&f.path()) else {
             continue;
         };
         let overlapped = tz.days_of_utc_hour(hour.0, hour.1);
-        if overlapped.iter().any(|d| days.contains(d)) {
+        if keep(&f, &overlapped) {
             out.push(EventFile {
                 path: f.object_store_path(),
                 size: f.size().max(0) as u64,
                 hour,
                 days: overlapped,
-            });
-        }
-    }
-    out.sort_by_key(|f| std::cmp::Reverse(f.size));
-    Ok(out)
-}
-
-/// The files of `events` holding a row whose `column` is not null: all but those whose Delta
-/// statistics count as many nulls in it as rows (a file without statistics is kept).
-pub fn files_with(events: &DeltaTable, tz: ReportTz, column: &str) -> Result<Vec<EventFile>> {
-    let mut out = Vec::new();
-    for f in events.snapshot()?.log_data().iter() {
-        let Some(hour) = hour_of_path(&f.path()) else {
-            continue;
-        };
-        let all_null = f
-            .stats()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .is_some_and(|stats| {
-                let rows = stats["numRecords"].as_i64();
-                rows.is_some() && stats["nullCount"][column].as_i64() == rows
-            });
-        if !all_null {
-            out.push(EventFile {
-                path: f.object_store_path(),
-                size: f.size().max(0) as u64,
-                hour,
-                days: tz.days_of_utc_hour(hour.0, hour.1),
             });
         }
     }
@@ -355,16 +353,7 @@ impl Source {
 
     /// A reader of the file's `columns`.
     pub fn batches(&mut self, columns: &[&str]) -> Result<ParquetRecordBatchReader> {
-        self.parts.prefetch(self.meta.metadata(), columns)?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
-            self.parts.clone(),
-            self.meta.clone(),
-        );
-        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-        Ok(builder
-            .with_projection(mask)
-            .with_batch_size(16 * 1024)
-            .build()?)
+        self.reader(columns, None)
     }
 
     /// A reader of the file's `columns` on the rows where `column` (one of them) is not null:
@@ -374,20 +363,29 @@ impl Source {
         columns: &[&str],
         column: &str,
     ) -> Result<ParquetRecordBatchReader> {
+        self.reader(columns, Some(column))
+    }
+
+    fn reader(
+        &mut self,
+        columns: &[&str],
+        not_null: Option<&str>,
+    ) -> Result<ParquetRecordBatchReader> {
         self.parts.prefetch(self.meta.metadata(), columns)?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
             self.parts.clone(),
             self.meta.clone(),
         );
-        let schema = builder.parquet_schema();
-        let predicate = ArrowPredicateFn::new(
-            ProjectionMask::columns(schema, [column]),
-            |batch: RecordBatch| arrow::compute::is_not_null(batch.column(0)),
-        );
-        let mask = ProjectionMask::columns(schema, columns.iter().copied());
+        if let Some(column) = not_null {
+            let predicate = ArrowPredicateFn::new(
+                ProjectionMask::columns(builder.parquet_schema(), [column]),
+                |batch: RecordBatch| arrow::compute::is_not_null(batch.column(0)),
+            );
+            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+        }
+        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
         Ok(builder
             .with_projection(mask)
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
             .with_batch_size(16 * 1024)
             .build()?)
     }
