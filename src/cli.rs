@@ -31,7 +31,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Consume a Kafka topic (or backfill NDJSON files) into the lake, exactly once.
+    /// Consume a Kafka topic (or backfill NDJSON and Parquet files) into the lake, exactly once.
     Ingest(IngestArgs),
     /// Inspect and maintain the lake.
     #[command(subcommand)]
@@ -207,7 +207,12 @@ pub struct IngestArgs {
     /// A librdkafka property, KEY=VALUE (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub kafka: Vec<(String, String)>,
-    /// Backfill NDJSON (.gz, .zst) from a file or a directory instead of Kafka.
+    /// Backfill from a file or a directory instead of Kafka: NDJSON (.ndjson, .jsonl, .json,
+    /// optionally .gz or .zst) and Parquet (.parquet, one event per row).
+    ///
+    /// A line (or row) is known by its file's content and its place in it: a copy of an
+    /// ingested file, renamed, compressed or re-encoded, adds nothing, and a file that begins
+    /// with a whole ingested file adds only what follows.
     #[arg(long, value_name = "PATH")]
     pub from_file: Option<PathBuf>,
     /// Stop once the topic is consumed to its end and committed.
@@ -416,14 +421,21 @@ pub enum DatasetsCommand {
         /// The seed: the same options give byte-identical output.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Size relative to the full platform (1.0: 200 million photos a day, a 3.5 million
-        /// reserver launch).
+        /// Size relative to the full platform (1.0: 600 million users, about 35% of them active
+        /// on a day, 200 million photos a day, a 3.5 million reserver launch).
         #[arg(long, default_value_t = 0.001)]
         scale: f64,
+        /// The user pool (default: --scale × 600 million).
+        #[arg(long)]
+        users: Option<u64>,
+        /// User ids: `qq` (QQ numbers, 5 to 10 digits) or `u64` (hashed 63-bit ids).
+        #[arg(long, default_value = "qq")]
+        id_space: datasets::generate::IdSpace,
         /// Add producer retries (~0.5%), late events (~0.2%) and malformed messages of every kind.
         #[arg(long)]
         dirty: bool,
-        /// The launch's first second, RFC 3339 (default: 10:00:00+08:00 on the first day).
+        /// The launch's first second, RFC 3339 (default: 10:00:00+08:00 on the sixth day, or
+        /// the last of fewer).
         #[arg(long)]
         launch_at: Option<chrono::DateTime<chrono::FixedOffset>>,
         /// Output directory: events.ndjson or events.parquet, and manifest.json.

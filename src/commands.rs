@@ -249,6 +249,8 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
             start,
             seed,
             scale,
+            users,
+            id_space,
             dirty,
             launch_at,
             out,
@@ -263,6 +265,8 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
                 start,
                 seed,
                 scale,
+                users,
+                id_space,
                 dirty,
                 launch_at_ms: launch_at.map(|t| t.timestamp_millis()),
                 // A default Kafka broker refuses messages over 1 MiB.

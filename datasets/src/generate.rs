@@ -5,8 +5,13 @@
 //! so the output depends only on the options. Each hour's events are sorted by arrival time
 //! and written; late events and producer retries arrive in later hours. The [`Manifest`] is
 //! bookkept from the events actually written. `docs/datasets.md` gives the numbers.
+//!
+//! Users are ranks in a pool (`--scale` × 600 million, or `--users`); a rank's chance of being
+//! active on a day falls with the rank (heavy users nearly every day, the tail a few days a
+//! month), every active user opens the app, and the day's other events go to its active users
+//! with a heavy tail. Ranks become ids only when written ([`Ids`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use chrono::{NaiveDate, TimeZone};
@@ -26,8 +31,8 @@ pub const HOUR_WEIGHTS: [u64; 24] = [
 
 /// Full-size figures, multiplied by `--scale`.
 pub mod full {
-    /// Distinct users in the pool.
-    pub const USERS: f64 = 6_000_000.0;
+    /// Users in the pool (the platform's monthly active users).
+    pub const USERS: f64 = 600_000_000.0;
     /// Photos uploaded on an ordinary day, the busiest ordinary day (April 30), May 2 and May 1.
     pub const PHOTOS_ORDINARY: f64 = 200_000_000.0;
     pub const PHOTOS_PEAK_DAY: f64 = 360_000_000.0;
@@ -61,6 +66,28 @@ const REGIONS: [&str; 12] = [
     "11", "12", "31", "32", "33", "35", "37", "41", "42", "44", "50", "51",
 ];
 
+/// How user ids look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdSpace {
+    /// QQ numbers: 5 to 10 decimal digits (10,000 to 9,999,999,999).
+    #[default]
+    Qq,
+    /// Hashed ids spread over 63 bits.
+    U64,
+}
+
+impl std::str::FromStr for IdSpace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "qq" => Ok(Self::Qq),
+            "u64" => Ok(Self::U64),
+            _ => Err(format!("expected qq or u64, got {s:?}")),
+        }
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone, Serialize)]
 pub struct Options {
@@ -71,8 +98,12 @@ pub struct Options {
     pub start: NaiveDate,
     pub seed: u64,
     pub scale: f64,
+    /// The user pool; default `scale` × 600 million.
+    pub users: Option<u64>,
+    pub id_space: IdSpace,
     pub dirty: bool,
-    /// The launch's first second, epoch ms; default 10:00:00 Shanghai time on the first day.
+    /// The launch's first second, epoch ms; default 10:00:00 Shanghai time on the sixth day
+    /// (the last, for fewer days), so teasers and preorders fall inside the data.
     pub launch_at_ms: Option<i64>,
     /// With `dirty`, also one message over 1 MiB (a default Kafka broker refuses those, so
     /// the Kafka output leaves it out).
@@ -87,6 +118,8 @@ impl Default for Options {
             start: NaiveDate::from_ymd_opt(2015, 4, 28).expect("valid date"),
             seed: 1,
             scale: 0.001,
+            users: None,
+            id_space: IdSpace::Qq,
             dirty: false,
             launch_at_ms: None,
             oversized: true,
@@ -255,6 +288,21 @@ pub struct LaunchFigures {
     pub reserve_events: u64,
     pub page_views: u64,
     pub preorders: u64,
+    /// Distinct users with a campaign page view and no reservation.
+    pub view_only_users: u64,
+}
+
+/// The launch's funnel as the campaigns job computes it for the campaign registered with the
+/// default steps and window: every event carrying the campaign id counts, before the start
+/// too; `furthest` (ClickHouse's `windowFunnel`) and `first` (anchored at the user's first
+/// page view) give the distinct users reaching at least each step.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FunnelFigures {
+    pub campaign_id: &'static str,
+    pub steps: [&'static str; 3],
+    pub window_ms: i64,
+    pub furthest: Vec<u64>,
+    pub first: Vec<u64>,
 }
 
 /// What a generated dataset holds, known exactly from the generator's bookkeeping.
@@ -272,14 +320,18 @@ pub struct Manifest {
     pub late: u64,
     pub malformed: BTreeMap<Malformed, u64>,
     pub user_pool: u64,
+    pub id_space: IdSpace,
+    /// Distinct users over the whole range (each day's are in `days`).
     pub distinct_users: u64,
     pub days: Vec<DayFigures>,
     pub launch: LaunchFigures,
+    pub funnel: FunnelFigures,
 }
 
 /// The planned magnitudes for the options.
 struct Plan {
     users: u64,
+    ids: Ids,
     start_utc_ms: i64,
     end_utc_ms: i64,
     photos_per_day: Vec<u64>,
@@ -328,12 +380,21 @@ fn photos_target(day: NaiveDate, scale: f64) -> u64 {
 
 /// Expected events per day of the shaped parts, to size the background for `--rows`.
 fn shaped_estimate(plan: &Plan) -> u64 {
+    let days = plan.photos_per_day.len() as u64;
     let uploads: u64 = plan.photos_per_day.iter().map(|p| p * 10 / 19).sum();
-    let ads = plan.impressions_per_day * plan.photos_per_day.len() as u64 * 1_015 / 1_000;
+    let ads = plan.impressions_per_day * days * 1_015 / 1_000;
     let reservers = plan.launch_targets.last().map_or(0, |t| t.1);
-    let launch = reservers * 2 + reservers / 10 * 2 + reservers * 3 / 10;
-    let follows = plan.follows_per_day * plan.photos_per_day.len() as u64 * 21 / 20;
-    uploads + ads + launch + follows
+    // A view and a reserve each; retries, follows, preorders, teasers; the view-only visitors.
+    let launch = reservers * 2 + reservers * 55 / 100 + view_only(reservers);
+    let follows = plan.follows_per_day * days * 21 / 20;
+    // Every active user opens the app: about 35% of the pool a day.
+    let app_opens = plan.users * 35 / 100 * days;
+    uploads + ads + launch + follows + app_opens
+}
+
+/// View-only visitors of the launch page: 60% of the reservers' number.
+fn view_only(reservers: u64) -> u64 {
+    reservers * 6 / 10
 }
 
 impl Plan {
@@ -358,7 +419,10 @@ impl Plan {
             .timestamp_millis()
             - TZ_OFFSET_MS;
         let end_utc_ms = start_utc_ms + o.days as i64 * DAY_MS;
-        let launch_ms = o.launch_at_ms.unwrap_or(start_utc_ms + 10 * HOUR_MS);
+        let launch_day = (o.days as i64 - 1).min(5);
+        let launch_ms = o
+            .launch_at_ms
+            .unwrap_or(start_utc_ms + launch_day * DAY_MS + 10 * HOUR_MS);
         if launch_ms < start_utc_ms || launch_ms >= end_utc_ms {
             return Err(OptionsError(
                 "--launch-at: must fall inside the generated days".into(),
@@ -368,14 +432,25 @@ impl Plan {
             .iter()
             .map(|(s, n)| (*s, scaled(*n, o.scale)))
             .collect();
-        let users = scaled(full::USERS, o.scale)
-            .max(1_000)
-            .max(launch_targets[4].1 * 6 / 5);
+        let launch_users = launch_targets[4].1 + view_only(launch_targets[4].1);
+        let users = match o.users {
+            Some(n) if n < launch_users.max(1_000) => {
+                return Err(OptionsError(format!(
+                    "--users: {n} is too few: the launch at --scale {} alone has {launch_users} distinct reservers and visitors (at least {} users)",
+                    o.scale,
+                    launch_users.max(1_000)
+                )));
+            }
+            Some(n) => n,
+            None => scaled(full::USERS, o.scale).max(1_000).max(launch_users),
+        };
+        let ids = Ids::new(o.id_space, users)?;
         let photos_per_day = (0..o.days)
             .map(|d| photos_target(o.start + chrono::Days::new(d as u64), o.scale))
             .collect();
         let mut plan = Self {
             users,
+            ids,
             start_utc_ms,
             end_utc_ms,
             photos_per_day,
@@ -406,10 +481,67 @@ impl Plan {
     }
 }
 
-/// A bijection from a rank to a user id below 2^62 (never 0): ranks stay dense for the
-/// generator, ids look arbitrary to the pipeline.
-fn user_id(rank: u64) -> u64 {
-    (rank + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) & ((1 << 62) - 1)
+/// Ranks to user ids, a bijection: ranks stay dense for the generator, ids look like the
+/// platform's to the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    space: IdSpace,
+    /// QQ: id = 10,000 + (a · rank + b) mod (10^10 - 10^4), `a` coprime with the modulus.
+    a: u64,
+}
+
+/// QQ numbers have 5 to 10 digits.
+const QQ_FIRST: u64 = 10_000;
+const QQ_SPAN: u64 = 10_000_000_000 - QQ_FIRST;
+const MASK63: u64 = (1 << 63) - 1;
+
+impl Ids {
+    pub fn new(space: IdSpace, users: u64) -> Result<Self, OptionsError> {
+        if space == IdSpace::Qq && users > QQ_SPAN {
+            return Err(OptionsError(format!(
+                "--users: {users} users do not fit QQ numbers (5 to 10 digits); use --id-space u64"
+            )));
+        }
+        let mut a = 2_654_435_761u64 % QQ_SPAN;
+        while gcd(a, QQ_SPAN) != 1 {
+            a += 2;
+        }
+        Ok(Self { space, a })
+    }
+
+    pub fn id(&self, rank: u64) -> u64 {
+        match self.space {
+            IdSpace::Qq => {
+                let x = (self.a as u128 * rank as u128 + 1_234_567) % QQ_SPAN as u128;
+                QQ_FIRST + x as u64
+            }
+            IdSpace::U64 => {
+                // Odd multiplications and xor-shifts are bijections of [0, 2^63); 0 maps to 0,
+                // so rank + 1 never becomes the id 0.
+                let mut x = (rank + 1) & MASK63;
+                x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15) & MASK63;
+                x ^= x >> 29;
+                x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9) & MASK63;
+                x ^ (x >> 32)
+            }
+        }
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// A rank's chance of being active on a day, in units of 2^-32: 5% + 90% · (1 - rank/n)^2, so
+/// about 35% of the pool is active on a day and nearly all of it within a month.
+fn active_threshold(rank: u64, n: u64) -> u64 {
+    let q = (n - rank) as u128;
+    let n = n as u128;
+    const ONE: u128 = 1 << 32;
+    (ONE * 5 / 100 + ONE * 90 / 100 * q * q / (n * n)) as u64
 }
 
 fn platform_of(user: u64, rng: &mut Rng) -> &'static str {
@@ -417,7 +549,7 @@ fn platform_of(user: u64, rng: &mut Rng) -> &'static str {
     let h = if rng.chance(100_000) {
         rng.next_u64()
     } else {
-        user.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 40
+        user.wrapping_add(7).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 40
     };
     match h % 100 {
         0..=49 => "android",
@@ -430,6 +562,7 @@ fn platform_of(user: u64, rng: &mut Rng) -> &'static str {
 
 struct Emitter<'a> {
     seed: u64,
+    ids: Ids,
     buf: Vec<u8>,
     sink: &'a mut dyn Sink,
     rows: u64,
@@ -455,6 +588,7 @@ impl Emitter<'_> {
             return self.write_bad(kind, item);
         }
         self.buf.clear();
+        let id = self.ids.id(item.user);
         let b = &mut self.buf;
         let mut int = itoa::Buffer::new();
         b.extend_from_slice(b"{\"event_id\":\"");
@@ -470,10 +604,10 @@ impl Emitter<'_> {
         b.extend_from_slice(b",\"user_id\":");
         if item.flags & F_STRING_FORMS != 0 {
             b.push(b'"');
-            b.extend_from_slice(int.format(item.user).as_bytes());
+            b.extend_from_slice(int.format(id).as_bytes());
             b.push(b'"');
         } else {
-            b.extend_from_slice(int.format(item.user).as_bytes());
+            b.extend_from_slice(int.format(id).as_bytes());
         }
         b.extend_from_slice(b",\"type\":\"");
         b.extend_from_slice(item.kind.name().as_bytes());
@@ -529,7 +663,8 @@ impl Emitter<'_> {
             text(
                 b,
                 "region",
-                REGIONS[(item.user % REGIONS.len() as u64) as usize],
+                REGIONS
+                    [((item.user.wrapping_mul(0x9E37_79B9) >> 16) % REGIONS.len() as u64) as usize],
             );
         }
         if item.flags & F_PROPS != 0 {
@@ -537,13 +672,13 @@ impl Emitter<'_> {
         }
         b.push(b'}');
         self.rows += 1;
-        self.sink.line(Some(item.user), &self.buf)
+        self.sink.line(Some(id), &self.buf)
     }
 
     fn write_bad(&mut self, kind: Malformed, item: &Item) -> std::io::Result<()> {
         let id = self.event_id(item.seq);
         let ts = item.ts_ms;
-        let u = item.user;
+        let u = self.ids.id(item.user);
         let line: Vec<u8> = match kind {
             Malformed::NotUtf8 => {
                 let mut v = format!(r#"{{"event_id":"{id}","ts":{ts},"user_id":{u},"type":"like","platform":"ios","region":""#).into_bytes();
@@ -569,13 +704,40 @@ impl Emitter<'_> {
     }
 }
 
+/// A set of ranks below a bound, one bit each.
+#[derive(Clone, Default)]
+struct RankSet(Vec<u64>);
+
+impl RankSet {
+    fn with_bound(n: u64) -> Self {
+        Self(vec![0; n.div_ceil(64) as usize])
+    }
+    fn insert(&mut self, rank: u64) {
+        self.0[(rank / 64) as usize] |= 1 << (rank % 64);
+    }
+    fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+    fn union(&mut self, other: &RankSet) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+}
+
+/// Funnel steps of the launch's campaign events.
+const STEP_VIEW: u8 = 0;
+const STEP_RESERVE: u8 = 1;
+const STEP_PREORDER: u8 = 2;
+
 /// Bookkeeping of what was written.
 #[derive(Default)]
 struct Books {
-    day_users: Vec<HashSet<u64>>,
+    day_users: Vec<RankSet>,
     days: Vec<DayFigures>,
-    all_users: HashSet<u64>,
     first_reserve: HashMap<u64, i64>,
+    /// Each user's campaign events (ts, step), for the funnel.
+    campaign: HashMap<u64, Vec<(i64, u8)>>,
     reserve_events: u64,
     page_views: u64,
     preorders: u64,
@@ -605,7 +767,18 @@ impl Books {
         let day = &mut self.days[d];
         day.events += 1;
         self.day_users[d].insert(item.user);
-        self.all_users.insert(item.user);
+        let step = match item.kind {
+            Kind::PageView if item.flags & F_CAMPAIGN != 0 => Some(STEP_VIEW),
+            Kind::Reserve => Some(STEP_RESERVE),
+            Kind::Preorder => Some(STEP_PREORDER),
+            _ => None,
+        };
+        if let Some(step) = step {
+            self.campaign
+                .entry(item.user)
+                .or_default()
+                .push((item.ts_ms, step));
+        }
         match item.kind {
             Kind::PhotoUpload => {
                 day.uploads += 1;
@@ -628,7 +801,40 @@ impl Books {
     }
 }
 
-/// Generates the dataset into `sink` and returns its manifest.
+/// How far one user's campaign events `(ts, step)` reach through view → reserve → preorder
+/// inside `window` ms: each step at or after the previous, the last at most `window` after the
+/// chain's view. With `first_only`, only the chain from the user's first view counts. Written
+/// apart from the pipeline's funnel (a greedy walk per view), so each checks the other.
+fn funnel_level(events: &mut [(i64, u8)], window: i64, first_only: bool) -> usize {
+    events.sort_unstable();
+    let mut best = 0;
+    for (i, &(t0, step)) in events.iter().enumerate() {
+        if step != STEP_VIEW {
+            continue;
+        }
+        let mut level = 1;
+        let mut at = i;
+        for next in [STEP_RESERVE, STEP_PREORDER] {
+            // The earliest event of the next step after the chain's last one, in the window.
+            match events[at + 1..]
+                .iter()
+                .position(|&(t, s)| s == next && t <= t0 + window)
+            {
+                Some(k) => {
+                    at += 1 + k;
+                    level += 1;
+                }
+                None => break,
+            }
+        }
+        best = best.max(level);
+        if first_only || best == 3 {
+            break;
+        }
+    }
+    best
+}
+
 impl Options {
     /// Checks the options as [`generate`] does, before any output exists.
     pub fn check(&self) -> Result<(), OptionsError> {
@@ -636,6 +842,7 @@ impl Options {
     }
 }
 
+/// Generates the dataset into `sink` and returns its manifest.
 pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, GenerateError> {
     let plan = Plan::new(options)?;
     let seed = options.seed;
@@ -658,113 +865,97 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
         }
     };
 
-    // The launch: reservers in milestone segments, each after a page view; some retry, some
-    // preorder, some follow the account.
+    // The launch: reservers in milestone segments, each after a page view (some of them
+    // before the start); some saw a teaser days ahead, retry, preorder (up to 48 h later,
+    // not always inside the funnel's window) or follow the account. View-only visitors
+    // come as the reservers do.
     let mut rng = Rng::derive(seed, 1, 0);
     let mut segment_start = 0i64;
     let mut done = 0u64;
     let stride = coprime_stride(plan.users);
+    let launch_rank = |k: u64| ((k as u128 * stride as u128) % plan.users as u128) as u64;
+    let campaign_item = |at: i64, seq: u64, kind: Kind, user: u64, a: i64, flags: u8| Item {
+        arrival_ms: at,
+        ts_ms: at,
+        seq,
+        kind,
+        user,
+        a,
+        b: 0,
+        flags,
+    };
+    let mut reserve_times = Vec::new();
     for (seconds, target) in &plan.launch_targets {
         let count = target.saturating_sub(done);
         let span = seconds * 1000 - segment_start;
         for i in 0..count {
-            let k = done + i;
-            let user = user_id((k * stride) % plan.users);
+            let user = launch_rank(done + i);
             let at = plan.launch_ms
                 + segment_start
                 + (span * i as i64) / count.max(1) as i64
                 + rng.below((span / count.max(1) as i64).max(1) as u64) as i64;
             let at = at.min(plan.launch_ms + seconds * 1000 - 1);
+            reserve_times.push(at);
             let view = at - 1_000 - rng.below(120_000) as i64;
             let flags = if rng.chance(10_000) {
                 F_STRING_FORMS
             } else {
                 0
             };
-            push(
-                &mut pending,
-                Item {
-                    arrival_ms: view,
-                    ts_ms: view,
-                    seq: next_seq(),
-                    kind: Kind::PageView,
-                    user,
-                    a: 0,
-                    b: 0,
-                    flags: F_CAMPAIGN,
-                },
-            );
-            push(
-                &mut pending,
-                Item {
-                    arrival_ms: at,
-                    ts_ms: at,
-                    seq: next_seq(),
-                    kind: Kind::Reserve,
-                    user,
-                    a: 0,
-                    b: 0,
-                    flags,
-                },
-            );
+            if rng.chance(50_000) {
+                // A teaser view 1 to 5 days before the start.
+                let teaser = plan.launch_ms - DAY_MS - rng.below(4 * DAY_MS as u64) as i64;
+                let item = campaign_item(teaser, next_seq(), Kind::PageView, user, 0, F_CAMPAIGN);
+                push(&mut pending, item);
+            }
+            let item = campaign_item(view, next_seq(), Kind::PageView, user, 0, F_CAMPAIGN);
+            push(&mut pending, item);
+            let item = campaign_item(at, next_seq(), Kind::Reserve, user, 0, flags);
+            push(&mut pending, item);
             if rng.chance(100_000) {
                 let again = at + 1_000 + rng.below(3_600_000) as i64;
-                push(
-                    &mut pending,
-                    Item {
-                        arrival_ms: again,
-                        ts_ms: again,
-                        seq: next_seq(),
-                        kind: Kind::Reserve,
-                        user,
-                        a: 0,
-                        b: 0,
-                        flags: 0,
-                    },
-                );
+                let item = campaign_item(again, next_seq(), Kind::Reserve, user, 0, 0);
+                push(&mut pending, item);
             }
             if rng.chance(300_000) {
-                // Inside the 24 h funnel window that opens at the page view.
-                let room = (view + DAY_MS - 1 - at - 60_000).max(1) as u64;
-                let when = at + 60_000 + rng.below(room) as i64;
+                // Seven in ten inside the 24 h window that opens at the page view, the rest
+                // after it, up to 48 h after the reservation.
+                let inside = (view + DAY_MS - 1 - at - 60_000).max(1) as u64;
+                let when = if rng.chance(700_000) {
+                    at + 60_000 + rng.below(inside) as i64
+                } else {
+                    let from = view + DAY_MS + 1;
+                    from + rng.below((at + 2 * DAY_MS - from).max(1) as u64) as i64
+                };
                 let amount = if rng.chance(500_000) { 79_900 } else { 99_900 };
-                push(
-                    &mut pending,
-                    Item {
-                        arrival_ms: when,
-                        ts_ms: when,
-                        seq: next_seq(),
-                        kind: Kind::Preorder,
-                        user,
-                        a: amount,
-                        b: 0,
-                        flags: 0,
-                    },
-                );
+                let item = campaign_item(when, next_seq(), Kind::Preorder, user, amount, 0);
+                push(&mut pending, item);
             }
             if rng.chance(100_000) {
                 let when = at + 1_000 + rng.below(3_600_000) as i64;
-                push(
-                    &mut pending,
-                    Item {
-                        arrival_ms: when,
-                        ts_ms: when,
-                        seq: next_seq(),
-                        kind: Kind::Follow,
-                        user,
-                        a: 0,
-                        b: 0,
-                        flags: 0,
-                    },
-                );
+                let item = campaign_item(when, next_seq(), Kind::Follow, user, 0, 0);
+                push(&mut pending, item);
             }
         }
         done = done.max(*target);
         segment_start = seconds * 1000;
     }
+    let visitors = view_only(done);
+    for j in 0..visitors {
+        let user = launch_rank(done + j);
+        let when = if rng.chance(100_000) || reserve_times.is_empty() {
+            plan.launch_ms - DAY_MS - rng.below(4 * DAY_MS as u64) as i64
+        } else {
+            let like = reserve_times[rng.below(reserve_times.len() as u64) as usize];
+            like - 1_000 - rng.below(300_000) as i64
+        };
+        let item = campaign_item(when, next_seq(), Kind::PageView, user, 0, F_CAMPAIGN);
+        push(&mut pending, item);
+    }
+    drop(reserve_times);
 
     let mut books = Books {
-        day_users: vec![HashSet::new(); options.days as usize],
+        day_users: vec![RankSet::with_bound(plan.users); options.days as usize],
         days: (0..options.days)
             .map(|d| DayFigures {
                 day: (options.start + chrono::Days::new(d as u64)).to_string(),
@@ -775,19 +966,39 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
     };
     let mut emitter = Emitter {
         seed,
+        ids: plan.ids,
         buf: Vec::with_capacity(512),
         sink,
         rows: 0,
     };
 
+    let mut active = Active::default();
     for h in 0..hours {
         let hour_start = plan.start_utc_ms + h * HOUR_MS;
         let day = (h / 24) as usize;
         // Hour 0 is midnight in Shanghai: the days are report days.
         let china_hour = (h % 24) as usize;
         let share = |total: u64| apportion(total, &HOUR_WEIGHTS)[china_hour];
+        if china_hour == 0 {
+            active.plan_day(seed, day as u64, plan.users);
+        }
         let mut rng = Rng::derive(seed, 2, h as u64);
         let mut items: Vec<Item> = pending.remove(&h).unwrap_or_default();
+
+        // Every active user opens the app at least once a day, at an hour of the daily cycle.
+        for &user in &active.opens[china_hour] {
+            let ts = hour_start + rng.below(HOUR_MS as u64) as i64;
+            items.push(Item {
+                arrival_ms: ts,
+                ts_ms: ts,
+                seq: next_seq(),
+                kind: Kind::AppOpen,
+                user,
+                a: 0,
+                b: 0,
+                flags: 0,
+            });
+        }
 
         // Photo uploads: the hour's share of the day's photos, exactly.
         let mut photos = share(plan.photos_per_day[day]);
@@ -801,7 +1012,7 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
             .min(photos);
             photos -= n;
             let ts = hour_start + rng.below(HOUR_MS as u64) as i64;
-            let user = user_id(rng.skewed(plan.users));
+            let user = active.pick(&mut rng);
             let flags = if rng.chance(10_000) {
                 F_STRING_FORMS
             } else {
@@ -822,7 +1033,7 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
         // Ads: impressions follow the daily cycle; ~1% are clicked, ~5% of clicks convert.
         for _ in 0..share(plan.impressions_per_day) {
             let ts = hour_start + rng.below(HOUR_MS as u64) as i64;
-            let user = user_id(rng.skewed(plan.users));
+            let user = active.pick(&mut rng);
             let ad = rng.below(6) as i64;
             items.push(Item {
                 arrival_ms: ts,
@@ -871,7 +1082,7 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
         // Follows of the official account (and a few others); ~5% unfollow a day or two later.
         for _ in 0..share(plan.follows_per_day) {
             let ts = hour_start + rng.below(HOUR_MS as u64) as i64;
-            let user = user_id(rng.skewed(plan.users));
+            let user = active.pick(&mut rng);
             let account = if rng.chance(250_000) {
                 -(1 + rng.below(3) as i64)
             } else {
@@ -908,7 +1119,7 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
         // Background activity.
         for _ in 0..share(plan.background_per_day[day]) {
             let ts = hour_start + rng.below(HOUR_MS as u64) as i64;
-            let user = user_id(rng.skewed(plan.users));
+            let user = active.pick(&mut rng);
             let kind = match rng.below(100) {
                 0..=39 => Kind::AppOpen,
                 40..=64 => Kind::Like,
@@ -1007,8 +1218,25 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
         }
     }
 
+    let mut all_users = RankSet::with_bound(plan.users);
     for (d, users) in books.day_users.iter().enumerate() {
-        books.days[d].distinct_users = users.len() as u64;
+        books.days[d].distinct_users = users.len();
+        all_users.union(users);
+    }
+    let mut furthest = vec![0u64; 3];
+    let mut first = vec![0u64; 3];
+    let mut view_only_users = 0;
+    for events in books.campaign.values_mut() {
+        for (counts, first_only) in [(&mut furthest, false), (&mut first, true)] {
+            for c in counts
+                .iter_mut()
+                .take(funnel_level(events, DAY_MS, first_only))
+            {
+                *c += 1;
+            }
+        }
+        let viewed = events.iter().any(|e| e.1 == STEP_VIEW);
+        view_only_users += u64::from(viewed && events.iter().all(|e| e.1 != STEP_RESERVE));
     }
     let milestones = plan
         .launch_targets
@@ -1033,7 +1261,8 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
         late: books.late,
         malformed: books.malformed,
         user_pool: plan.users,
-        distinct_users: books.all_users.len() as u64,
+        id_space: options.id_space,
+        distinct_users: all_users.len(),
         days: books.days,
         launch: LaunchFigures {
             campaign_id: CAMPAIGN_ID,
@@ -1044,18 +1273,59 @@ pub fn generate(options: &Options, sink: &mut dyn Sink) -> Result<Manifest, Gene
             reserve_events: books.reserve_events,
             page_views: books.page_views,
             preorders: books.preorders,
+            view_only_users,
+        },
+        funnel: FunnelFigures {
+            campaign_id: CAMPAIGN_ID,
+            steps: ["page_view", "reserve", "preorder"],
+            window_ms: DAY_MS,
+            furthest,
+            first,
         },
     })
 }
 
+/// A day's active users: every one opens the app; the day's other events go to them with a
+/// heavy tail (the lowest ranks, the heaviest users, most often).
+#[derive(Default)]
+struct Active {
+    /// The day's active ranks, ascending.
+    ranks: Vec<u64>,
+    /// The ranks that open the app in each China hour of the day.
+    opens: [Vec<u64>; 24],
+}
+
+impl Active {
+    fn plan_day(&mut self, seed: u64, day: u64, n: u64) {
+        self.ranks.clear();
+        self.opens.iter_mut().for_each(Vec::clear);
+        let mut cumulative = [0u64; 24];
+        let mut sum = 0;
+        for (c, w) in cumulative.iter_mut().zip(HOUR_WEIGHTS) {
+            sum += w;
+            *c = sum;
+        }
+        let mut rng = Rng::derive(seed, 3, day);
+        for rank in 0..n {
+            let x = rng.next_u64();
+            if x >> 32 < active_threshold(rank, n) {
+                self.ranks.push(rank);
+                let w = ((x & 0xFFFF_FFFF) * sum) >> 32;
+                self.opens[cumulative.partition_point(|c| *c <= w)].push(rank);
+            }
+        }
+    }
+
+    fn pick(&self, rng: &mut Rng) -> u64 {
+        match self.ranks.len() {
+            0 => 0,
+            n => self.ranks[rng.skewed(n as u64) as usize],
+        }
+    }
+}
+
 /// A stride coprime with `n`, so `k * stride mod n` visits distinct ranks.
 fn coprime_stride(n: u64) -> u64 {
-    let gcd = |mut a: u64, mut b: u64| {
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        a
-    };
     let mut s = (n / 2 + 1) | 1;
     while gcd(s, n) != 1 {
         s += 2;

@@ -26,9 +26,9 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (`n` > 0), without modulo bias worth mentioning for `n` < 2^32.
+    /// Uniform in `0..n` (`n` > 0), by Lemire's multiply-shift (bias below 2^-64 · n).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() >> 32) * n) >> 32
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 
     /// True with probability `per_million` / 1,000,000.

@@ -1,17 +1,36 @@
-//! Backfill: NDJSON files (optionally .gz or .zst) through the same decoder and writer.
+//! Backfill: NDJSON (optionally .gz or .zst) and Parquet files through the same decoder and
+//! writer.
 //!
-//! A file is a source partition of its own, named by a hash of its content
-//! (`file/<xxh3-128>`, partition 0) with the line number as offset, so a file ingested twice,
+//! A file is a sequence of records: the lines of NDJSON, decompressed, without their line
+//! ends (blank lines are not records), or the rows of a Parquet file, each as a canonical JSON
+//! object ([`rows`]) that the decoder validates like any line. A file is a source partition of
+//! its own, named by a hash of its records (`file/<xxh3-128>`, partition 0), with a record's
+//! number (from 0) as its offset: a file ingested twice, under any name, compressed or not,
 //! or resumed after a kill, adds nothing twice.
+//!
+//! A file the lake does not know may continue one it knows (lines appended to a log). While
+//! hashing, the running hash after n records is compared with the hash of every known file
+//! that the lake covers to its end and that has n records; the records of the longest such
+//! prefix are skipped and only the rest is ingested, under the new file's own source.
 
+mod rows;
+
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::writer::LakeWriter;
 use crate::{Error, Result};
+
+/// The prefix of every backfill source: `file/<xxh3-128 of the records>`.
+const FILE_SOURCE: &str = "file/";
+
+/// NDJSON file extensions, each optionally followed by `.gz` or `.zst`.
+const NDJSON_EXTENSIONS: &[&str] = &[".ndjson", ".jsonl", ".json"];
 
 fn input_error(path: &Path, source: std::io::Error) -> Error {
     Error::Input {
@@ -20,8 +39,29 @@ fn input_error(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
-/// The NDJSON files at `path`: the file itself, or every `.ndjson`/`.jsonl`/`.json` file
-/// (optionally `.gz`/`.zst`) below a directory, in name order.
+fn source_name(hash: u128) -> String {
+    format!("{FILE_SOURCE}{hash:032x}")
+}
+
+/// Whether a directory walk takes a file of this name.
+fn is_input_name(name: &str) -> bool {
+    // What `datasets generate` writes next to its events: a description, not data.
+    if name == "manifest.json" {
+        return false;
+    }
+    let base = name.trim_end_matches(".gz").trim_end_matches(".zst");
+    name.ends_with(".parquet") || NDJSON_EXTENSIONS.iter().any(|ext| base.ends_with(ext))
+}
+
+/// Whether a directory is a Delta table (a lake inside the input directory): not input, its
+/// Parquet files are the lake's own, removed ones included.
+fn is_table(dir: &Path) -> bool {
+    dir.join("_delta_log").is_dir()
+}
+
+/// The input files at `path`: the file itself, or every `.ndjson`/`.jsonl`/`.json` file
+/// (optionally `.gz`/`.zst`) and every `.parquet` file below a directory, in name order, but
+/// none inside a Delta table.
 pub fn input_files(path: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path).map_err(|e| input_error(path, e))?;
     if meta.is_file() {
@@ -29,109 +69,266 @@ pub fn input_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut files = Vec::new();
     let mut dirs = vec![path.to_path_buf()];
+    dirs.retain(|d| !is_table(d));
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| input_error(&dir, e))? {
             let p = entry.map_err(|e| input_error(&dir, e))?.path();
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
-            if hidden {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') || name.starts_with('_') {
                 // Hidden files and Delta logs (a lake inside the input directory) are not input.
                 continue;
             }
             if p.is_dir() {
-                dirs.push(p);
-            } else {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                let base = name.trim_end_matches(".gz").trim_end_matches(".zst");
-                if base.ends_with(".ndjson") || base.ends_with(".jsonl") || base.ends_with(".json")
-                {
-                    files.push(p);
+                if !is_table(&p) {
+                    dirs.push(p);
                 }
+            } else if is_input_name(name) {
+                files.push(p);
             }
         }
     }
     files.sort();
     if files.is_empty() {
         return Err(Error::Usage(format!(
-            "--from-file {}: no .ndjson, .jsonl or .json files in it",
+            "--from-file {}: no .ndjson, .jsonl or .json (optionally .gz or .zst) or .parquet files in it (Delta tables and names starting with . or _ are skipped)",
             path.display()
         )));
     }
     Ok(files)
 }
 
-/// The source name of a file: a hash of its bytes, so renaming or moving it changes nothing.
-pub fn source_of(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(|e| input_error(path, e))?;
-    let mut hasher = Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| input_error(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!("file/{:032x}", hasher.digest128()))
+/// The records of one input file, in order.
+struct Records {
+    path: PathBuf,
+    inner: Inner,
 }
 
-fn open_lines(path: &Path) -> Result<Box<dyn BufRead>> {
-    let file = File::open(path).map_err(|e| input_error(path, e))?;
-    let name = path.to_string_lossy();
-    let reader: Box<dyn Read> = if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if name.ends_with(".zst") {
-        Box::new(zstd::Decoder::new(file).map_err(|e| input_error(path, e))?)
-    } else {
-        Box::new(file)
-    };
-    Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
+enum Inner {
+    Lines {
+        reader: Box<dyn BufRead + Send>,
+        line: Vec<u8>,
+    },
+    Rows(Box<rows::Rows>),
+}
+
+impl Inner {
+    fn lines(reader: impl Read + Send + 'static) -> Self {
+        Inner::Lines {
+            reader: Box::new(BufReader::with_capacity(1 << 20, reader)),
+            line: Vec::with_capacity(4096),
+        }
+    }
+}
+
+impl Records {
+    /// Opens a file as Parquet (by its `.parquet` name or its `PAR1` magic), or as NDJSON,
+    /// decompressed by its `.gz`/`.zst` name or its gzip/zstd magic.
+    fn open(path: &Path) -> Result<Self> {
+        let io = |e: std::io::Error| input_error(path, e);
+        let mut file = File::open(path).map_err(io)?;
+        let mut magic = Vec::with_capacity(4);
+        (&mut file).take(4).read_to_end(&mut magic).map_err(io)?;
+        file.rewind().map_err(io)?;
+        let name = path.to_string_lossy();
+        let inner = if name.ends_with(".parquet") || magic == b"PAR1" {
+            Inner::Rows(Box::new(rows::Rows::open(file).map_err(io)?))
+        } else if name.ends_with(".gz") || magic.starts_with(&[0x1f, 0x8b]) {
+            Inner::lines(flate2::read::MultiGzDecoder::new(file))
+        } else if name.ends_with(".zst") || magic == [0x28, 0xb5, 0x2f, 0xfd] {
+            Inner::lines(zstd::Decoder::new(file).map_err(io)?)
+        } else {
+            Inner::lines(file)
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner,
+        })
+    }
+
+    /// The next record, or `None` at the end of the file.
+    fn next_record(&mut self) -> Result<Option<&[u8]>> {
+        let path = &self.path;
+        match &mut self.inner {
+            Inner::Lines { reader, line } => loop {
+                line.clear();
+                let n = reader
+                    .read_until(b'\n', line)
+                    .map_err(|e| input_error(path, e))?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                let mut end = line.len();
+                if line[..end].ends_with(b"\n") {
+                    end -= 1;
+                }
+                if line[..end].ends_with(b"\r") {
+                    end -= 1;
+                }
+                if line[..end].iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Ok(Some(&line[..end]));
+            },
+            Inner::Rows(rows) => rows.next_record().map_err(|e| input_error(path, e)),
+        }
+    }
+}
+
+/// The files the lake holds, by their number of records: the hashes of the file sources whose
+/// version (last record covered) is that number minus one.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    by_records: HashMap<i64, Vec<u128>>,
+}
+
+impl Known {
+    fn add(&mut self, source: &str, last: i64) {
+        if let Some(hex) = source.strip_prefix(FILE_SOURCE)
+            && let Ok(hash) = u128::from_str_radix(hex, 16)
+        {
+            let hashes = self.by_records.entry(last + 1).or_default();
+            if !hashes.contains(&hash) {
+                hashes.push(hash);
+            }
+        }
+    }
+}
+
+/// One pass over a file's records.
+struct Scan {
+    /// The hash of all its records: the file's source is `file/<hash>`.
+    hash: u128,
+    records: i64,
+    /// The longest prefix that is a whole file the lake holds: its records and hash.
+    prefix: Option<(i64, u128)>,
+}
+
+/// Hashes a file's records: each record's bytes, then `\n`.
+fn scan(path: &Path, known: &Known) -> Result<Scan> {
+    let mut records = Records::open(path)?;
+    let mut hasher = Xxh3::new();
+    let mut n: i64 = 0;
+    let mut prefix = None;
+    while let Some(record) = records.next_record()? {
+        hasher.update(record);
+        hasher.update(b"\n");
+        n += 1;
+        if let Some(hashes) = known.by_records.get(&n) {
+            // The running hash, without ending the stream.
+            let so_far = hasher.digest128();
+            if hashes.contains(&so_far) {
+                prefix = Some((n, so_far));
+            }
+        }
+    }
+    Ok(Scan {
+        hash: hasher.digest128(),
+        records: n,
+        prefix,
+    })
+}
+
+/// The source name of a file: a hash of its records, so neither its name, its place, its
+/// compression nor (for Parquet) its encoding changes it.
+pub fn source_of(path: &Path) -> Result<String> {
+    Ok(source_name(scan(path, &Known::default())?.hash))
+}
+
+async fn scan_in_background(path: &Path, known: &Arc<Known>) -> Result<Scan> {
+    let (owned, known) = (path.to_path_buf(), Arc::clone(known));
+    match tokio::task::spawn_blocking(move || scan(&owned, &known)).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => {
+            // A decoder that panics on a malformed file (Parquet metadata, say): the file's
+            // problem, reported as such rather than taking the process down.
+            let payload = e.into_panic();
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(input_error(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("reading it failed: {why}"),
+                ),
+            ))
+        }
+        Err(e) => Err(Error::Io(std::io::Error::other(e))),
+    }
 }
 
 /// Ingests every file at `path`, flushing as the writer's thresholds say and at each file's
-/// end. Lines already in the lake (by file content and line number) are skipped.
+/// end. Records already in the lake (by the file's content and the record's number, or as the
+/// beginning of a file the lake holds) are skipped.
 pub async fn run(
     writer: &mut LakeWriter,
     path: &Path,
     mut progress: impl FnMut(&LakeWriter),
 ) -> Result<()> {
-    for file in input_files(path)? {
-        let source = source_of(&file)?;
-        let resume = writer.resume_at(&source, 0).await?.unwrap_or(0);
-        tracing::info!(file = %file.display(), %source, resume_at_line = resume, "backfill");
-        let mut lines = open_lines(&file)?;
-        let mut line = Vec::with_capacity(4096);
-        let mut number: i64 = 0;
-        loop {
-            line.clear();
-            let n = lines
-                .read_until(b'\n', &mut line)
-                .map_err(|e| input_error(&file, e))?;
-            if n == 0 {
-                break;
+    let files = input_files(path)?;
+    let mut known = Known::default();
+    for c in writer.covered_sources(FILE_SOURCE).await? {
+        if c.partition == 0 {
+            known.add(&c.source, c.last);
+        }
+    }
+    let mut known = Arc::new(known);
+    for file in files {
+        // Hashing reads the whole file: off the async threads, so a Ctrl-C is heard.
+        let content = scan_in_background(&file, &known).await?;
+        let source = source_name(content.hash);
+        let start = match (writer.resume_at(&source, 0).await?, content.prefix) {
+            (Some(resume), _) => resume,
+            (None, Some((records, of))) => {
+                tracing::info!(
+                    file = %file.display(),
+                    continues = %source_name(of),
+                    records,
+                    "the file begins with a whole file the lake holds: only what follows is new"
+                );
+                records
             }
+            (None, None) => 0,
+        };
+        tracing::info!(
+            file = %file.display(),
+            %source,
+            records = content.records,
+            start_at_record = start,
+            "backfill"
+        );
+        if start >= content.records {
+            writer.stats.skipped += content.records as u64;
+            progress(writer);
+            continue;
+        }
+        let mut records = Records::open(&file)?;
+        let mut number: i64 = 0;
+        // Only the records hashed: a file growing meanwhile gets the rest on its next run.
+        while number < content.records
+            && let Some(record) = records.next_record()?
+        {
             let this = number;
             number += 1;
-            if this < resume {
+            if this < start {
                 writer.stats.skipped += 1;
                 continue;
             }
-            let text = line.strip_suffix(b"\n").unwrap_or(&line);
-            let text = text.strip_suffix(b"\r").unwrap_or(text);
-            if text.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
-            }
             let now = chrono::Utc::now().timestamp_millis();
-            writer.push(&source, 0, this, text, now)?;
+            writer.push(&source, 0, this, record, now)?;
             if writer.should_flush() {
-                // Writes in the background while the next lines decode.
+                // Writes in the background while the next records decode.
                 writer.start_flush().await?;
                 progress(writer);
             }
         }
-        writer.flush().await?;
+        for c in writer.flush().await? {
+            if c.partition == 0 {
+                Arc::make_mut(&mut known).add(&c.source, c.last);
+            }
+        }
         progress(writer);
     }
     Ok(())

@@ -26,6 +26,10 @@ pub enum Error {
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    ObjectStore(#[from] deltalake::ObjectStoreError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -8,7 +8,8 @@
 //! group, is the truth about what was ingested. Before each commit the writer checks that
 //! the table still covers exactly what it last committed itself (fencing), and Delta's
 //! conflict checker refuses a commit if another writer committed the same partition after
-//! that snapshot. [`kafka`] drives a consumer group through it, [`backfill`] files, and
+//! that snapshot. [`kafka`] drives a consumer group through it, [`backfill`] NDJSON and Parquet
+//! files (a file's source is a hash of its records, so a copy adds nothing), and
 //! [`maintenance`] compacts and vacuums. `docs/ingest.md` states the protocol.
 
 pub mod backfill;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod kafka;
 pub mod maintenance;
 pub mod stats;
+mod txns;
 pub mod writer;
 
 pub use error::{Error, Result};

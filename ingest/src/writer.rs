@@ -15,7 +15,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use lake::decode::{Decoder, Origin, Rejection};
 use lake::event::col;
 use lake::ledger::{COMMIT_INFO_KEY, CommitRanges, SourceRange};
-use lake::tables::{Lake, Table, app_id, covered};
+use lake::tables::{Lake, Table, app_id, covered, parse_app_id};
 
 use crate::stats::Stats;
 use crate::{Error, Result};
@@ -193,6 +193,25 @@ impl LakeWriter {
             }
         }
         Ok(out)
+    }
+
+    /// Every source partition whose source name starts with `prefix` that the `events` table
+    /// covers, with the last offset it covers (backfill looks up the files the lake knows).
+    pub async fn covered_sources(&mut self, prefix: &str) -> Result<Vec<Committed>> {
+        let tables = self.settled_tables().await?;
+        tables.events.update_state().await?;
+        let apps = crate::txns::app_versions(&tables.events, "").await?;
+        Ok(apps
+            .iter()
+            .filter_map(|(app, &last)| {
+                let (source, partition) = parse_app_id(app)?;
+                source.starts_with(prefix).then(|| Committed {
+                    source: source.to_string(),
+                    partition,
+                    last,
+                })
+            })
+            .collect())
     }
 
     /// Decodes one message at `offset` of a source partition that [`LakeWriter::resume_at`]

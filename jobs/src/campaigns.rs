@@ -3,9 +3,11 @@
 //! start, and per second through the first hour).
 //!
 //! Campaigns come from the registry; campaign ids seen in events but not registered get the
-//! default funnel starting at their first event. A campaign's funnel spans every day from its
-//! start, so the job recomputes all campaigns when events changed or the registry did (the
-//! tables then record both versions) and replaces its tables whole.
+//! default funnel starting at their first event. A funnel takes every event carrying the
+//! campaign's id, before its start too (ClickHouse's `windowFunnel`: the window alone decides);
+//! the start is where the launch curve begins. A funnel spans every day, so the job recomputes
+//! all campaigns when events changed or the registry did (the tables then record both
+//! versions) and replaces its tables whole.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -315,7 +317,7 @@ impl Outputs {
             evs.extend(
                 u.events
                     .iter()
-                    .filter(|(ts, t)| *ts >= start_us && masks[*t as usize] != 0)
+                    .filter(|(_, t)| masks[*t as usize] != 0)
                     .map(|(ts, t)| (*ts, masks[*t as usize])),
             );
             if let Some(first) = u

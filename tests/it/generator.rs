@@ -84,6 +84,7 @@ fn clean_data_is_valid_and_has_the_platform_shapes() {
     let mut photos: BTreeMap<String, u64> = BTreeMap::new();
     let mut users: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
     let mut first_reserve: HashMap<u64, i64> = HashMap::new();
+    let mut campaign: HashMap<u64, Vec<(i64, &'static str)>> = HashMap::new();
     let mut ids = HashSet::new();
     let mut platforms: HashMap<&'static str, u64> = HashMap::new();
     let mut lines = 0;
@@ -106,7 +107,145 @@ fn clean_data_is_valid_and_has_the_platform_shapes() {
             let t = first_reserve.entry(ev.user_id).or_insert(ev.ts_ms);
             *t = (*t).min(ev.ts_ms);
         }
+        if ev.campaign_id.as_deref() == Some("redmi-launch") {
+            let step = match &*ev.event_type {
+                "page_view" => "view",
+                "reserve" => "reserve",
+                _ => "preorder",
+            };
+            campaign
+                .entry(ev.user_id)
+                .or_default()
+                .push((ev.ts_ms, step));
+        }
+        // QQ numbers: 5 to 10 digits.
+        assert!(
+            (10_000..10_000_000_000).contains(&ev.user_id),
+            "user_id {} is no QQ number",
+            ev.user_id
+        );
     }
+    // The platform's activity shape: a pool of scale x 600 million, about a third of it
+    // active on a day, a different third each day, most of the pool active within the week.
+    assert_eq!(manifest.user_pool, 600_000);
+    let all: HashSet<u64> = users.values().flatten().copied().collect();
+    assert_eq!(all.len() as u64, manifest.distinct_users);
+    let mean_dau = users.values().map(|u| u.len() as f64).sum::<f64>() / users.len() as f64;
+    let ratio = mean_dau / all.len() as f64;
+    assert!(
+        (0.2..=0.5).contains(&ratio),
+        "DAU/MAU {ratio:.3} (mean DAU {mean_dau}, {} users in the week)",
+        all.len()
+    );
+    let days: Vec<&HashSet<u64>> = users.values().collect();
+    for pair in days.windows(2) {
+        let both = pair[0].intersection(pair[1]).count() as f64;
+        assert!(
+            both < 0.8 * pair[0].len().min(pair[1].len()) as f64,
+            "consecutive days share {both} of their users"
+        );
+    }
+    // A heavy tail: the busiest 1% of the week's users make far more than 1% of the events.
+    let mut per_user: HashMap<u64, u64> = HashMap::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        *per_user
+            .entry(lake::decode::parse(line, now).unwrap().user_id)
+            .or_default() += 1;
+    }
+    let mut counts: Vec<u64> = per_user.into_values().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let top: u64 = counts[..counts.len() / 100].iter().sum();
+    assert!(
+        top as f64 > 0.05 * lines as f64,
+        "the top 1% of users make {top} of {lines} events"
+    );
+    // The launch: teasers days ahead, views just before the start, view-only visitors,
+    // preorders past the funnel's window.
+    let start_ms = manifest.launch.start_ms;
+    let reservers = first_reserve.len() as f64;
+    let teased = campaign
+        .values()
+        .filter(|e| {
+            e.iter()
+                .any(|(t, s)| *s == "view" && *t <= start_ms - 86_400_000)
+        })
+        .count() as f64;
+    assert!(
+        teased > 0.03 * reservers && teased < 0.15 * reservers,
+        "{teased} teaser viewers for {reservers} reservers"
+    );
+    let view_only = campaign
+        .values()
+        .filter(|e| e.iter().all(|(_, s)| *s == "view"))
+        .count() as f64;
+    assert!(
+        (view_only / reservers - 0.6).abs() < 0.05,
+        "{view_only} view-only visitors for {reservers} reservers"
+    );
+    assert_eq!(view_only as u64, manifest.launch.view_only_users);
+    let early_viewers = first_reserve
+        .iter()
+        .filter(|(u, t)| {
+            **t >= start_ms
+                && campaign[*u]
+                    .iter()
+                    .any(|(v, s)| *s == "view" && *v < start_ms && *v > start_ms - 300_000)
+        })
+        .count();
+    assert!(
+        early_viewers > 0,
+        "no reserver viewed just before the start"
+    );
+    let late_preorders = campaign
+        .values()
+        .filter(|e| {
+            let first_view = e.iter().filter(|x| x.1 == "view").map(|x| x.0).max();
+            e.iter()
+                .any(|(t, s)| *s == "preorder" && first_view.is_some_and(|v| *t > v + 86_400_000))
+        })
+        .count();
+    assert!(late_preorders > 0, "no preorder outside the 24 h window");
+    // The manifest's funnel, by a plain walk over every pair of steps.
+    let level = |events: &Vec<(i64, &str)>, first_only: bool| -> u64 {
+        let mut views: Vec<i64> = events
+            .iter()
+            .filter(|e| e.1 == "view")
+            .map(|e| e.0)
+            .collect();
+        views.sort_unstable();
+        if first_only {
+            views.truncate(1);
+        }
+        let mut best = 0;
+        for v in views {
+            let mut lv = 1;
+            for r in events
+                .iter()
+                .filter(|e| e.1 == "reserve" && e.0 >= v && e.0 <= v + 86_400_000)
+            {
+                lv = lv.max(2);
+                if events
+                    .iter()
+                    .any(|p| p.1 == "preorder" && p.0 >= r.0 && p.0 <= v + 86_400_000)
+                {
+                    lv = 3;
+                }
+            }
+            best = best.max(lv);
+        }
+        best
+    };
+    for (first_only, want) in [
+        (false, &manifest.funnel.furthest),
+        (true, &manifest.funnel.first),
+    ] {
+        let levels: Vec<u64> = campaign.values().map(|e| level(e, first_only)).collect();
+        let got: Vec<u64> = (1..=3)
+            .map(|k| levels.iter().filter(|l| **l >= k).count() as u64)
+            .collect();
+        assert_eq!(&got, want, "funnel, first_only = {first_only}");
+    }
+    assert!(manifest.funnel.first[1] < manifest.funnel.furthest[1]);
     assert_eq!(lines, manifest.rows);
     // Upload-day ratios (2015: 200M a day, 360M on the peak day, 650M on May 1, 510M on May 2).
     let ordinary = photos["2015-04-28"] as f64;

@@ -287,6 +287,100 @@ async fn funnels_and_launch_curves_match_the_hand_worked_figures() {
     assert!(err.contains("--tz") && err.contains("Mars/Base"), "{err}");
 }
 
+/// A launch's funnel takes the campaign's events before its start (teasers, a page view a
+/// second before the doors open): the job, `window_funnel` in SQL and the hand-worked figures
+/// agree in both modes, and `first` differs from `furthest`; the launch curve still counts
+/// first reservations from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_funnel_counts_the_views_before_its_start() {
+    let (file, expected) = fixture("funnel_teaser");
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake = lake_dir.to_str().unwrap();
+    ingest(lake, &file);
+    let start_ms = expected["campaign"]["start_ms"].as_i64().unwrap();
+    let start = DateTime::from_timestamp_millis(start_ms)
+        .unwrap()
+        .with_timezone(&FixedOffset::east_opt(8 * 3600).unwrap())
+        .to_rfc3339();
+    let mut per_mode = Vec::new();
+    for mode in ["furthest", "first"] {
+        let _ = spacepulse(&["campaigns", "remove", "c2", "--lake", lake]);
+        ok(&[
+            "campaigns",
+            "add",
+            "c2",
+            "--lake",
+            lake,
+            "--account",
+            "acme",
+            "--start",
+            &start,
+            "--window",
+            "24h",
+            "--mode",
+            mode,
+        ]);
+        jobs(lake, &["campaigns"]);
+        let ctx = session(&lake_dir).await;
+        let users: Vec<Value> = query(
+            &ctx,
+            "SELECT users FROM funnels WHERE campaign_id = 'c2' AND breakdown = 'total' ORDER BY step",
+        )
+        .await
+        .iter()
+        .map(|r| r["users"].clone())
+        .collect();
+        assert_eq!(
+            Value::from(users.clone()),
+            expected[format!("users_per_step_{mode}")],
+            "mode {mode}"
+        );
+        per_mode.push(users);
+        let milestones = query(
+            &ctx,
+            "SELECT after_seconds, users FROM launch_milestones WHERE campaign_id = 'c2' ORDER BY after_seconds",
+        )
+        .await;
+        let want = expected["launch_curve"]["milestones"].as_object().unwrap();
+        assert_eq!(milestones.len(), want.len());
+        for m in &milestones {
+            let key = m["after_seconds"].to_string();
+            assert_eq!(m["users"], want[&key], "milestone +{key} s, mode {mode}");
+        }
+    }
+    assert_ne!(
+        per_mode[0], per_mode[1],
+        "first and furthest gave the same funnel"
+    );
+    // The SQL aggregate over all of the campaign's events gives every user's level.
+    let ctx = session(&lake_dir).await;
+    for (func, key) in [
+        ("window_funnel", "levels_furthest"),
+        ("window_funnel_first", "levels_first"),
+    ] {
+        let rows = query(
+            &ctx,
+            &format!(
+                "SELECT user_id, {func}(86400000, ts, type = 'page_view', type = 'reserve', type = 'preorder') AS level \
+                 FROM events WHERE campaign_id = 'c2' GROUP BY user_id"
+            ),
+        )
+        .await;
+        let got: BTreeMap<String, Value> = rows
+            .iter()
+            .map(|r| (r["user_id"].to_string(), r["level"].clone()))
+            .collect();
+        let want: BTreeMap<String, Value> = expected[key]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(got, want, "{func}");
+    }
+}
+
 /// One valid event of the generated data, the fields the oracle needs.
 struct Ev {
     id: String,
@@ -624,6 +718,41 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
             .count() as u64;
         assert_eq!(oracle, m.distinct_reservers);
     }
+
+    // The funnel (furthest, the campaign as registered): the job's equals the manifest's and
+    // window_funnel() in SQL over every event of the campaign, teasers before the start too.
+    let funnel: Vec<u64> = query(
+        &ctx,
+        "SELECT users FROM funnels WHERE campaign_id = 'redmi-launch' AND breakdown = 'total' ORDER BY step",
+    )
+    .await
+    .iter()
+    .map(|r| r["users"].as_u64().unwrap())
+    .collect();
+    assert_eq!(funnel, manifest.funnel.furthest, "funnel vs the manifest");
+    assert_ne!(
+        manifest.funnel.furthest, manifest.funnel.first,
+        "the generated launch makes first and furthest differ"
+    );
+    let levels = query(
+        &ctx,
+        "SELECT level, count(*) AS n FROM (SELECT user_id, window_funnel(86400000, ts, type = 'page_view', \
+         type = 'reserve', type = 'preorder') AS level FROM events_dedup WHERE campaign_id = 'redmi-launch' \
+         GROUP BY user_id) GROUP BY level",
+    )
+    .await;
+    let at_least = |k: u64| -> u64 {
+        levels
+            .iter()
+            .filter(|r| r["level"].as_u64().unwrap() >= k)
+            .map(|r| r["n"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        vec![at_least(1), at_least(2), at_least(3)],
+        funnel,
+        "window_funnel() in SQL"
+    );
 
     // Any range's distinct users from the stored bitmaps and sketches, in SQL.
     let range = query(

@@ -1,0 +1,146 @@
+//! Every `txn` action of a table at once: Delta answers for one app id at a time
+//! ([`lake::tables::covered`]), but backfill needs all the files the lake knows to recognise a
+//! file that continues one of them.
+//!
+//! Read the way Delta replays its log: the latest checkpoint's `txn` rows, then the commits
+//! after it (at most a checkpoint interval of small JSON files), the later version of an app
+//! id winning. Commits older than the checkpoint may have been cleaned up, so they are not read.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
+use deltalake::{DeltaTable, ObjectMeta, Path};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::ChunkReader;
+use serde::Deserialize;
+
+use crate::Result;
+
+#[derive(Deserialize)]
+struct LogLine {
+    #[serde(default)]
+    txn: Option<Txn>,
+}
+
+#[derive(Deserialize)]
+struct Txn {
+    #[serde(rename = "appId")]
+    app_id: String,
+    version: i64,
+}
+
+/// The app ids starting with `prefix` that the table's loaded version carries in `txn`
+/// actions, with their versions.
+pub(crate) async fn app_versions(
+    table: &DeltaTable,
+    prefix: &str,
+) -> Result<BTreeMap<String, i64>> {
+    let mut versions = BTreeMap::new();
+    let Some(latest) = table.version() else {
+        return Ok(versions);
+    };
+    let store = table.object_store();
+    let listed: Vec<ObjectMeta> = store
+        .list(Some(&Path::from("_delta_log")))
+        .try_collect()
+        .await?;
+    // Log files are `<version:020>.json` and `<version:020>.checkpoint[.<part>.<parts>].parquet`.
+    let mut commits: Vec<u64> = Vec::new();
+    let mut checkpoints: BTreeMap<u64, Vec<Path>> = BTreeMap::new();
+    for meta in &listed {
+        let Some((version, kind)) = meta.location.filename().and_then(|f| f.split_once('.')) else {
+            continue;
+        };
+        let Ok(version) = version.parse::<u64>() else {
+            continue;
+        };
+        if version > latest {
+            continue;
+        }
+        if kind == "json" {
+            commits.push(version);
+        } else if kind.starts_with("checkpoint") && kind.ends_with(".parquet") {
+            checkpoints
+                .entry(version)
+                .or_default()
+                .push(meta.location.clone());
+        }
+    }
+    let checkpoint = checkpoints.pop_last();
+    if let Some((_, parts)) = &checkpoint {
+        for part in parts {
+            let bytes = store.get(part).await?.bytes().await?;
+            read_checkpoint(bytes, prefix, &mut versions)?;
+        }
+    }
+    let after = checkpoint.map(|(v, _)| v);
+    commits.retain(|v| after.is_none_or(|c| *v > c));
+    commits.sort_unstable();
+    for version in commits {
+        let bytes = store
+            .get(&Path::from(format!("_delta_log/{version:020}.json")))
+            .await?
+            .bytes()
+            .await?;
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(LogLine { txn: Some(txn) }) = serde_json::from_slice::<LogLine>(line)
+                && txn.app_id.starts_with(prefix)
+            {
+                versions.insert(txn.app_id, txn.version);
+            }
+        }
+    }
+    Ok(versions)
+}
+
+/// The `txn` rows of one checkpoint file (only its `txn` column is decoded).
+fn read_checkpoint(
+    bytes: impl ChunkReader + 'static,
+    prefix: &str,
+    versions: &mut BTreeMap<String, i64>,
+) -> Result<()> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let Some(root) = builder
+        .parquet_schema()
+        .root_schema()
+        .get_fields()
+        .iter()
+        .position(|f| f.name() == "txn")
+    else {
+        return Ok(());
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [root]);
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        let Some(txn) = batch.column_by_name("txn").and_then(|c| c.as_struct_opt()) else {
+            continue;
+        };
+        let (Some(app), Some(version)) =
+            (txn.column_by_name("appId"), txn.column_by_name("version"))
+        else {
+            continue;
+        };
+        let app = cast(app.as_ref(), &DataType::Utf8)?;
+        let version = cast(version.as_ref(), &DataType::Int64)?;
+        let (Some(app), Some(version)) = (
+            app.as_string_opt::<i32>(),
+            version.as_primitive_opt::<Int64Type>(),
+        ) else {
+            continue;
+        };
+        for i in 0..txn.len() {
+            if txn.is_valid(i) && app.is_valid(i) && version.is_valid(i) {
+                let id = app.value(i);
+                if id.starts_with(prefix) {
+                    versions.insert(id.to_string(), version.value(i));
+                }
+            }
+        }
+    }
+    Ok(())
+}
