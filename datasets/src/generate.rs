@@ -441,6 +441,11 @@ impl Plan {
                     launch_users.max(1_000)
                 )));
             }
+            Some(n) if n > MAX_USERS => {
+                return Err(OptionsError(format!(
+                    "--users: {n} is more than the generator's {MAX_USERS} (ten billion)"
+                )));
+            }
             Some(n) => n,
             None => scaled(full::USERS, o.scale).max(1_000).max(launch_users),
         };
@@ -489,6 +494,9 @@ pub struct Ids {
     /// QQ: id = 10,000 + (a · rank + b) mod (10^10 - 10^4), `a` coprime with the modulus.
     a: u64,
 }
+
+/// The largest pool: its day sets take a bit per user and day.
+const MAX_USERS: u64 = 10_000_000_000;
 
 /// QQ numbers have 5 to 10 digits.
 const QQ_FIRST: u64 = 10_000;

@@ -39,7 +39,9 @@ impl Rng {
     /// A heavy-tailed rank in `0..n`: the cube of a uniform number, so low ranks are far more
     /// likely (a Zipf-like activity curve without floating-point library calls).
     pub fn skewed(&mut self, n: u64) -> u64 {
-        let u = self.below(1 << 20) as u128;
-        ((u * u * u * n as u128) >> 60) as u64
+        // u in [0, 2^32): u^3 / 2^32 < 2^64, so every rank below n < 2^64 is reachable.
+        let u = (self.next_u64() >> 32) as u128;
+        let cube = (u * u * u) >> 32;
+        ((cube * n as u128) >> 64) as u64
     }
 }

@@ -179,6 +179,8 @@ impl Records {
 #[derive(Debug, Clone, Default)]
 struct Known {
     by_records: HashMap<i64, Vec<u128>>,
+    /// Every file source's last record covered, by hash.
+    last: HashMap<u128, i64>,
 }
 
 impl Known {
@@ -186,6 +188,7 @@ impl Known {
         if let Some(hex) = source.strip_prefix(FILE_SOURCE)
             && let Ok(hash) = u128::from_str_radix(hex, 16)
         {
+            self.last.insert(hash, last);
             let hashes = self.by_records.entry(last + 1).or_default();
             if !hashes.contains(&hash) {
                 hashes.push(hash);
@@ -259,6 +262,73 @@ async fn scan_in_background(path: &Path, known: &Arc<Known>) -> Result<Scan> {
     }
 }
 
+/// The name that versions before records were hashed gave a file: the xxh3-128 of its bytes
+/// as stored (compressed ones too).
+pub fn legacy_hash(path: &Path) -> Result<u128> {
+    let mut file = File::open(path).map_err(|e| input_error(path, e))?;
+    let mut hasher = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| input_error(path, e))?;
+        if n == 0 {
+            return Ok(hasher.digest128());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Goes on with a file that an earlier version ingested under its legacy source, numbered as
+/// it numbered lines (every line, blank ones too, decompressed by the file's extension), so
+/// nothing it covered is ingested again.
+async fn legacy_resume(
+    writer: &mut LakeWriter,
+    file: &Path,
+    source: &str,
+    last: i64,
+    progress: &mut impl FnMut(&LakeWriter),
+) -> Result<()> {
+    let resume = writer.resume_at(source, 0).await?.unwrap_or(last + 1);
+    tracing::info!(file = %file.display(), %source, resume_at_line = resume, "backfill of a file an earlier version ingested");
+    let io = |e| input_error(file, e);
+    let raw = File::open(file).map_err(io)?;
+    let name = file.to_string_lossy();
+    let reader: Box<dyn Read> = if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(raw))
+    } else if name.ends_with(".zst") {
+        Box::new(zstd::Decoder::new(raw).map_err(io)?)
+    } else {
+        Box::new(raw)
+    };
+    let mut lines = BufReader::with_capacity(1 << 20, reader);
+    let mut line = Vec::with_capacity(4096);
+    let mut number: i64 = 0;
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
+        }
+        let this = number;
+        number += 1;
+        if this < resume {
+            writer.stats.skipped += 1;
+            continue;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        writer.push(source, 0, this, text, chrono::Utc::now().timestamp_millis())?;
+        if writer.should_flush() {
+            writer.start_flush().await?;
+            progress(writer);
+        }
+    }
+    writer.flush().await?;
+    progress(writer);
+    Ok(())
+}
+
 /// Ingests every file at `path`, flushing as the writer's thresholds say and at each file's
 /// end. Records already in the lake (by the file's content and the record's number, or as the
 /// beginning of a file the lake holds) are skipped.
@@ -299,6 +369,14 @@ pub async fn run(
             start_at_record = start,
             "backfill"
         );
+        if start == 0 && !known.last.is_empty() {
+            // A file an earlier version ingested: it named the file by its bytes as stored.
+            let legacy = legacy_hash(&file)?;
+            if let Some(&last) = known.last.get(&legacy) {
+                legacy_resume(writer, &file, &source_name(legacy), last, &mut progress).await?;
+                continue;
+            }
+        }
         if start >= content.records {
             writer.stats.skipped += content.records as u64;
             progress(writer);

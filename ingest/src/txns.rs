@@ -71,6 +71,16 @@ pub(crate) async fn app_versions(
                 .push(meta.location.clone());
         }
     }
+    // The newest checkpoint with all its parts (a writer killed while writing a multi-part
+    // checkpoint leaves some): `checkpoint.parquet`, or `checkpoint.<part>.<parts>.parquet`.
+    checkpoints.retain(|_, parts| {
+        let expected = parts[0]
+            .filename()
+            .and_then(|f| f.split('.').nth(3))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(1);
+        parts.len() == expected
+    });
     let checkpoint = checkpoints.pop_last();
     if let Some((_, parts)) = &checkpoint {
         for part in parts {

@@ -531,3 +531,52 @@ fn the_funnel_fixture_matches_its_launch_curve() {
         assert_eq!(got, n.as_u64().unwrap(), "+{s}s");
     }
 }
+
+#[test]
+fn hashed_ids_and_the_user_pool_flags() {
+    let _turn = spacepulse_tests::HEAVY.blocking_lock();
+    let options = Options {
+        days: 1,
+        scale: 0.0002,
+        users: Some(200_000),
+        id_space: datasets::generate::IdSpace::U64,
+        ..Options::default()
+    };
+    let (bytes, manifest) = run(&options);
+    assert_eq!(manifest.user_pool, 200_000);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut users = HashSet::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let ev = lake::decode::parse(line, now).unwrap();
+        assert!(ev.user_id > 0 && ev.user_id < 1 << 63, "{}", ev.user_id);
+        users.insert(ev.user_id);
+    }
+    assert_eq!(users.len() as u64, manifest.distinct_users);
+    // Hashed over 63 bits: nearly every id is far past any QQ number.
+    let wide = users.iter().filter(|u| **u >= 10_000_000_000).count();
+    assert!(
+        wide as f64 > 0.99 * users.len() as f64,
+        "{wide} of {}",
+        users.len()
+    );
+    // The same ranks as QQ numbers: as many distinct users, another id space.
+    let (_, qq) = run(&Options {
+        id_space: datasets::generate::IdSpace::Qq,
+        ..options.clone()
+    });
+    assert_eq!(qq.distinct_users, manifest.distinct_users);
+    // Bad pool flags are usage errors naming the flag.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    for (args, flag) in [
+        (vec!["--users", "10"], "--users"),
+        (vec!["--users", "20000000000"], "--users"),
+        (vec!["--id-space", "u128"], "--id-space"),
+    ] {
+        let mut all = vec!["datasets", "generate", "--out", out.to_str().unwrap()];
+        all.extend(args);
+        let (code, _, e) = spacepulse(&all);
+        assert_eq!(code, 2, "{e}");
+        assert!(e.contains(flag), "{e}");
+    }
+}
