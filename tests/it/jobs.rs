@@ -231,30 +231,8 @@ async fn funnels_and_launch_curves_match_the_hand_worked_figures() {
     assert_eq!(curve[0]["seconds"], 3600);
 
     // window_funnel in SQL gives every user's level, in both modes.
-    for (func, key) in [
-        ("window_funnel", "levels_furthest"),
-        ("window_funnel_first", "levels_first"),
-    ] {
-        let rows = query(
-            &ctx,
-            &format!(
-                "SELECT user_id, {func}(86400000, ts, type = 'page_view', type = 'reserve', type = 'preorder') AS level \
-                 FROM events WHERE campaign_id = 'c1' AND ts >= to_timestamp_millis({start_ms}) GROUP BY user_id"
-            ),
-        )
-        .await;
-        let got: BTreeMap<String, Value> = rows
-            .iter()
-            .map(|r| (r["user_id"].to_string(), r["level"].clone()))
-            .collect();
-        let want: BTreeMap<String, Value> = expected[key]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        assert_eq!(got, want, "{func}");
-    }
+    let filter = format!("campaign_id = 'c1' AND ts >= to_timestamp_millis({start_ms})");
+    assert_sql_levels(&ctx, &filter, &expected).await;
 
     // Changing the registry alone recomputes the campaigns: mode first.
     ok(&["campaigns", "remove", "c1", "--lake", lake]);
@@ -355,15 +333,25 @@ async fn a_launch_funnel_counts_the_views_before_its_start() {
     );
     // The SQL aggregate over all of the campaign's events gives every user's level.
     let ctx = session(&lake_dir).await;
+    assert_sql_levels(&ctx, "campaign_id = 'c2'", &expected).await;
+}
+
+/// `window_funnel` and `window_funnel_first` over the events that `filter` selects give each
+/// user the level of `expected`'s `levels_furthest` and `levels_first`.
+async fn assert_sql_levels(
+    ctx: &deltalake::datafusion::prelude::SessionContext,
+    filter: &str,
+    expected: &Value,
+) {
     for (func, key) in [
         ("window_funnel", "levels_furthest"),
         ("window_funnel_first", "levels_first"),
     ] {
         let rows = query(
-            &ctx,
+            ctx,
             &format!(
                 "SELECT user_id, {func}(86400000, ts, type = 'page_view', type = 'reserve', type = 'preorder') AS level \
-                 FROM events WHERE campaign_id = 'c2' GROUP BY user_id"
+                 FROM events WHERE {filter} GROUP BY user_id"
             ),
         )
         .await;
