@@ -3,11 +3,11 @@
 //! start, and per second through the first hour).
 //!
 //! Campaigns come from the registry; campaign ids seen in events but not registered get the
-//! default funnel starting at their first event. A funnel takes every event carrying the
-//! campaign's id, before its start too (ClickHouse's `windowFunnel`: the window alone decides);
-//! the start is where the launch curve begins. A funnel spans every day, so the job recomputes
-//! all campaigns when events changed or the registry did (the tables then record both
-//! versions) and replaces its tables whole.
+//! default funnel starting at their first reservation (their first event without one). A
+//! funnel takes every event carrying the campaign's id, before its start too (ClickHouse's
+//! `windowFunnel`: the window alone decides); the start is where the launch curve begins. A
+//! funnel spans every day, so the job recomputes all campaigns when events changed or the
+//! registry did (the tables then record both versions) and replaces its tables whole.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -213,10 +213,10 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         let def = Campaign {
             id: id.clone(),
             account_id: String::new(),
-            start_ms: users
-                .values()
-                .flat_map(|u| u.events.iter().map(|e| e.0))
-                .min()
+            // The first reservation, where a launch curve begins (teaser views may come days
+            // earlier); the first event for a campaign without reservations.
+            start_ms: first_of(users, Some(reserve))
+                .or_else(|| first_of(users, None))
                 .unwrap_or(0)
                 .div_euclid(1000),
             steps: DEFAULT_STEPS.iter().map(|s| s.to_string()).collect(),
@@ -247,6 +247,16 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         .await?;
     }
     Ok((merged.len(), rows, false))
+}
+
+/// The earliest event (µs) of the type `ty`, or of any type.
+fn first_of(users: &HashMap<u64, UserEvents>, ty: Option<u8>) -> Option<i64> {
+    users
+        .values()
+        .flat_map(|u| u.events.iter())
+        .filter(|e| ty.is_none_or(|t| e.1 == t))
+        .map(|e| e.0)
+        .min()
 }
 
 #[derive(Default)]
