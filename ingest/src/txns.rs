@@ -28,6 +28,11 @@ struct LogLine {
 }
 
 #[derive(Deserialize)]
+struct LastCheckpoint {
+    version: u64,
+}
+
+#[derive(Deserialize)]
 struct Txn {
     #[serde(rename = "appId")]
     app_id: String,
@@ -45,10 +50,24 @@ pub(crate) async fn app_versions(
         return Ok(versions);
     };
     let store = table.object_store();
-    let listed: Vec<ObjectMeta> = store
-        .list(Some(&Path::from("_delta_log")))
-        .try_collect()
-        .await?;
+    // Only what follows the last checkpoint Delta recorded is listed (a month of commits may
+    // precede it); a missing or unreadable `_last_checkpoint` lists the whole log.
+    let log = Path::from("_delta_log");
+    let last = match store.get(&Path::from("_delta_log/_last_checkpoint")).await {
+        Ok(found) => serde_json::from_slice::<LastCheckpoint>(&found.bytes().await?).ok(),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let listed: Vec<ObjectMeta> = match last {
+        Some(LastCheckpoint { version }) => {
+            let from = Path::from(format!("_delta_log/{version:020}"));
+            store
+                .list_with_offset(Some(&log), &from)
+                .try_collect()
+                .await?
+        }
+        None => store.list(Some(&log)).try_collect().await?,
+    };
     // Log files are `<version:020>.json` and `<version:020>.checkpoint[.<part>.<parts>].parquet`.
     let mut commits: Vec<u64> = Vec::new();
     let mut checkpoints: BTreeMap<u64, Vec<Path>> = BTreeMap::new();
