@@ -132,11 +132,17 @@ fn day_users<'a>(
     day: i32,
 ) -> Option<&'a mut U64Flags> {
     let k = usize::try_from(day.checked_sub(first)?).ok()?;
-    wanted
-        .get(k)
-        .copied()
-        .unwrap_or(false)
-        .then(|| per_day.entry(day).or_default())
+    if !wanted.get(k).copied().unwrap_or(false) {
+        return None;
+    }
+    // Files come in hour order: a new day is sized as the day before it, whose users it
+    // resembles, instead of growing from nothing.
+    let like = per_day.last_key_value().map_or(0, |(_, users)| users.len());
+    Some(
+        per_day
+            .entry(day)
+            .or_insert_with(|| U64Flags::with_capacity(like)),
+    )
 }
 
 /// Adds a row group's users with the platforms each was seen on, from the dictionary codes of
