@@ -16,8 +16,8 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
 use futures::TryStreamExt;
 use query::sketch::{
-    HLL_ESTIMATOR, HLL_PRECISION, Hll, append_bitmap_bytes, bitmap_ids, bitmap_ids_into, codes_of,
-    estimate_of_codes, hll_relative_error,
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, append_bitmap_bytes, bitmap_ids, bitmap_ids_into,
+    codes_are_dense, codes_of, estimate_of_codes, hll_relative_error,
 };
 
 use crate::pages::{Coded, Dictionary};
@@ -469,23 +469,34 @@ struct Figures {
 /// (a user counts in a window if their last active day so far falls in it: no union of
 /// bitmaps per window), approximate from the daily sketches merged over the window.
 fn figures(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, Figures>> {
+    let (Some(&first), Some(&end)) = (days.keys().next(), days.keys().next_back()) else {
+        return Ok(BTreeMap::new());
+    };
     let mut last: Vec<(u64, i32)> = Vec::new();
-    let mut by_last: BTreeMap<i32, i64> = BTreeMap::new();
+    // Users by their last active day, a slot per day from the first (a map lookup per
+    // returning user was most of this function's time).
+    let mut by_last = vec![0i64; (end - first + 1) as usize];
+    let at = |day: i32| (day - first) as usize;
+    let window = |by_last: &[i64], day: i32, days: i32| -> i64 {
+        by_last[at((day - days + 1).max(first))..=at(day)]
+            .iter()
+            .sum()
+    };
     let approx = approx_windows(days, s)?;
     let mut out = BTreeMap::new();
     for (&day, d) in days {
         let mut new_users = 0;
         last = advance_last(&last, &d.users[s], day, |prev| match prev {
             None => new_users += 1,
-            Some(prev) => *by_last.entry(prev).or_default() -= 1,
+            Some(prev) => by_last[at(prev)] -= 1,
         });
-        *by_last.entry(day).or_default() += d.users[s].len() as i64;
+        by_last[at(day)] += d.users[s].len() as i64;
         let (wau_approx, mau_approx) = approx[&day];
         out.insert(
             day,
             Figures {
-                wau: by_last.range(day - 6..=day).map(|e| e.1).sum(),
-                mau: by_last.range(day - 29..=day).map(|e| e.1).sum(),
+                wau: window(&by_last, day, 7),
+                mau: window(&by_last, day, 30),
                 new_users,
                 wau_approx,
                 mau_approx,
@@ -539,21 +550,28 @@ fn advance_last<K: Ord + Copy>(
 /// in it, one pass instead of a chain of merges. A window holding a stored dense day (whose
 /// codes are gone) merges dense: the days' dense copies in a two-stack window.
 fn approx_windows(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, (f64, f64)>> {
+    // Days whose sketch holds registers: stored ones (codes gone), and fresh ones whose own
+    // codes are past the sparse threshold, so every window holding them is too and merging
+    // registers (a few thousand words a day) beats a pass over every code of the window.
     let dense_days: BTreeSet<i32> = days
         .iter()
-        .filter(|(_, d)| d.codes[s].is_none())
+        .filter(|(_, d)| d.codes[s].as_deref().is_none_or(codes_are_dense))
         .map(|(&day, _)| day)
         .collect();
     let (mut week, mut month) = (Window::default(), Window::default());
     let mut last: Vec<(u32, i32)> = Vec::new();
     let mut out = BTreeMap::new();
+    // Every window holds a dense day when every day is: no list of codes is needed then.
+    let all_dense = dense_days.len() == days.len();
     for (&day, d) in days {
-        last = advance_last(
-            &last,
-            d.codes[s].as_deref().unwrap_or_default(),
-            day,
-            |_| {},
-        );
+        if !all_dense {
+            last = advance_last(
+                &last,
+                d.codes[s].as_deref().unwrap_or_default(),
+                day,
+                |_| {},
+            );
+        }
         if !dense_days.is_empty() {
             let dense = d.sketches[s].to_dense().map_err(internal)?;
             week.push(day, &dense)?;
@@ -866,6 +884,13 @@ mod tests {
         }
         assert!(days[&120].sketches[0].clone().sparse_codes().is_none());
         assert!(days[&121].sketches[0].clone().sparse_codes().is_some());
+        // The codes tell a dense sketch as the crate does.
+        for d in days.values() {
+            assert_eq!(
+                codes_are_dense(d.codes[0].as_deref().unwrap()),
+                d.sketches[0].clone().sparse_codes().is_none()
+            );
+        }
         let fresh = approx_windows(&days, 0).unwrap();
         // The dense day as read back from the table: its codes are gone.
         days.get_mut(&120).unwrap().codes[0] = None;

@@ -211,6 +211,23 @@ fn decode(code: u32) -> (usize, u32) {
     }
 }
 
+/// Whether the sketch of the sparse list `codes` (sorted, distinct) holds registers: its list
+/// is past the crate's sparse threshold. A superset of such a list is past it too (inserting a
+/// code splits one difference into two, never fewer varint bytes).
+pub fn codes_are_dense(codes: &[u32]) -> bool {
+    let (_, _, threshold) = counts();
+    let mut last = 0;
+    let mut bytes = 0;
+    for &c in codes {
+        bytes += varint_len(c - last);
+        last = c;
+        if bytes > threshold {
+            return true;
+        }
+    }
+    false
+}
+
 /// The estimate of the sketch whose sparse list is `codes` (sorted, distinct): exactly
 /// `Hll::of_codes(codes).estimate()`, without building the sketch. While the list is sparse,
 /// the crate's estimate is linear counting over the sparse registers (a count of codes);
