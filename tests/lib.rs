@@ -259,6 +259,25 @@ impl Rng {
     }
 }
 
+/// `spacepulse datasets generate --days 1 --scale 0.0002 --format parquet --out OUT`, which
+/// must succeed; returns the manifest it wrote.
+pub fn generated_parquet(out: &Path) -> serde_json::Value {
+    let (code, o, e) = spacepulse(&[
+        "datasets",
+        "generate",
+        "--days",
+        "1",
+        "--scale",
+        "0.0002",
+        "--format",
+        "parquet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
+}
+
 /// `n` valid events as NDJSON lines with ids `{prefix}-{i}`, a few hours around 2015-04-28.
 pub fn valid_events(prefix: &str, n: usize, seed: u64) -> Vec<String> {
     let mut rng = Rng(seed);

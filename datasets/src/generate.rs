@@ -475,7 +475,7 @@ impl Plan {
             };
             if rows < shaped {
                 return Err(OptionsError(format!(
-                    "--rows {rows} is too small for --scale {}: the uploads, launch, ads and follows alone take about {shaped}; raise --rows or lower --scale",
+                    "--rows {rows} is too small for --scale {}: the active users' app opens, uploads, launch, ads and follows alone take about {shaped}; raise --rows or lower --scale (or --users)",
                     o.scale
                 )));
             }

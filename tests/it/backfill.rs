@@ -189,21 +189,7 @@ async fn the_generators_parquet_backfills_once() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let generated = dir.path().join("pq");
-    let (code, o, e) = spacepulse(&[
-        "datasets",
-        "generate",
-        "--days",
-        "1",
-        "--scale",
-        "0.0002",
-        "--format",
-        "parquet",
-        "--out",
-        generated.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{o}{e}");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(generated.join("manifest.json")).unwrap()).unwrap();
+    let manifest = spacepulse_tests::generated_parquet(&generated);
     let valid = manifest["valid_messages"].as_u64().unwrap();
     let lake = dir.path().join("lake");
     // The generator's output directory as it is (its manifest.json is not data).

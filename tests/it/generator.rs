@@ -397,21 +397,7 @@ async fn parquet_output_holds_the_valid_events_in_the_lake_schema() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pq");
-    let (code, o, e) = spacepulse(&[
-        "datasets",
-        "generate",
-        "--days",
-        "1",
-        "--scale",
-        "0.0002",
-        "--format",
-        "parquet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{o}{e}");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = spacepulse_tests::generated_parquet(&out);
     let ctx = deltalake::datafusion::prelude::SessionContext::new();
     ctx.register_parquet(
         "g",

@@ -26,6 +26,25 @@ fn ok(args: &[&str]) -> String {
     out
 }
 
+/// `spacepulse campaigns add ID` for the account `acme`, a 24 h window and `mode`.
+fn add_campaign(lake: &str, id: &str, start: &str, mode: &str) -> String {
+    ok(&[
+        "campaigns",
+        "add",
+        id,
+        "--lake",
+        lake,
+        "--account",
+        "acme",
+        "--start",
+        start,
+        "--window",
+        "24h",
+        "--mode",
+        mode,
+    ])
+}
+
 fn ingest(lake: &str, file: &str) {
     ok(&["ingest", "--from-file", file, "--lake", lake]);
 }
@@ -147,23 +166,7 @@ async fn funnels_and_launch_curves_match_the_hand_worked_figures() {
         .unwrap()
         .with_timezone(&FixedOffset::east_opt(8 * 3600).unwrap())
         .to_rfc3339();
-    let add = |mode: &str| {
-        ok(&[
-            "campaigns",
-            "add",
-            "c1",
-            "--lake",
-            lake,
-            "--account",
-            "acme",
-            "--start",
-            &start,
-            "--window",
-            "24h",
-            "--mode",
-            mode,
-        ])
-    };
+    let add = |mode: &str| add_campaign(lake, "c1", &start, mode);
     add("furthest");
     let listed: Value =
         serde_json::from_str(&ok(&["campaigns", "list", "--json", "--lake", lake])).unwrap();
@@ -284,21 +287,7 @@ async fn a_launch_funnel_counts_the_views_before_its_start() {
     let mut per_mode = Vec::new();
     for mode in ["furthest", "first"] {
         let _ = spacepulse(&["campaigns", "remove", "c2", "--lake", lake]);
-        ok(&[
-            "campaigns",
-            "add",
-            "c2",
-            "--lake",
-            lake,
-            "--account",
-            "acme",
-            "--start",
-            &start,
-            "--window",
-            "24h",
-            "--mode",
-            mode,
-        ]);
+        add_campaign(lake, "c2", &start, mode);
         jobs(lake, &["campaigns"]);
         let ctx = session(&lake_dir).await;
         let users: Vec<Value> = query(
