@@ -111,15 +111,9 @@ pub(crate) async fn app_versions(
     commits.retain(|v| after.is_none_or(|c| *v > c));
     commits.sort_unstable();
     for version in commits {
-        let bytes = store
-            .get(&Path::from(format!("_delta_log/{version:020}.json")))
-            .await?
-            .bytes()
-            .await?;
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            if let Ok(LogLine { txn: Some(txn) }) = serde_json::from_slice::<LogLine>(line)
-                && txn.app_id.starts_with(prefix)
-            {
+        let actions: Vec<LogLine> = lake::tables::commit_actions(table, version).await?;
+        for txn in actions.into_iter().filter_map(|a| a.txn) {
+            if txn.app_id.starts_with(prefix) {
                 versions.insert(txn.app_id, txn.version);
             }
         }

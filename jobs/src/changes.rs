@@ -8,7 +8,6 @@ use chrono::NaiveDate;
 use deltalake::DeltaTable;
 use deltalake::Path;
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use query::tz::ReportTz;
 
 use crate::Result;
@@ -87,15 +86,8 @@ pub async fn hours_since(events: &DeltaTable, since: i64) -> Result<Option<BTree
         if !present.contains(&version) {
             return Ok(None);
         }
-        let bytes = store
-            .get(&Path::from(format!("_delta_log/{version:020}.json")))
-            .await?
-            .bytes()
-            .await?;
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(LogLine { add: Some(add) }) = serde_json::from_slice::<LogLine>(line) else {
-                continue;
-            };
+        let actions: Vec<LogLine> = lake::tables::commit_actions(events, version as u64).await?;
+        for add in actions.into_iter().filter_map(|a| a.add) {
             if !add.data_change {
                 continue;
             }

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use deltalake::DeltaTable;
 use deltalake::Path;
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -126,11 +125,7 @@ async fn read_commits(
         .collect();
     versions.sort_unstable();
     for version in versions {
-        let bytes = store
-            .get(&Path::from(format!("_delta_log/{version:020}.json")))
-            .await?
-            .bytes()
-            .await?;
+        let actions: Vec<LogLine> = crate::tables::commit_actions(table, version).await?;
         let mut entry = CommitEntry {
             table: which.name(),
             version,
@@ -142,10 +137,7 @@ async fn read_commits(
             data_change: false,
             ranges: Vec::new(),
         };
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(action) = serde_json::from_slice::<LogLine>(line) else {
-                continue;
-            };
+        for action in actions {
             if let Some(info) = action.commit_info {
                 entry.timestamp_ms = info.get("timestamp").and_then(|t| t.as_i64());
                 entry.operation = info

@@ -196,3 +196,25 @@ pub async fn covered(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
         .transaction_version(table.log_store().as_ref(), app_id)
         .await?)
 }
+
+/// The actions of commit `version` in `table`'s log, each JSON line parsed as `T`; a line that
+/// does not parse as `T` is skipped (each reader picks out the few actions it needs).
+pub async fn commit_actions<T: serde::de::DeserializeOwned>(
+    table: &DeltaTable,
+    version: u64,
+) -> Result<Vec<T>> {
+    use object_store::ObjectStoreExt;
+    let bytes = table
+        .object_store()
+        .get(&deltalake::Path::from(format!(
+            "_delta_log/{version:020}.json"
+        )))
+        .await?
+        .bytes()
+        .await?;
+    Ok(bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect())
+}
