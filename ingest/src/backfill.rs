@@ -101,6 +101,8 @@ pub fn input_files(path: &Path) -> Result<Vec<PathBuf>> {
 struct Records {
     path: PathBuf,
     inner: Inner,
+    /// Blank lines are records too (as versions before records were hashed numbered lines).
+    blank_lines: bool,
 }
 
 enum Inner {
@@ -124,13 +126,25 @@ impl Records {
     /// Opens a file as Parquet (by its `.parquet` name or its `PAR1` magic), or as NDJSON,
     /// decompressed by its `.gz`/`.zst` name or its gzip/zstd magic.
     fn open(path: &Path) -> Result<Self> {
+        Self::open_as(path, false)
+    }
+
+    /// Opens a file as versions before records were hashed read it: NDJSON decompressed by
+    /// its name alone, every line a record, blank ones too.
+    fn legacy(path: &Path) -> Result<Self> {
+        Self::open_as(path, true)
+    }
+
+    fn open_as(path: &Path, legacy: bool) -> Result<Self> {
         let io = |e: std::io::Error| input_error(path, e);
         let mut file = File::open(path).map_err(io)?;
         let mut magic = Vec::with_capacity(4);
-        (&mut file).take(4).read_to_end(&mut magic).map_err(io)?;
-        file.rewind().map_err(io)?;
+        if !legacy {
+            (&mut file).take(4).read_to_end(&mut magic).map_err(io)?;
+            file.rewind().map_err(io)?;
+        }
         let name = path.to_string_lossy();
-        let inner = if name.ends_with(".parquet") || magic == b"PAR1" {
+        let inner = if !legacy && (name.ends_with(".parquet") || magic == b"PAR1") {
             Inner::Rows(Box::new(rows::Rows::open(file).map_err(io)?))
         } else if name.ends_with(".gz") || magic.starts_with(&[0x1f, 0x8b]) {
             Inner::lines(flate2::read::MultiGzDecoder::new(file))
@@ -142,12 +156,13 @@ impl Records {
         Ok(Self {
             path: path.to_path_buf(),
             inner,
+            blank_lines: legacy,
         })
     }
 
     /// The next record, or `None` at the end of the file.
     fn next_record(&mut self) -> Result<Option<&[u8]>> {
-        let path = &self.path;
+        let (path, blank_lines) = (&self.path, self.blank_lines);
         match &mut self.inner {
             Inner::Lines { reader, line } => loop {
                 line.clear();
@@ -164,7 +179,7 @@ impl Records {
                 if line[..end].ends_with(b"\r") {
                     end -= 1;
                 }
-                if line[..end].iter().all(u8::is_ascii_whitespace) {
+                if !blank_lines && line[..end].iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 return Ok(Some(&line[..end]));
@@ -289,43 +304,44 @@ async fn legacy_resume(
 ) -> Result<()> {
     let resume = writer.resume_at(source, 0).await?.unwrap_or(last + 1);
     tracing::info!(file = %file.display(), %source, resume_at_line = resume, "backfill of a file an earlier version ingested");
-    let io = |e| input_error(file, e);
-    let raw = File::open(file).map_err(io)?;
-    let name = file.to_string_lossy();
-    let reader: Box<dyn Read> = if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(raw))
-    } else if name.ends_with(".zst") {
-        Box::new(zstd::Decoder::new(raw).map_err(io)?)
-    } else {
-        Box::new(raw)
-    };
-    let mut lines = BufReader::with_capacity(1 << 20, reader);
-    let mut line = Vec::with_capacity(4096);
+    let mut records = Records::legacy(file)?;
+    push_records(writer, &mut records, source, resume, i64::MAX, progress).await?;
+    writer.flush().await?;
+    progress(writer);
+    Ok(())
+}
+
+/// Pushes `records` under `source`, numbered from 0: those before `start` are counted as
+/// already ingested, blank ones are numbered but not pushed, and reading stops after `end`.
+async fn push_records(
+    writer: &mut LakeWriter,
+    records: &mut Records,
+    source: &str,
+    start: i64,
+    end: i64,
+    progress: &mut impl FnMut(&LakeWriter),
+) -> Result<()> {
     let mut number: i64 = 0;
-    loop {
-        line.clear();
-        if lines.read_until(b'\n', &mut line).map_err(io)? == 0 {
-            break;
-        }
+    while number < end
+        && let Some(record) = records.next_record()?
+    {
         let this = number;
         number += 1;
-        if this < resume {
+        if this < start {
             writer.stats.skipped += 1;
             continue;
         }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.iter().all(u8::is_ascii_whitespace) {
+        if record.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        writer.push(source, 0, this, text, chrono::Utc::now().timestamp_millis())?;
+        let now = chrono::Utc::now().timestamp_millis();
+        writer.push(source, 0, this, record, now)?;
         if writer.should_flush() {
+            // Writes in the background while the next records decode.
             writer.start_flush().await?;
             progress(writer);
         }
     }
-    writer.flush().await?;
-    progress(writer);
     Ok(())
 }
 
@@ -382,26 +398,17 @@ pub async fn run(
             progress(writer);
             continue;
         }
-        let mut records = Records::open(&file)?;
-        let mut number: i64 = 0;
         // Only the records hashed: a file growing meanwhile gets the rest on its next run.
-        while number < content.records
-            && let Some(record) = records.next_record()?
-        {
-            let this = number;
-            number += 1;
-            if this < start {
-                writer.stats.skipped += 1;
-                continue;
-            }
-            let now = chrono::Utc::now().timestamp_millis();
-            writer.push(&source, 0, this, record, now)?;
-            if writer.should_flush() {
-                // Writes in the background while the next records decode.
-                writer.start_flush().await?;
-                progress(writer);
-            }
-        }
+        let mut records = Records::open(&file)?;
+        push_records(
+            writer,
+            &mut records,
+            &source,
+            start,
+            content.records,
+            &mut progress,
+        )
+        .await?;
         for c in writer.flush().await? {
             if c.partition == 0 {
                 Arc::make_mut(&mut known).add(&c.source, c.last);
