@@ -510,11 +510,10 @@ impl Ids {
                 "--users: {users} users do not fit QQ numbers (5 to 10 digits); use --id-space u64"
             )));
         }
-        let mut a = 2_654_435_761u64 % QQ_SPAN;
-        while gcd(a, QQ_SPAN) != 1 {
-            a += 2;
-        }
-        Ok(Self { space, a })
+        Ok(Self {
+            space,
+            a: coprime_from(2_654_435_761, QQ_SPAN),
+        })
     }
 
     pub fn id(&self, rank: u64) -> u64 {
@@ -1334,11 +1333,15 @@ impl Active {
 
 /// A stride coprime with `n`, so `k * stride mod n` visits distinct ranks.
 fn coprime_stride(n: u64) -> u64 {
-    let mut s = (n / 2 + 1) | 1;
-    while gcd(s, n) != 1 {
-        s += 2;
+    coprime_from((n / 2 + 1) | 1, n)
+}
+
+/// The first odd number from `start` (odd, below `n`) that is coprime with `n`.
+fn coprime_from(mut start: u64, n: u64) -> u64 {
+    while gcd(start, n) != 1 {
+        start += 2;
     }
-    s
+    start
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -87,6 +87,7 @@ fn clean_data_is_valid_and_has_the_platform_shapes() {
     let mut campaign: HashMap<u64, Vec<(i64, &'static str)>> = HashMap::new();
     let mut ids = HashSet::new();
     let mut platforms: HashMap<&'static str, u64> = HashMap::new();
+    let mut per_user: HashMap<u64, u64> = HashMap::new();
     let mut lines = 0;
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         lines += 1;
@@ -97,6 +98,7 @@ fn clean_data_is_valid_and_has_the_platform_shapes() {
             ids.insert(ev.event_id.to_string()),
             "duplicate event_id in clean data"
         );
+        *per_user.entry(ev.user_id).or_default() += 1;
         let day = day_of(ev.ts_ms);
         users.entry(day.clone()).or_default().insert(ev.user_id);
         *platforms.entry(ev.platform).or_default() += 1;
@@ -146,12 +148,6 @@ fn clean_data_is_valid_and_has_the_platform_shapes() {
         );
     }
     // A heavy tail: the busiest 1% of the week's users make far more than 1% of the events.
-    let mut per_user: HashMap<u64, u64> = HashMap::new();
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        *per_user
-            .entry(lake::decode::parse(line, now).unwrap().user_id)
-            .or_default() += 1;
-    }
     let mut counts: Vec<u64> = per_user.into_values().collect();
     counts.sort_unstable_by(|a, b| b.cmp(a));
     let top: u64 = counts[..counts.len() / 100].iter().sum();
