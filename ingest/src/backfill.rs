@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -222,12 +223,18 @@ struct Scan {
 }
 
 /// Hashes a file's records: each record's bytes, then `\n`.
-fn scan(path: &Path, known: &Known) -> Result<Scan> {
+fn scan(path: &Path, known: &Known, stop: &AtomicBool) -> Result<Scan> {
     let mut records = Records::open(path)?;
     let mut hasher = Xxh3::new();
     let mut n: i64 = 0;
     let mut prefix = None;
     while let Some(record) = records.next_record()? {
+        if n % 65_536 == 0 && stop.load(Ordering::Relaxed) {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the backfill is stopping",
+            )));
+        }
         hasher.update(record);
         hasher.update(b"\n");
         n += 1;
@@ -246,15 +253,21 @@ fn scan(path: &Path, known: &Known) -> Result<Scan> {
     })
 }
 
-/// The source name of a file: a hash of its records, so neither its name, its place, its
-/// compression nor (for Parquet) its encoding changes it.
-pub fn source_of(path: &Path) -> Result<String> {
-    Ok(source_name(scan(path, &Known::default())?.hash))
+/// Set when dropped: tells a blocking pass that nobody awaits it any more (the process is
+/// stopping, and its runtime waits for blocking threads before it exits).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 async fn scan_in_background(path: &Path, known: &Arc<Known>) -> Result<Scan> {
     let (owned, known) = (path.to_path_buf(), Arc::clone(known));
-    match tokio::task::spawn_blocking(move || scan(&owned, &known)).await {
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = Arc::clone(&stop.0);
+    match tokio::task::spawn_blocking(move || scan(&owned, &known, &flag)).await {
         Ok(result) => result,
         Err(e) if e.is_panic() => {
             // A decoder that panics on a malformed file (Parquet metadata, say): the file's
