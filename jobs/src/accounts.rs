@@ -225,7 +225,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let first = plan.days.first().copied().unwrap_or(i32::MAX);
     let (mut rows, base) = match plan.scope {
         Scope::All => Default::default(),
-        Scope::Days(_) => stored(ctx, first, &plan.days).await?,
+        Scope::Days(_) | Scope::Append => stored(ctx, first, &plan.days).await?,
     };
     for &day in &plan.days {
         for (account, row) in day_rows(ctx, day, owners.clone()).await? {

@@ -1,9 +1,10 @@
 //! Activity: per report day and segment (all users, each platform, each platform group),
 //! DAU, WAU and MAU (distinct users over the 7 and 30 days ending that day), DAU/MAU, and new
-//! users (first seen in the segment), exact from one roaring bitmap of user ids per day and
-//! segment and approximate from one HLL++ sketch per day and segment. Both are stored, so any
-//! range's distinct users is an OR (or merge) of stored days without rescanning events; WAU
-//! and MAU of later days are recomputed from them when an earlier day changes.
+//! users (first seen in the segment), exact from one roaring bitmap of user codes (the
+//! dictionary [`crate::codes`]) per day and segment and approximate from one HLL++ sketch of
+//! the user ids per day and segment. Both are stored, so any range's distinct users is an OR
+//! (or merge) of stored days without rescanning events; WAU and MAU of later days are
+//! recomputed from them when an earlier day changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,9 +17,12 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
 use futures::TryStreamExt;
 use query::sketch::{
-    HLL_ESTIMATOR, HLL_PRECISION, Hll, append_bitmap_bytes, bitmap_ids, bitmap_ids_into,
-    codes_are_dense, codes_of, estimate_of_codes, hll_relative_error,
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, append_codes_bytes, codes_are_dense, codes_from_bytes,
+    estimate_of_codes, hll_relative_error, user_code,
 };
+use roaring::RoaringBitmap;
+
+use crate::codes::UserCodes;
 
 use crate::pages::{Coded, Dictionary};
 use crate::publish::{Scope, publish, schema};
@@ -101,28 +105,17 @@ fn platform_indices(platforms: &Strs<'_>, rows: usize) -> Vec<u8> {
     }
 }
 
-/// The ten segments' users (sorted distinct ids) from the day's users and the platforms
-/// each was seen on (bit `platform_index`). Users are kept as sorted lists until they are
-/// written: the generator's and many real ids spread over 64 bits, where a roaring treemap
-/// holds one bucket per id and every OR, iteration and drop walks them all.
-fn segments_of(users: U64Flags) -> Vec<Vec<u64>> {
-    let users = users.into_sorted();
-    let with = |mask: u8| -> Vec<u64> {
-        users
-            .iter()
-            .filter(|u| u.1 & mask != 0)
-            .map(|u| u.0)
-            .collect()
-    };
-    let platforms: Vec<Vec<u64>> = (0..5).map(|p| with(1 << p)).collect();
-    let mut out = vec![users.iter().map(|u| u.0).collect()];
-    out.extend(platforms.iter().cloned());
-    out.push(with(
-        1 << platform_index("android") | 1 << platform_index("ios"),
-    ));
-    out.extend(SAME_AS[7..].iter().map(|&s| platforms[s - 1].clone()));
-    out
-}
+/// The platforms (bits of `platform_index`) of each of the distinct segments (those `SAME_AS`
+/// maps to themselves): all, each platform, mobile.
+const MASKS: [u8; 7] = [
+    0x1f,
+    1 << 0,
+    1 << 1,
+    1 << 2,
+    1 << 3,
+    1 << 4,
+    1 << 1 | 1 << 2,
+];
 
 /// The users of `day` (their platforms) if it is one of the wanted days (`wanted[day - first]`).
 fn day_users<'a>(
@@ -182,7 +175,7 @@ fn users_and_platforms(batch: &RecordBatch) -> Result<(&[i64], Vec<u8>)> {
 }
 
 /// The distinct users of each of `days` per segment, from one scan of the events.
-async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32, Vec<Vec<u64>>>> {
+async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32, Vec<(u64, u8)>>> {
     let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
         return Ok(BTreeMap::new());
     };
@@ -258,37 +251,86 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
         }
     }
     Ok(par_map(merged.into_iter().collect(), |(day, users)| {
-        (day, segments_of(users))
+        (day, users.into_sorted())
     })
     .into_iter()
     .collect())
 }
 
 impl Day {
-    /// A day of fresh users: its sketches and their codes; the platform groups pc, web and
-    /// other are the platforms'.
-    fn of_users(users: Vec<Vec<u64>>) -> Self {
-        let own: Vec<Vec<u32>> = users[..7].iter().map(|u| codes_of(u)).collect();
-        let mut sketches: Vec<Hll> = own.iter().map(|c| Hll::of_codes(c)).collect();
-        let mut codes: Vec<Option<Vec<u32>>> = own.into_iter().map(Some).collect();
+    /// A day of fresh users (sorted distinct ids, each with its platforms' bits): per segment
+    /// the bitmap of their codes in `dict` (which has every one of them) and the sketch of
+    /// their ids; the platform groups pc, web and other are the platforms'.
+    fn of_users(users: &[(u64, u8)], dict: &UserCodes) -> Result<Self> {
+        // A bitset of codes per platform and one of all: a bit set per user and platform, then
+        // each read into a roaring bitmap by 64 Ki-code containers.
+        let bytes = dict.len().div_ceil(8);
+        let mut bits = vec![vec![0u8; bytes]; 6];
+        let mut missing = 0usize;
+        let mut k = 0;
+        dict.each_code(users.iter().map(|u| u.0), |_, code| {
+            let f = users[k].1;
+            k += 1;
+            let Some(code) = code else {
+                missing += 1;
+                return;
+            };
+            let (byte, bit) = ((code / 8) as usize, 1u8 << (code % 8));
+            bits[5][byte] |= bit;
+            for (p, b) in bits[..5].iter_mut().enumerate() {
+                if f & 1 << p != 0 {
+                    b[byte] |= bit;
+                }
+            }
+        });
+        if missing > 0 {
+            return Err(Error::Internal(format!(
+                "{missing} users have no code in the user dictionary"
+            )));
+        }
+        let mut of_bits: Vec<RoaringBitmap> = bits
+            .into_iter()
+            .map(|b| RoaringBitmap::from_lsb0_bytes(0, &b))
+            .collect();
+        let all = of_bits.pop().expect("six bitsets");
+        let mobile = &of_bits[1] | &of_bits[2];
+        let mut bitmaps = vec![all];
+        bitmaps.extend(of_bits);
+        bitmaps.push(mobile);
+        // The sketches hash the ids, as `hll_sketch(user_id)` in SQL does.
+        let mut sketches = Vec::with_capacity(SEGMENTS.len());
+        let mut codes = Vec::with_capacity(SEGMENTS.len());
+        for mask in MASKS {
+            let mut c: Vec<u32> = users
+                .iter()
+                .filter(|u| u.1 & mask != 0)
+                .map(|u| user_code(u.0))
+                .collect();
+            c.sort_unstable();
+            c.dedup();
+            sketches.push(Hll::of_codes(&c));
+            // A dense sketch's windows merge registers: its codes are not needed.
+            codes.push((!codes_are_dense(&c)).then_some(c));
+        }
         for s in 7..SEGMENTS.len() {
+            bitmaps.push(bitmaps[SAME_AS[s]].clone());
             codes.push(codes[SAME_AS[s]].clone());
             sketches.push(sketches[SAME_AS[s]].clone());
         }
-        Day {
-            users,
+        Ok(Day {
+            users: bitmaps,
             sketches,
             codes,
-        }
+        })
     }
 }
 
 struct Day {
-    /// Per segment, the day's users: sorted distinct ids.
-    users: Vec<Vec<u64>>,
+    /// Per segment, the day's users: their codes in the user dictionary.
+    users: Vec<RoaringBitmap>,
     sketches: Vec<Hll>,
-    /// Per segment, the sketch's codes (sorted, distinct) where known: those of every fresh
-    /// day, and of a stored day while its sketch is sparse (a dense one's are gone).
+    /// Per segment, the sketch's codes (sorted, distinct) while it is sparse (a dense
+    /// one's windows merge registers).
     codes: Vec<Option<Vec<u32>>>,
 }
 
@@ -334,11 +376,11 @@ async fn stored(ctx: &Ctx<'_>, skip: &BTreeSet<i32>) -> Result<BTreeMap<i32, Day
             );
             let Some(&s) = index.get(&key) else { continue };
             let entry = out.entry(day).or_insert_with(|| Day {
-                users: vec![Vec::new(); SEGMENTS.len()],
+                users: vec![RoaringBitmap::new(); SEGMENTS.len()],
                 sketches: vec![Hll::new(); SEGMENTS.len()],
                 codes: vec![Some(Vec::new()); SEGMENTS.len()],
             });
-            entry.users[s] = bitmap_ids(bitmaps.value(i)).map_err(internal)?;
+            entry.users[s] = codes_from_bytes(bitmaps.value(i)).map_err(internal)?;
             let mut sketch = Hll::from_bytes(sketches.value(i)).map_err(internal)?;
             entry.codes[s] = sketch.sparse_codes();
             entry.sketches[s] = sketch;
@@ -362,8 +404,26 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let started = std::time::Instant::now();
     let fresh = days_users(ctx, &plan.days).await?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "activity: scan");
+    // The users no run has coded yet get the next codes, committed before any bitmap uses them.
+    let mut dict = UserCodes::load(&ctx.opts.lake).await?;
+    let mut new: Vec<u64> = Vec::new();
+    for users in fresh.values() {
+        dict.each_code(users.iter().map(|u| u.0), |id, code| {
+            if code.is_none() {
+                new.push(id);
+            }
+        });
+    }
+    new.sort_unstable();
+    new.dedup();
+    dict.add(&ctx.opts.lake, new).await?;
+    tracing::debug!(
+        secs = started.elapsed().as_secs_f64(),
+        codes = dict.len(),
+        "activity: scan, codes"
+    );
     let fresh = par_map(fresh.into_iter().collect(), |(day, users)| {
-        (day, Day::of_users(users))
+        Day::of_users(&users, &dict).map(|d| (day, d))
     });
     tracing::debug!(
         secs = started.elapsed().as_secs_f64(),
@@ -373,7 +433,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         days.remove(&day);
         ctx.progress.advance(Job::Activity.name());
     }
-    for (day, d) in fresh {
+    for f in fresh {
+        let (day, d) = f?;
         if !d.users[0].is_empty() {
             days.insert(day, d);
         }
@@ -467,15 +528,25 @@ struct Figures {
 
 /// Every day's WAU, MAU and new users of segment `s`, exact from the users' last active day
 /// (a user counts in a window if their last active day so far falls in it: no union of
-/// bitmaps per window), approximate from the daily sketches merged over the window.
+/// bitmaps per window), kept in a slot per user code; approximate from the daily sketches
+/// merged over the window.
 fn figures(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, Figures>> {
     let (Some(&first), Some(&end)) = (days.keys().next(), days.keys().next_back()) else {
         return Ok(BTreeMap::new());
     };
-    let mut last: Vec<(u64, i32)> = Vec::new();
-    // Users by their last active day, a slot per day from the first (a map lookup per
-    // returning user was most of this function's time).
-    let mut by_last = vec![0i64; (end - first + 1) as usize];
+    let span = usize::try_from(end - first + 1).map_err(internal)?;
+    if span >= usize::from(u16::MAX) {
+        return Err(Error::Internal(format!("{span} days of activity at once")));
+    }
+    // Each code's last active day so far (its offset from `first`, plus one; 0: not yet seen).
+    let codes = days
+        .values()
+        .filter_map(|d| d.users[s].max())
+        .max()
+        .map_or(0, |m| m as usize + 1);
+    let mut last = vec![0u16; codes];
+    // Users by their last active day, a slot per day from the first.
+    let mut by_last = vec![0i64; span];
     let at = |day: i32| (day - first) as usize;
     let window = |by_last: &[i64], day: i32, days: i32| -> i64 {
         by_last[at((day - days + 1).max(first))..=at(day)]
@@ -486,10 +557,15 @@ fn figures(days: &BTreeMap<i32, Day>, s: usize) -> Result<BTreeMap<i32, Figures>
     let mut out = BTreeMap::new();
     for (&day, d) in days {
         let mut new_users = 0;
-        last = advance_last(&last, &d.users[s], day, |prev| match prev {
-            None => new_users += 1,
-            Some(prev) => by_last[at(prev)] -= 1,
-        });
+        let today = at(day) as u16 + 1;
+        for code in &d.users[s] {
+            let slot = &mut last[code as usize];
+            match *slot {
+                0 => new_users += 1,
+                prev => by_last[usize::from(prev - 1)] -= 1,
+            }
+            *slot = today;
+        }
         by_last[at(day)] += d.users[s].len() as i64;
         let (wau_approx, mau_approx) = approx[&day];
         out.insert(
@@ -604,18 +680,18 @@ struct Encoded {
 impl Encoded {
     fn of(today: &Day) -> Result<Self> {
         let n = SEGMENTS.len();
-        let ids: usize = today.users.iter().map(Vec::len).sum();
+        let bytes: usize = today.users.iter().map(|b| b.serialized_size() + 12).sum();
         let mut e = Encoded {
             dau_approx: Vec::with_capacity(n),
             hll: (vec![0], Vec::new()),
-            bitmap: (vec![0], Vec::with_capacity(ids * 22 + n * 8)),
+            bitmap: (vec![0], Vec::with_capacity(bytes)),
         };
         for (s, &same) in SAME_AS.iter().enumerate() {
             if same == s {
                 let mut h = today.sketches[s].clone();
                 e.dau_approx.push(h.estimate());
                 e.hll.1.extend(h.to_bytes());
-                append_bitmap_bytes(&today.users[s], &mut e.bitmap.1);
+                append_codes_bytes(&today.users[s], &mut e.bitmap.1);
             } else {
                 // A platform group that is one platform: that segment's cells again.
                 e.dau_approx.push(e.dau_approx[same]);
@@ -791,8 +867,7 @@ pub async fn distinct_users(
         }
     }
     let days = blobs.len();
-    // Each core unions half the days (ids gathered, sorted, deduplicated: cheaper than ORs of
-    // bitmaps whose ids spread over 64 bits) and merges their sketches; then the halves.
+    // Each core ORs half the days' bitmaps of codes and merges their sketches; then the halves.
     let threads = crate::scan::cores();
     let chunk = days.div_ceil(threads).max(1);
     let mut chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Vec::new();
@@ -804,28 +879,24 @@ pub async fn distinct_users(
         }
         chunks.push(c);
     }
-    let halves = par_map(chunks, |c| -> Result<(Vec<u64>, Hll)> {
-        let mut ids = Vec::new();
+    let halves = par_map(chunks, |c| -> Result<(RoaringBitmap, Hll)> {
+        let mut users = RoaringBitmap::new();
         let mut hll = Hll::new();
         for (b, h) in c {
-            bitmap_ids_into(&b, &mut ids).map_err(internal)?;
+            users |= codes_from_bytes(&b).map_err(internal)?;
             hll.merge(&Hll::from_bytes(&h).map_err(internal)?)
                 .map_err(internal)?;
         }
-        ids.sort_unstable();
-        ids.dedup();
-        Ok((ids, hll))
+        Ok((users, hll))
     });
-    let mut ids = Vec::new();
+    let mut users = RoaringBitmap::new();
     let mut approx = Hll::new();
     for half in halves {
-        let (i, h) = half?;
-        ids.extend(i);
+        let (u, h) = half?;
+        users |= u;
         approx.merge(&h).map_err(internal)?;
     }
-    ids.sort_unstable();
-    ids.dedup();
-    let exact = ids.len() as u64;
+    let exact = users.len();
     Ok(Some(RangeUsers {
         days,
         exact,
@@ -849,6 +920,7 @@ pub struct RangeUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use query::sketch::codes_of;
 
     #[test]
     fn window_estimates_equal_merged_sketches() {
@@ -877,7 +949,7 @@ mod tests {
                 day,
                 Day {
                     sketches: vec![Hll::of_codes(&codes)],
-                    users: vec![users],
+                    users: vec![RoaringBitmap::new()],
                     codes: vec![Some(codes)],
                 },
             );

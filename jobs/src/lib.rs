@@ -15,6 +15,7 @@ pub mod activity;
 pub mod advertisers;
 pub mod campaigns;
 pub mod changes;
+pub mod codes;
 pub mod pages;
 pub mod peaks;
 pub mod publish;
@@ -49,6 +50,9 @@ pub enum Error {
     ObjectStore(#[from] object_store::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Another run changed a table this one read: running again succeeds.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -84,6 +88,16 @@ impl Job {
         }
     }
 
+    /// The version of what the job's tables hold: a table written by an older version records
+    /// no `events` version under [`Ctx::app`], so the next run recomputes it whole. Activity 2:
+    /// bitmaps of user codes ([`codes`]), not of ids.
+    pub fn format(self) -> u32 {
+        match self {
+            Job::Activity => 2,
+            _ => 1,
+        }
+    }
+
     /// The metric tables the job writes.
     pub fn tables(self) -> &'static [&'static str] {
         match self {
@@ -102,11 +116,12 @@ impl Job {
     }
 }
 
-/// Every metric table's path in the lake.
+/// Every metric table's path in the lake, the user dictionary's too.
 pub fn metric_tables() -> Vec<String> {
     Job::ALL
         .iter()
         .flat_map(|j| j.tables())
+        .chain(&[codes::TABLE])
         .map(|t| publish::table_name(t))
         .collect()
 }
@@ -179,7 +194,10 @@ impl Ctx<'_> {
     /// The `txn` application id a job's tables record their `events` version under; the
     /// time zone is part of it, so a run in another zone recomputes everything.
     pub fn app(&self, job: Job) -> String {
-        format!("jobs/{}/{}", job.name(), self.opts.tz)
+        match job.format() {
+            1 => format!("jobs/{}/{}", job.name(), self.opts.tz),
+            n => format!("jobs/{}.v{n}/{}", job.name(), self.opts.tz),
+        }
     }
 
     fn in_range(&self, day: i32) -> bool {
@@ -252,7 +270,7 @@ impl Plan {
     pub fn widened(&self, days: BTreeSet<i32>) -> publish::Scope {
         match self.scope {
             publish::Scope::All => publish::Scope::All,
-            publish::Scope::Days(_) => publish::Scope::Days(days),
+            publish::Scope::Days(_) | publish::Scope::Append => publish::Scope::Days(days),
         }
     }
 }

@@ -28,6 +28,8 @@ pub enum Scope {
     All,
     /// The rows of these days (Date32); the table is partitioned by `day`.
     Days(BTreeSet<i32>),
+    /// Nothing: the rows are added.
+    Append,
 }
 
 /// The path of a metric table in the lake.
@@ -55,6 +57,22 @@ pub async fn publish(
     scope: &Scope,
     txns: &[(String, i64)],
 ) -> Result<()> {
+    publish_after(lake, name, schema, batches, scope, txns, None).await
+}
+
+/// [`publish`], only onto a table whose `txn` of application `expect.0` is `expect.1` (`None`:
+/// the table has none, or does not exist): a writer that read the table at that point and
+/// records the application's next version with its commit fails with a conflict, never
+/// commits on top of another writer's rows it did not see.
+pub async fn publish_after(
+    lake: &Lake,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    scope: &Scope,
+    txns: &[(String, i64)],
+    expect: Option<(&str, Option<i64>)>,
+) -> Result<()> {
     let daily = schema.field_with_name("day").is_ok();
     let partition_by: Vec<String> = if daily {
         vec!["day".into()]
@@ -66,6 +84,15 @@ pub async fn publish(
         Some(t) => t,
         None => create(lake, name, &schema, &partition_by).await?,
     };
+    if let Some((app, version)) = expect {
+        let found = covered(&table, app).await?;
+        if found != version {
+            return Err(crate::Error::Conflict(format!(
+                "{path}: another run wrote it meanwhile ({app} is at {found:?}, not {version:?}); \
+                 run the job again"
+            )));
+        }
+    }
     let writer = writer_properties(&schema, &batches);
     let mut tasks = tokio::task::JoinSet::new();
     for part in by_writer(&batches, daily)? {
@@ -87,6 +114,7 @@ pub async fn publish(
         Scope::All => None,
         // Delta writes a date partition value as YYYY-MM-DD.
         Scope::Days(days) => Some(days.iter().map(|d| query::tz::format_day(*d)).collect()),
+        Scope::Append => Some(BTreeSet::new()),
     };
     let snapshot = table.snapshot()?;
     for f in snapshot.log_data().iter() {
@@ -100,7 +128,7 @@ pub async fn publish(
             actions.push(Action::Remove(f.remove_action(true)));
         }
     }
-    let predicate = replaced.map(|days| {
+    let predicate = replaced.filter(|d| !d.is_empty()).map(|days| {
         let list: Vec<String> = days.iter().map(|d| format!("'{d}'")).collect();
         format!("day IN ({})", list.join(", "))
     });
@@ -110,7 +138,11 @@ pub async fn publish(
             .collect::<Vec<_>>(),
     );
     let operation = DeltaOperation::Write {
-        mode: SaveMode::Overwrite,
+        mode: if *scope == Scope::Append {
+            SaveMode::Append
+        } else {
+            SaveMode::Overwrite
+        },
         partition_by: daily.then(|| partition_by.clone()),
         predicate,
     };

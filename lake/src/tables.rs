@@ -68,6 +68,7 @@ pub const METRIC_TABLES: &[&str] = &[
     "launch_curve",
     "accounts_daily",
     "advertisers_daily",
+    "user_codes",
 ];
 
 /// A lake: a local directory or an object-store URL holding Delta tables.

@@ -449,6 +449,41 @@ pub fn bitmap_ids(bytes: &[u8]) -> Result<Vec<u64>, SketchError> {
     Ok(out)
 }
 
+/// Appends the portable treemap serialization of `codes`, 32-bit values (a treemap of one
+/// bucket, or of none when empty): the form of a metric table's bitmap of user codes, read by
+/// `bitmap_union` and `bitmap_count` like any other.
+pub fn append_codes_bytes(codes: &roaring::RoaringBitmap, out: &mut Vec<u8>) {
+    if codes.is_empty() {
+        out.extend(0u64.to_le_bytes());
+        return;
+    }
+    out.extend(1u64.to_le_bytes());
+    out.extend(0u32.to_le_bytes());
+    codes.serialize_into(&mut *out).expect("write to a Vec");
+}
+
+/// The 32-bit values of a serialized treemap written by [`append_codes_bytes`]; a treemap
+/// holding a value of 2^32 or more is an error.
+pub fn codes_from_bytes(bytes: &[u8]) -> Result<roaring::RoaringBitmap, SketchError> {
+    let bad = |m: &str| SketchError::BadBitmap(m.to_string());
+    let (count, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| bad("truncated treemap"))?;
+    match u64::from_le_bytes(*count) {
+        0 => Ok(roaring::RoaringBitmap::new()),
+        1 => {
+            let (high, rest) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| bad("truncated treemap"))?;
+            if *high != [0; 4] {
+                return Err(bad("a bitmap of codes holds a value of 2^32 or more"));
+            }
+            roaring::RoaringBitmap::deserialize_from(rest).map_err(|e| bad(&e.to_string()))
+        }
+        _ => Err(bad("a bitmap of codes holds values of 2^32 or more")),
+    }
+}
+
 /// A bitmap of user ids from an unsorted list (sorted and deduplicated here).
 pub fn bitmap_of(mut users: Vec<u64>) -> RoaringTreemap {
     users.sort_unstable();
@@ -486,6 +521,22 @@ mod tests {
         }
         let bytes = sorted_to_bitmap_bytes(&spread);
         assert!(bitmap_ids(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+    }
+
+    #[test]
+    fn bitmaps_of_codes_are_treemaps() {
+        let sparse: roaring::RoaringBitmap = [0u32, 7, 70_000, u32::MAX].into_iter().collect();
+        let dense: roaring::RoaringBitmap = (0..200_000u32).filter(|c| c % 3 != 0).collect();
+        for codes in [roaring::RoaringBitmap::new(), sparse, dense] {
+            let mut bytes = Vec::new();
+            append_codes_bytes(&codes, &mut bytes);
+            let tree: RoaringTreemap = codes.iter().map(u64::from).collect();
+            assert_eq!(bytes, bitmap_to_bytes(&tree), "what bitmap_union reads");
+            assert_eq!(codes_from_bytes(&bytes).unwrap(), codes);
+        }
+        let wide = bitmap_to_bytes(&[1u64 << 32].into_iter().collect());
+        assert!(codes_from_bytes(&wide).is_err());
+        assert!(codes_from_bytes(&[1, 0, 0]).is_err(), "truncated");
     }
 
     #[test]
