@@ -5,13 +5,13 @@
 # ingests the Parquet file (`ingest --from-file`), runs `jobs run --full activity` under
 # /usr/bin/time, and prints its time and peak RSS, the exact DAU of the activity table beside
 # the manifest's days[0].distinct_users (a MISMATCH line and exit 1 when they differ), the bytes
-# per distinct user of metrics/activity on disk, and a linear extrapolation to a day of 300
-# million distinct users.
+# per distinct user of metrics/activity and of the user dictionary (metrics/user_codes) on disk,
+# and a linear extrapolation to a day of 300 million distinct users.
 #
 # WARNING: this is big. At the default 300 million users (about 105 million active) expect
 # roughly 200 million events: several GB for the generated Parquet file and as much again for
-# the lake (the file is deleted once ingested unless KEEP=1), a few GB of metric tables (ten
-# segments of daily bitmaps of random 63-bit ids), and several GB of RAM in the activity job
+# the lake (the file is deleted once ingested unless KEEP=1), the user dictionary (about 9 bytes
+# a user), and several GB of RAM in the activity job
 # and the ingest; plan on 20+ GB free disk under the work directory and 12+ GB free RAM on a
 # quiet machine, and tens of minutes. The script stops before generating when the disk looks
 # too small (about 70 bytes per pool user; FORCE=1 goes on anyway) and warns about RAM. The
@@ -80,7 +80,7 @@ if [ "$EXPECTED" -lt 100000000 ]; then
   echo "warning: the day has fewer than 100 million distinct users: raise USERS" >&2
 fi
 
-rm -rf "$LAKE/metrics/activity"
+rm -rf "$LAKE/metrics/activity" "$LAKE/metrics/user_codes"
 /usr/bin/time -f "%e %M" -o "$WORK/time.txt" "$BIN" jobs run --lake "$LAKE" --full --json activity > "$WORK/job.json"
 read -r SECS KB < "$WORK/time.txt"
 JOB_SECS=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[0]["seconds"])' "$WORK/job.json")
@@ -89,10 +89,13 @@ DAU=$("$BIN" sql --lake "$LAKE" --format csv \
 # One live version: every data file of the table is the day's (the Delta log is counted apart).
 TABLE=$(find "$LAKE/metrics/activity" -type f -name '*.parquet' -not -path '*/_delta_log/*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 LOG=$(find "$LAKE/metrics/activity" -type f -path '*/_delta_log/*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+CODES=$(find "$LAKE/metrics/user_codes" -type f -name '*.parquet' -not -path '*/_delta_log/*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 printf "jobs run --full activity: %.1f s (the job's own: %.1f s), peak RSS %.2f GB\n" "$SECS" "$JOB_SECS" "$(echo "$KB / 1000000" | bc -l)"
 printf "exact DAU: activity %s, manifest %s\n" "$DAU" "$EXPECTED"
 printf "metrics/activity on disk: %.2f GB (10 segments, bitmaps and sketches; log %.1f MB besides) = %.1f bytes per distinct user\n" \
   "$(echo "$TABLE / 1000000000" | bc -l)" "$(echo "$LOG / 1000000" | bc -l)" "$(echo "$TABLE / $DAU" | bc -l)"
+printf "metrics/user_codes on disk: %.2f GB = %.1f bytes per coded user (once per user, not per day)\n" \
+  "$(echo "$CODES / 1000000000" | bc -l)" "$(echo "$CODES / $DAU" | bc -l)"
 F=$(echo "300000000 / $DAU" | bc -l)
 printf "extrapolated linearly to a day of 300 million distinct users (x%.2f): about %.0f s, peak RSS %.1f GB, %.1f GB of metrics/activity for the day\n" \
   "$F" "$(echo "$SECS * $F" | bc -l)" "$(echo "$KB * $F / 1000000" | bc -l)" "$(echo "$TABLE * $F / 1000000000" | bc -l)"

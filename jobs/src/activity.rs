@@ -27,7 +27,8 @@ use crate::codes::UserCodes;
 use crate::pages::{Coded, Dictionary};
 use crate::publish::{Scope, publish, schema};
 use crate::scan::{
-    EventFile, Source, Strs, U64Flags, files_of_days, fold_sources, ints, par_map, strs, times,
+    EventFile, FlagsBuffer, SharedFlags, Source, Strs, files_of_days, fold_sources, ints, par_map,
+    strs, times,
 };
 use crate::{Ctx, Error, Job, Result};
 
@@ -117,31 +118,40 @@ const MASKS: [u8; 7] = [
     1 << 1 | 1 << 2,
 ];
 
-/// The users of `day` (their platforms) if it is one of the wanted days (`wanted[day - first]`).
+/// Each day's users with the platforms they were seen on, shared by the scan's workers.
+type SharedDays = Arc<std::sync::Mutex<BTreeMap<i32, Arc<SharedFlags>>>>;
+
+/// A worker's buffer into the users of `day` (their platforms) if it is one of the wanted days
+/// (`wanted[day - first]`).
 fn day_users<'a>(
-    per_day: &'a mut BTreeMap<i32, U64Flags>,
+    per_day: &'a mut BTreeMap<i32, FlagsBuffer>,
+    shared: &SharedDays,
     wanted: &[bool],
     first: i32,
     day: i32,
-) -> Option<&'a mut U64Flags> {
+) -> Option<&'a mut FlagsBuffer> {
     let k = usize::try_from(day.checked_sub(first)?).ok()?;
     if !wanted.get(k).copied().unwrap_or(false) {
         return None;
     }
-    // Files come in hour order: a new day is sized as the day before it, whose users it
-    // resembles, instead of growing from nothing.
-    let like = per_day.last_key_value().map_or(0, |(_, users)| users.len());
-    Some(
-        per_day
+    Some(per_day.entry(day).or_insert_with(|| {
+        let mut all = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Files come in hour order: a new day is sized as the day before it, whose users it
+        // resembles, instead of growing from nothing.
+        let like = all.range(..day).next_back().map_or(0, |(_, u)| u.len());
+        let set = all
             .entry(day)
-            .or_insert_with(|| U64Flags::with_capacity(like)),
-    )
+            .or_insert_with(|| Arc::new(SharedFlags::with_capacity(like)));
+        FlagsBuffer::new(set.clone())
+    }))
 }
 
 /// Adds a row group's users with the platforms each was seen on, from the dictionary codes of
 /// `user_id` and `platform`: the codes' pairs are gathered as bit flags per user code, and
 /// each user of the group is inserted once.
-fn insert_coded(users: &mut U64Flags, ids: &Coded, platforms: &Coded) -> Result<()> {
+fn insert_coded(users: &mut FlagsBuffer, ids: &Coded, platforms: &Coded) -> Result<()> {
     let (Dictionary::Int64(ids_of), Dictionary::Bytes(names)) =
         (&ids.dictionary, &platforms.dictionary)
     else {
@@ -181,8 +191,10 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
     };
     let wanted: Vec<bool> = (first..=last).map(|d| days.contains(&d)).collect();
     let tz = ctx.opts.tz;
-    // Per day, each user and the platforms they were seen on.
-    type Acc = (query::tz::LocalClock, BTreeMap<i32, U64Flags>);
+    // Per day, each user and the platforms they were seen on; a worker's buffers into them.
+    let shared: SharedDays = Default::default();
+    let into = shared.clone();
+    type Acc = (query::tz::LocalClock, BTreeMap<i32, FlagsBuffer>);
     // Hour by hour: both cores fill the same day's sets, which stay in their caches (taken
     // largest first, the files of 30 days interleave and every insert misses the cache).
     let mut files = files_of_days(&ctx.events, tz, days)?;
@@ -197,7 +209,7 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
                 // An hour in one report day: every row is the hour's day, and a distinct
                 // count needs each (user, platform) pair once: from the columns' dictionary
                 // codes where the file has them.
-                let Some(users) = day_users(per_day, &wanted, first, day) else {
+                let Some(users) = day_users(per_day, &into, &wanted, first, day) else {
                     return Ok(());
                 };
                 if let Some(coded) = source.codes(&["user_id", "platform"])? {
@@ -221,12 +233,12 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
                 let (ids, platforms) = users_and_platforms(&batch)?;
                 let ts = times(&batch, "ts")?;
                 let mut current = i32::MIN;
-                let mut slot: Option<&mut U64Flags> = None;
+                let mut slot: Option<&mut FlagsBuffer> = None;
                 for (i, (&u, &p)) in ids.iter().zip(&platforms).enumerate() {
                     let day = clock.day(ts.value(i));
                     if day != current {
                         current = day;
-                        slot = day_users(per_day, &wanted, first, day);
+                        slot = day_users(per_day, &into, &wanted, first, day);
                     }
                     if let Some(m) = slot.as_mut() {
                         m.insert(u as u64, 1 << p);
@@ -237,24 +249,25 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
         },
     )
     .await?;
-    // Each scan partition's users, merged per day.
-    let mut merged: BTreeMap<i32, U64Flags> = BTreeMap::new();
-    for (_, part) in parts {
-        for (day, users) in part {
-            let m = merged.entry(day).or_default();
-            if m.len() < users.len() {
-                let small = std::mem::replace(m, users);
-                m.merge(&small);
-            } else {
-                m.merge(&users);
-            }
+    // The workers' last buffered users handed over; then each day's set is this one's alone.
+    for (_, mut buffers) in parts {
+        for b in buffers.values_mut() {
+            b.flush();
         }
     }
-    Ok(par_map(merged.into_iter().collect(), |(day, users)| {
-        (day, users.into_sorted())
-    })
-    .into_iter()
-    .collect())
+    let shared = Arc::try_unwrap(shared)
+        .map_err(|_| Error::Internal("the scan's day sets are still shared".into()))?
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut sets = Vec::with_capacity(shared.len());
+    for (day, set) in shared {
+        let set = Arc::try_unwrap(set)
+            .map_err(|_| Error::Internal("a day's user set is still shared".into()))?;
+        sets.push((day, set));
+    }
+    Ok(par_map(sets, |(day, users)| (day, users.into_sorted()))
+        .into_iter()
+        .collect())
 }
 
 impl Day {

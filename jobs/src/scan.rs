@@ -615,6 +615,111 @@ impl U64Flags {
     }
 }
 
+/// A [`U64Flags`] that the scan's workers fill together, one copy however many workers see
+/// the same ids (a day's users are in most of its hours): shards picked by a second hash of the
+/// id, each behind a lock, each worker's inserts buffered per shard ([`FlagsBuffer`]) and
+/// taken in a lock at a time.
+pub struct SharedFlags {
+    shards: Vec<std::sync::Mutex<U64Flags>>,
+}
+
+const SHARDS: usize = 64;
+const SHARD_BUFFER: usize = 256;
+
+fn shard_of(id: u64) -> usize {
+    // Not the multiplier of the shards' own slots: a shard's ids must spread over its table.
+    (id.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 58) as usize
+}
+
+fn locked(m: &std::sync::Mutex<U64Flags>) -> std::sync::MutexGuard<'_, U64Flags> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SharedFlags {
+    /// A set sized for `n` ids.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| std::sync::Mutex::new(U64Flags::with_capacity(n / SHARDS)))
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| locked(s).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids with their flags, sorted by id; each shard is freed once read.
+    pub fn into_sorted(self) -> Vec<(u64, u8)> {
+        let mut shards: Vec<U64Flags> = self
+            .shards
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .collect();
+        let mut v = Vec::with_capacity(shards.iter().map(U64Flags::len).sum());
+        for shard in &mut shards {
+            v.extend(std::mem::take(shard).iter());
+        }
+        v.sort_unstable_by_key(|e| e.0);
+        v
+    }
+}
+
+/// A worker's inserts into a [`SharedFlags`], buffered per shard; [`FlagsBuffer::flush`]
+/// (or dropping it) hands the rest over.
+pub struct FlagsBuffer {
+    shared: Arc<SharedFlags>,
+    pending: Vec<Vec<(u64, u8)>>,
+}
+
+impl FlagsBuffer {
+    pub fn new(shared: Arc<SharedFlags>) -> Self {
+        Self {
+            shared,
+            pending: vec![Vec::new(); SHARDS],
+        }
+    }
+
+    /// Adds `flags` (not 0) to those of `id`.
+    #[inline]
+    pub fn insert(&mut self, id: u64, flags: u8) {
+        let s = shard_of(id);
+        let p = &mut self.pending[s];
+        p.push((id, flags));
+        if p.len() >= SHARD_BUFFER {
+            self.flush_shard(s);
+        }
+    }
+
+    fn flush_shard(&mut self, s: usize) {
+        let mut shard = locked(&self.shared.shards[s]);
+        for (id, flags) in self.pending[s].drain(..) {
+            shard.insert(id, flags);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        for s in 0..SHARDS {
+            if !self.pending[s].is_empty() {
+                self.flush_shard(s);
+            }
+        }
+    }
+}
+
+impl Drop for FlagsBuffer {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// The number of cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -705,6 +810,24 @@ mod tests {
             }
         }
         let want: Vec<(u64, u8)> = model.into_iter().collect();
+        // Two threads filling one shared set, each every id with its own flags.
+        let shared = std::sync::Arc::new(super::SharedFlags::with_capacity(10));
+        std::thread::scope(|scope| {
+            for t in 0..2u8 {
+                let mut buffer = super::FlagsBuffer::new(shared.clone());
+                let map = &map;
+                scope.spawn(move || {
+                    for (id, flags) in map.iter() {
+                        buffer.insert(id, if t == 0 { flags } else { flags & 0x0f });
+                    }
+                });
+            }
+        });
+        let shared = std::sync::Arc::try_unwrap(shared)
+            .ok()
+            .expect("the buffers flushed and dropped");
+        assert_eq!(shared.len(), want.len());
+        assert_eq!(shared.into_sorted(), want);
         for m in sized {
             assert_eq!(m.into_sorted(), want);
         }
