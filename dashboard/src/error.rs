@@ -49,12 +49,91 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        if !self.status.is_server_error() {
+            let body = serde_json::json!({"error": self.message, "code": self.code});
+            return (self.status, axum::Json(body)).into_response();
         }
-        let body = serde_json::json!({"error": self.message, "code": self.code});
+        // A server error's detail (a query, a path, a library's message) goes to the log
+        // only; the body says where to find it.
+        let id = request_id().unwrap_or_else(|| "-".into());
+        tracing::error!(status = %self.status, request_id = %id, error = %self.message, "request failed");
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            format!("internal error: the server's log has the details under request id {id}")
+        } else {
+            self.message
+        };
+        let body = serde_json::json!({"error": message, "code": self.code, "request_id": id});
         (self.status, axum::Json(body)).into_response()
     }
+}
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request this task answers, if it is one.
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(String::clone).ok()
+}
+
+/// A fresh request id: 16 hex digits, distinct within the process and unlikely to repeat
+/// across processes.
+fn new_request_id() -> String {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let seed = *SEED.get_or_init(|| {
+        std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:016x}", seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Gives each request an id (a proxy's `x-request-id` if it is a plain token of at most 64
+/// characters, else a fresh one): the response's `x-request-id`, the log lines' `request_id`
+/// and the body of any 5xx. A panic in the request's handler answers 500 for it alone, logged
+/// under that id; the server goes on serving.
+pub async fn with_request_id(req: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(new_request_id, str::to_string);
+    let span = tracing::info_span!("request", request_id = %id);
+    let answer = REQUEST_ID
+        .scope(
+            id.clone(),
+            std::panic::AssertUnwindSafe(next.run(req)).catch_unwind(),
+        )
+        .instrument(span)
+        .await;
+    let mut response = match answer {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            REQUEST_ID.sync_scope(id.clone(), || {
+                ApiError::internal(format!("the handler panicked: {what}")).into_response()
+            })
+        }
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
 }
 
 impl From<lake::Error> for ApiError {
@@ -127,5 +206,76 @@ where
             Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
             Err(e) => Err(ApiError::new(e.status(), "bad_request", e.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    async fn answer(app: &axum::Router, req: Request) -> (StatusCode, String, serde_json::Value) {
+        let r = app.clone().oneshot(req).await.unwrap();
+        let id = r.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_string();
+        let status = r.status();
+        let bytes = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (
+            status,
+            id,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_panic_answers_500_for_its_request_alone_and_5xx_bodies_are_opaque() {
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("crafted input reached an index");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route(
+                "/fail",
+                get(|| async { ApiError::internal("SELECT secret FROM t: the planner said no") }),
+            )
+            .route(
+                "/ok",
+                get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
+            )
+            .layer(axum::middleware::from_fn(with_request_id));
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let (status, id, body) = answer(&app, get("/boom")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["request_id"], id.as_str());
+        assert!(!body.to_string().contains("crafted"), "{body}");
+        let (status, id2, body) = answer(&app, get("/fail")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_ne!(id, id2, "each request its own id");
+        assert!(body["error"].as_str().unwrap().contains(&id2), "{body}");
+        assert!(!body.to_string().contains("secret"), "{body}");
+        // The server goes on; a proxy's id is kept, a strange one replaced.
+        let mut req = get("/ok");
+        req.headers_mut()
+            .insert(REQUEST_ID_HEADER, "proxy-1.a_b".parse().unwrap());
+        let (status, id, body) = answer(&app, req).await;
+        assert_eq!((status, id.as_str()), (StatusCode::OK, "proxy-1.a_b"));
+        assert_eq!(body["ok"], true);
+        let mut req = get("/ok");
+        req.headers_mut()
+            .insert(REQUEST_ID_HEADER, "a b<script>".parse().unwrap());
+        let (_, id, _) = answer(&app, req).await;
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
     }
 }

@@ -202,6 +202,7 @@ pub fn router(state: State) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             error::with_timeout(timeout, req, next)
         }))
+        .layer(axum::middleware::from_fn(error::with_request_id))
         .with_state(state)
 }
 

@@ -19,7 +19,9 @@ use deltalake::datafusion::execution::disk_manager::{DiskManagerBuilder, DiskMan
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use deltalake::datafusion::sql::sqlparser::ast::{Statement, visit_statements};
+use deltalake::datafusion::sql::sqlparser::ast::{
+    Expr, Statement, Visit, Visitor, visit_statements,
+};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
@@ -92,9 +94,99 @@ impl QueryError {
 
 const ALLOWED: &str = "only SELECT (WITH ...), EXPLAIN, SHOW and DESCRIBE run here";
 
-/// Checks that `sql` is one read-only statement. Returns whether it is a query (whose rows
-/// the row limit caps) rather than EXPLAIN, SHOW or DESCRIBE.
+/// The longest query text taken, in bytes (ClickHouse's `max_query_size`).
+pub const MAX_SQL_BYTES: usize = 256 << 10;
+
+/// The deepest expression taken (DuckDB's `max_expression_depth`, ClickHouse's
+/// `max_ast_depth`): `1 + 1 + ... + 1` nests one level per `+`.
+pub const MAX_EXPRESSION_DEPTH: usize = 1000;
+
+/// The stack of the thread that parses and plans a query. The parser builds a chain of
+/// infix operators without recursing, but walking or dropping the tree recurses once per
+/// level: a text of [`MAX_SQL_BYTES`] nests up to 128 Ki levels before the depth check
+/// refuses it. Reserved, not used: only the pages a query touches are mapped.
+const PLANNING_STACK: usize = 256 << 20;
+
+/// Runs `f` on a thread of its own with a [`PLANNING_STACK`] stack; a panic in it is the
+/// query's internal error, not the process's.
+async fn on_planning_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, QueryError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sql-planner".into())
+        .stack_size(PLANNING_STACK)
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|p| Err(QueryError::Internal(panic_message(&*p))));
+            let _ = tx.send(result);
+        })
+        .map_err(|e| QueryError::Internal(format!("no thread to plan the query on: {e}")))?;
+    rx.await
+        .map_err(|_| QueryError::Internal("the planning thread ended without an answer".into()))?
+}
+
+/// What a panic said.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("planning the query failed: {what}")
+}
+
+/// Counts the nesting of expressions, stopping past [`MAX_EXPRESSION_DEPTH`] (before the
+/// walk itself goes deeper).
+struct Depth {
+    now: usize,
+}
+
+impl Visitor for Depth {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.now += 1;
+        if self.now > MAX_EXPRESSION_DEPTH {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.now -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+/// Checks that `sql` is one read-only statement within the size and depth limits. Returns
+/// whether it is a query (whose rows the row limit caps) rather than EXPLAIN, SHOW or
+/// DESCRIBE. Parses on a thread of its own (see [`PLANNING_STACK`]) and waits for it.
 pub fn check(sql: &str) -> Result<bool, QueryError> {
+    let sql = sql.to_string();
+    std::thread::Builder::new()
+        .name("sql-check".into())
+        .stack_size(PLANNING_STACK)
+        .spawn(move || check_here(&sql))
+        .map_err(|e| QueryError::Internal(format!("no thread to check the query on: {e}")))?
+        .join()
+        .unwrap_or_else(|p| Err(QueryError::Internal(panic_message(&*p))))
+}
+
+fn too_long(sql: &str) -> QueryError {
+    QueryError::Invalid(format!(
+        "the query text is {} bytes, more than the limit of {} KiB",
+        sql.len(),
+        MAX_SQL_BYTES >> 10
+    ))
+}
+
+/// [`check`] on this thread, which must have a [`PLANNING_STACK`].
+fn check_here(sql: &str) -> Result<bool, QueryError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(too_long(sql));
+    }
     let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
     match statements.len() {
         0 => return Err(QueryError::Invalid("empty query: no statement".into())),
@@ -119,6 +211,12 @@ fn check_df(statement: &DfStatement) -> Result<bool, QueryError> {
 }
 
 fn check_sql(statement: &Statement) -> Result<bool, QueryError> {
+    if statement.visit(&mut Depth { now: 0 }).is_break() {
+        return Err(QueryError::Invalid(format!(
+            "an expression nests deeper than {MAX_EXPRESSION_DEPTH} levels: split it up \
+             (a long chain of AND, OR or + nests a level per operator; IN (...) does not)"
+        )));
+    }
     let top = match statement {
         Statement::Query(_) => true,
         Statement::Explain { statement, .. } => {
@@ -218,7 +316,6 @@ impl Guarded {
     /// Checks, plans and runs `sql`, buffering the result (at most `max_rows` rows and
     /// `memory_bytes`), so that every limit ends in a clear error rather than a cut result.
     pub async fn run(&self, sql: &str) -> Result<Answer, QueryError> {
-        check(sql)?;
         let start = Instant::now();
         let limits = self.limits;
         let work = async {
@@ -293,16 +390,29 @@ impl Guarded {
 
 /// Checks `sql` (see [`check`]) and plans it in `ctx` with DDL, DML and statements off.
 /// Returns the plan and whether it is a query (rather than EXPLAIN, SHOW or DESCRIBE).
+/// Both run on a thread of their own (see [`PLANNING_STACK`]).
 pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<(DataFrame, bool), QueryError> {
-    let is_query = check(sql)?;
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    match ctx.sql_with_options(sql, options).await {
-        Ok(df) => Ok((df, is_query)),
-        Err(e) => Err(planning_error(ctx, e)),
+    if sql.len() > MAX_SQL_BYTES {
+        // Refused before a thread is started for it.
+        return Err(too_long(sql));
     }
+    let (ctx, sql) = (ctx.clone(), sql.to_string());
+    on_planning_thread(move || {
+        let is_query = check_here(&sql)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        match runtime.block_on(ctx.sql_with_options(&sql, options)) {
+            Ok(df) => Ok((df, is_query)),
+            Err(e) => Err(planning_error(&ctx, e)),
+        }
+    })
+    .await
 }
 
 fn planning_error(ctx: &SessionContext, e: DataFusionError) -> QueryError {
@@ -385,5 +495,60 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    fn chain(terms: usize) -> String {
+        format!("SELECT 1{}", "+1".repeat(terms - 1))
+    }
+
+    /// Texts that overflowed a worker's stack and aborted the server: refused with a 400
+    /// for their size or depth, and a chain as deep as allowed still runs, on a runtime
+    /// whose workers have tokio's default stack.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deep_and_long_queries_are_refused_not_fatal() {
+        let guarded = Guarded::new(crate::session::context(), Limits::default());
+        let refused = |r: Result<Answer, QueryError>, what: &str| match r {
+            Err(e @ QueryError::Invalid(_)) => {
+                assert_eq!(e.status(), 400);
+                assert!(e.to_string().contains(what), "{e}");
+            }
+            other => panic!("{what}: {other:?}"),
+        };
+        // 200,000 terms: 400 KB, over the size limit.
+        refused(guarded.run(&chain(200_000)).await, "KiB");
+        // Under the size limit and 120,000 levels deep: parsed, refused by depth, its tree
+        // dropped on the planning thread.
+        refused(guarded.run(&chain(120_000)).await, "deeper than 1000");
+        refused(
+            guarded
+                .run(&format!(
+                    "SELECT 1 WHERE {}",
+                    vec!["true"; 5_000].join(" AND ")
+                ))
+                .await,
+            "deeper than 1000",
+        );
+        let answer = guarded.run(&chain(MAX_EXPRESSION_DEPTH - 1)).await.unwrap();
+        let value =
+            arrow::util::display::array_value_to_string(answer.batches[0].column(0), 0).unwrap();
+        assert_eq!(value, (MAX_EXPRESSION_DEPTH - 1).to_string());
+        // Over a column, so that execution (not constant folding) walks the 1000 levels.
+        let terms = vec!["x"; MAX_EXPRESSION_DEPTH - 1].join(" + ");
+        let answer = guarded
+            .run(&format!(
+                "SELECT {terms} AS s FROM (VALUES (2), (3)) AS t(x)"
+            ))
+            .await
+            .unwrap();
+        let col = answer.batches[0].column(0);
+        assert_eq!(
+            arrow::util::display::array_value_to_string(col, 1).unwrap(),
+            (3 * (MAX_EXPRESSION_DEPTH - 1)).to_string()
+        );
+        // A long IN list is wide, not deep.
+        let list: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+        let wide = format!("SELECT 7 IN ({}) AS hit", list.join(", "));
+        assert!(guarded.run(&wide).await.is_ok());
+        assert!(check(&chain(120_000)).is_err());
     }
 }

@@ -113,9 +113,81 @@ impl Hll {
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
             .ok_or_else(|| SketchError::BadHll("wrong magic".into()))?;
+        // The layout is checked before the crate sees it: its sizes and indexes come from
+        // these bytes, and a crafted size makes it allocate or index without bound.
+        let layout: Layout =
+            postcard::from_bytes(body).map_err(|e| SketchError::BadHll(e.to_string()))?;
+        layout.check()?;
         let h: HyperLogLogPlus<u64, StableHash> =
             postcard::from_bytes(body).map_err(|e| SketchError::BadHll(e.to_string()))?;
         Ok(Self(h))
+    }
+}
+
+/// Whether `code` is a sparse code [`sparse_code`] can make: a 25-bit index, and with the flag
+/// a count of zeros that 64-bit hashes can have.
+fn valid_code(code: u32) -> bool {
+    if code & 1 == 0 {
+        code >> 1 < 1 << SPARSE_PRECISION
+    } else {
+        let zeros = (code >> 1) & 0x3f;
+        (1..=64 - SPARSE_PRECISION + 1).contains(&zeros)
+    }
+}
+
+impl Layout {
+    /// Refuses a layout that sketches of this precision never have: other sizes, codes out
+    /// of range, a sparse list that does not decode to its count, registers of another size.
+    fn check(&self) -> Result<(), SketchError> {
+        let bad = |m: &str| Err(SketchError::BadHll(m.to_string()));
+        let (m, _, threshold) = counts();
+        if self.precision != HLL_PRECISION || self.counts != counts() {
+            return bad("precision or sizes are not those of precision 14");
+        }
+        if self.tmpset.len() > m || !self.tmpset.iter().all(|&c| valid_code(c)) {
+            return bad("bad temporary codes");
+        }
+        if self.sparse.buf.len() > threshold + 8 {
+            return bad("sparse list longer than a sparse sketch holds");
+        }
+        let (mut n, mut last, mut v, mut shift) = (0usize, 0u32, 0u32, 0u32);
+        for &b in &self.sparse.buf {
+            if shift > 28 {
+                return bad("bad varint in the sparse list");
+            }
+            v |= u32::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                if n > 0 && v == 0 {
+                    return bad("sparse codes not increasing");
+                }
+                last = last
+                    .checked_add(v)
+                    .filter(|&c| valid_code(c))
+                    .ok_or_else(|| SketchError::BadHll("sparse code out of range".into()))?;
+                n += 1;
+                (v, shift) = (0, 0);
+            } else {
+                shift += 7;
+            }
+        }
+        if shift != 0 || n != self.sparse.count || last != self.sparse.last {
+            return bad("the sparse list does not decode to its count");
+        }
+        if let Some(r) = &self.registers {
+            if r.count != m || r.buf.len() != m.div_ceil(5) {
+                return bad("registers of another size");
+            }
+            let zeros = r
+                .buf
+                .iter()
+                .map(|w| (0..5).filter(|i| (w >> (6 * i)) & 0x3f == 0).count())
+                .sum::<usize>()
+                .saturating_sub(r.buf.len() * 5 - m);
+            if r.zeros != zeros {
+                return bad("a count of zero registers that the registers do not have");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -610,5 +682,61 @@ mod tests {
         let rse = hll_relative_error();
         assert!((est - 75_000.0).abs() < 3.0 * rse * 75_000.0, "{est}");
         assert!(Hll::from_bytes(b"nope").is_err());
+    }
+
+    /// Bytes from a request never make the sketch crate allocate without bound, index out of
+    /// range or panic: a crafted size is refused, and every one-byte change of a sparse and a
+    /// dense sketch either is refused or reads as a sketch that merges and estimates.
+    #[test]
+    fn crafted_sketch_bytes_are_refused_or_harmless() {
+        let body = |h: &Hll| -> Layout { Layout::of(&h.0) };
+        let bytes_of = |l: &Layout| -> Vec<u8> {
+            let mut out = MAGIC.to_vec();
+            out.extend(postcard::to_allocvec(l).unwrap());
+            out
+        };
+        let mut sparse = Hll::of_users(&(0..300u64).collect::<Vec<_>>());
+        let mut dense = Hll::of_users(&(0..40_000u64).collect::<Vec<_>>());
+        for h in [&mut sparse, &mut dense] {
+            h.estimate();
+            let mut huge = body(h);
+            huge.counts.0 = 1 << 60;
+            assert!(
+                Hll::from_bytes(&bytes_of(&huge)).is_err(),
+                "register count 2^60"
+            );
+            let mut wrong = body(h);
+            wrong.precision = 4;
+            assert!(Hll::from_bytes(&bytes_of(&wrong)).is_err(), "precision");
+        }
+        let mut far = body(&sparse);
+        far.tmpset.push(u32::MAX - 1);
+        assert!(
+            Hll::from_bytes(&bytes_of(&far)).is_err(),
+            "a code past 25 bits"
+        );
+        let mut short = body(&dense);
+        short.registers.as_mut().unwrap().buf.pop();
+        assert!(
+            Hll::from_bytes(&bytes_of(&short)).is_err(),
+            "registers cut short"
+        );
+        let other = dense.clone();
+        for (h, reach) in [(&mut sparse, usize::MAX), (&mut dense, 96)] {
+            let good = h.to_bytes();
+            for i in 0..good.len().min(reach) {
+                for v in [0u8, 1, 0x7f, 0x80, 0xff, good[i] ^ 0x40] {
+                    let mut b = good.clone();
+                    b[i] = v;
+                    if let Ok(mut x) = Hll::from_bytes(&b) {
+                        let mut m = Hll::new();
+                        m.merge(&x).unwrap();
+                        m.merge(&other).unwrap();
+                        let (a, c) = (x.estimate(), m.estimate());
+                        assert!(a.is_finite() && c.is_finite(), "byte {i} = {v}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -1127,6 +1127,55 @@ fn serve_answers_tokens_over_http() {
     assert_eq!(status, 200, "{body}");
     let row: Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(row["n"], expected["distinct_events"]);
+
+    // Requests that aborted the server: each answers 4xx with a JSON error, and the same
+    // server answers the next request.
+    let alive = || {
+        let (status, body) = http(&addr, "GET", "/healthz", None, "");
+        assert_eq!(status, 200, "the server stopped answering: {body}");
+    };
+    let refused = |sql: &str, what: &str| {
+        let (status, body) = http(&addr, "POST", "/api/v1/sql", Some(token), sql);
+        assert_eq!(status, 400, "{what}: {}", &body[..body.len().min(300)]);
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(error["error"].is_string(), "{error}");
+        alive();
+    };
+    let chain = |terms: usize| format!("SELECT 1{}", "+1".repeat(terms - 1));
+    refused(&chain(200_000), "a 400 KB chain of +");
+    refused(&chain(120_000), "a chain of + 120,000 deep");
+    // A stored sketch with its register count set near 2^60, and with single bytes changed.
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/sql",
+        Some(token),
+        "SELECT encode(users_hll, 'hex') AS h FROM activity WHERE breakdown = 'total' LIMIT 1",
+    );
+    assert_eq!(status, 200, "{body}");
+    let hex: Value = serde_json::from_str(body.trim()).unwrap();
+    let good = hex["h"].as_str().unwrap().to_string();
+    // "SPH1", the precision, then the register count as a varint (16384: 80 80 01).
+    assert_eq!(&good[..16], "535048310e808001", "the sketch layout changed");
+    // 2^60 as a varint: eight bytes of seven zero bits, then 0x10.
+    let huge = format!("{}{}10{}", &good[..10], "80".repeat(8), &good[16..]);
+    for sql in [
+        format!("SELECT hll_count(X'{huge}')"),
+        format!("SELECT hll_count(hll_merge(s)) FROM (VALUES (X'{huge}'), (X'{good}')) AS t(s)"),
+    ] {
+        refused(&sql, "a sketch of 2^60 registers");
+    }
+    let mut rng = spacepulse_tests::Rng(7);
+    for _ in 0..40 {
+        let at = 8 + rng.below(good.len() as u64 / 2 - 4) as usize * 2;
+        let byte = format!("{:02x}", rng.next_u64() as u8);
+        let bad = format!("{}{byte}{}", &good[..at], &good[at + 2..]);
+        let sql =
+            format!("SELECT hll_count(hll_merge(s)) FROM (VALUES (X'{bad}'), (X'{good}')) AS t(s)");
+        let (status, body) = http(&addr, "POST", "/api/v1/sql", Some(token), &sql);
+        assert!(status == 200 || status == 400, "{status}: {body}");
+        alive();
+    }
     // SIGTERM: a graceful stop, exit 0.
     let ok_kill = std::process::Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
