@@ -81,6 +81,19 @@ pub struct ServeArgs {
     /// Analysts' SQL: the most rows a result may have.
     #[arg(long, default_value_t = 100_000)]
     pub sql_max_rows: usize,
+    /// The server's origin as browsers reach it, e.g. https://dash.example.com: on https,
+    /// login cookies are Secure and __Host- prefixed; state-changing requests must come from it.
+    #[arg(long, env = "SPACEPULSE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Believe X-Forwarded-Proto from the proxy in front (only behind one that sets it).
+    #[arg(long)]
+    pub trust_forwarded_proto: bool,
+    /// A login session ends after this many minutes unused.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_idle_minutes: u64,
+    /// A login session ends at the latest this many hours after login.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub session_max_hours: u64,
     /// Live peaks: Kafka bootstrap servers to read the events topic from (its newest offsets).
     #[arg(long)]
     pub brokers: Option<String>,

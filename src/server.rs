@@ -35,6 +35,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         max_rows: args.sql_max_rows,
         ..Default::default()
     };
+    options.public_url = args.public_url.as_deref().map(public_origin).transpose()?;
+    options.trust_forwarded_proto = args.trust_forwarded_proto;
+    options.session_idle = Duration::from_secs(args.session_idle_minutes * 60);
+    options.session_max = Duration::from_secs(args.session_max_hours * 3600);
     options.live = args.brokers.map(|brokers| dashboard::live::LiveOptions {
         brokers,
         topic: args.topic,
@@ -52,6 +56,24 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     .await?;
     eprintln!("stopped");
     Ok(())
+}
+
+/// `--public-url`'s origin (`scheme://host[:port]`, lowercase): http or https, a host, no
+/// path, query or credentials.
+fn public_origin(url: &str) -> Result<String, UsageError> {
+    let bad = |why: &str| UsageError(format!("--public-url {url:?}: {why}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected http(s)://HOST"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+        return Err(bad("expected only a host and port, no path, query or user"));
+    }
+    Ok(format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
 
 fn state_change(args: StateArgs, to: VerificationState) -> Result<()> {

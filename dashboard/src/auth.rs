@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use lake::registry::{Account, AccountKind, Role, TokenInfo, VerificationState};
@@ -12,8 +13,14 @@ use serde_json::{Value, json};
 use crate::State;
 use crate::error::{ApiError, JsonBody};
 
-/// The cookie the login page sets (HttpOnly, SameSite=Strict).
-pub const COOKIE: &str = "spacepulse_token";
+/// The login cookie over plain http (the demo on loopback): a session's secret, never a
+/// token; HttpOnly, SameSite=Strict.
+pub const SESSION_COOKIE: &str = "spacepulse_session";
+/// The login cookie when the server is reached over https: `Secure` too, and the `__Host-`
+/// prefix binds it to this host and path `/`.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-spacepulse_session";
+/// The cookie of earlier versions, which held the token itself: cleared, never read.
+const LEGACY_COOKIE: &str = "spacepulse_token";
 
 /// The caller: a live token and its account.
 #[derive(Debug, Clone)]
@@ -22,18 +29,31 @@ pub struct Caller {
     pub account: Account,
 }
 
-fn bearer(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+/// What a request authenticates with.
+enum Credential {
+    /// `Authorization: Bearer <token>` (API clients).
+    Token(String),
+    /// The login cookie (browsers).
+    Session(String),
+}
+
+fn credential(headers: &HeaderMap) -> Option<Credential> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         return v
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
-            .map(|t| t.trim().to_string());
+            .map(|t| Credential::Token(t.trim().to_string()));
     }
-    for v in parts.headers.get_all(axum::http::header::COOKIE) {
+    session_secret(headers).map(Credential::Session)
+}
+
+/// The login cookie's session secret, if the request carries one.
+pub fn session_secret(headers: &HeaderMap) -> Option<String> {
+    for v in headers.get_all(axum::http::header::COOKIE) {
         for pair in v.to_str().ok()?.split(';') {
             if let Some((k, t)) = pair.trim().split_once('=')
-                && k == COOKIE
+                && (k == SESSION_COOKIE || k == SECURE_SESSION_COOKIE)
             {
                 return Some(t.to_string());
             }
@@ -46,21 +66,136 @@ impl FromRequestParts<State> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
-        let Some(secret) = bearer(parts) else {
-            return Err(ApiError::unauthorized(
-                "a token is required: send Authorization: Bearer <token>",
-            ));
+        let registry = || state.registry.lock().expect("not poisoned");
+        let found = match credential(&parts.headers) {
+            None => {
+                return Err(ApiError::unauthorized(
+                    "a token is required: send Authorization: Bearer <token>",
+                ));
+            }
+            Some(Credential::Token(secret)) => registry().authenticate(&secret)?,
+            Some(Credential::Session(secret)) => {
+                let idle = state.options.session_idle.as_millis() as i64;
+                match registry().session(&secret, idle)? {
+                    Some(found) => Some(found),
+                    None => {
+                        return Err(ApiError::unauthorized(
+                            "the login session has ended: log in again",
+                        ));
+                    }
+                }
+            }
         };
-        let found = state
-            .registry
-            .lock()
-            .expect("not poisoned")
-            .authenticate(&secret)?;
         match found {
             Some((token, account)) => Ok(Caller { token, account }),
             None => Err(ApiError::unauthorized("unknown or revoked token")),
         }
     }
+}
+
+/// Whether the request reached the server over https: its public URL is https, or (with
+/// `--trust-forwarded-proto`) the proxy in front says so in `X-Forwarded-Proto`.
+pub fn is_https(options: &crate::Options, headers: &HeaderMap) -> bool {
+    if let Some(url) = &options.public_url {
+        return url.starts_with("https://");
+    }
+    options.trust_forwarded_proto
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The server's own origin as a browser names it: the public URL, or the scheme and the
+/// request's `Host`.
+fn own_origin(options: &crate::Options, headers: &HeaderMap) -> Option<String> {
+    if let Some(url) = &options.public_url {
+        return Some(url.clone());
+    }
+    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+    let scheme = if is_https(options, headers) {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// The origin (scheme, host, port) of a URL as `Origin` writes it.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty()).then(|| {
+        format!(
+            "{}://{}",
+            scheme.to_ascii_lowercase(),
+            host.to_ascii_lowercase()
+        )
+    })
+}
+
+/// Refuses (403) a state-changing request that a browser may have sent from another site:
+/// one without a bearer token whose `Origin` (or, without one, `Referer`) is not this
+/// server's, or that carries the login cookie and names no origin at all. API clients that
+/// send `Authorization: Bearer` are not browsers' ambient credentials and pass.
+pub async fn same_origin(
+    axum::extract::State(state): axum::extract::State<State>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let headers = req.headers();
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe || headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return next.run(req).await;
+    }
+    let named = headers
+        .get(axum::http::header::ORIGIN)
+        .or_else(|| headers.get(axum::http::header::REFERER))
+        .map(|v| v.to_str().ok().and_then(origin_of));
+    let refusal = match named {
+        Some(Some(origin)) => (own_origin(&state.options, headers).as_deref() != Some(&origin))
+            .then(|| format!("a request from {origin} is not this server's origin")),
+        Some(None) => Some("a request from an opaque origin".to_string()),
+        None => session_secret(headers)
+            .is_some()
+            .then(|| "a request with the login cookie and no Origin or Referer".to_string()),
+    };
+    match refusal {
+        None => next.run(req).await,
+        Some(why) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site",
+            format!("{why}: refused, as a cross-site request could be forged (CSRF)"),
+        )
+        .into_response(),
+    }
+}
+
+/// The `Set-Cookie` values that log a browser in with session `secret` for `max`.
+pub fn login_cookies(secure: bool, secret: &str, max: std::time::Duration) -> Vec<String> {
+    let age = max.as_secs();
+    vec![
+        if secure {
+            format!(
+                "{SECURE_SESSION_COOKIE}={secret}; Secure; HttpOnly; SameSite=Strict; Path=/; \
+                 Max-Age={age}"
+            )
+        } else {
+            format!("{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={age}")
+        },
+        format!("{LEGACY_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    ]
+}
+
+/// The `Set-Cookie` values that clear every login cookie.
+pub fn logout_cookies() -> Vec<String> {
+    vec![
+        format!("{LEGACY_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        format!("{SECURE_SESSION_COOKIE}=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    ]
 }
 
 impl Caller {

@@ -51,6 +51,15 @@ pub struct Options {
     pub request_timeout: Duration,
     /// Live peaks: the topic to read (`--brokers`), or none.
     pub live: Option<live::LiveOptions>,
+    /// The server's origin as browsers reach it (`https://dash.example.com`), when it is
+    /// behind a proxy or on https: login cookies are then `Secure` and `__Host-` prefixed,
+    /// and requests must come from it.
+    pub public_url: Option<String>,
+    /// Believe a proxy's `X-Forwarded-Proto: https`.
+    pub trust_forwarded_proto: bool,
+    /// A login session ends after this long unused, and at the latest after `session_max`.
+    pub session_idle: Duration,
+    pub session_max: Duration,
 }
 
 impl Options {
@@ -62,6 +71,10 @@ impl Options {
             sql_limits: Limits::default(),
             request_timeout: Duration::from_secs(60),
             live: None,
+            public_url: None,
+            trust_forwarded_proto: false,
+            session_idle: Duration::from_secs(2 * 3600),
+            session_max: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -112,7 +125,7 @@ impl utoipa::Modify for Security {
         );
         c.add_security_scheme(
             "cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::COOKIE))),
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
         );
     }
 }
@@ -198,6 +211,10 @@ pub fn router(state: State) -> Router {
             metrics::track,
         ))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::same_origin,
+        ))
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(axum::middleware::from_fn(move |req, next| {
             error::with_timeout(timeout, req, next)

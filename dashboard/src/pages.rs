@@ -1,20 +1,21 @@
 //! The web UI: pages rendered on the server from the same reports as the JSON API, charts as
 //! inline SVG (plotters), one stylesheet and one script served by this binary, nothing from
-//! another site. Login is a form that puts the token in an HttpOnly, SameSite=Strict cookie;
-//! a page without a valid cookie redirects to the login page.
+//! another site. Login is a form that exchanges the token for a server-side session whose
+//! secret an HttpOnly, SameSite=Strict cookie holds (`Secure` and `__Host-` on https); a page
+//! without a live session redirects to the login page.
 
 use axum::Form;
 use axum::extract::{FromRequestParts, Path, State as AxState};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use lake::registry::{Role, VerificationState};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::State;
-use crate::auth::{COOKIE, Caller};
+use crate::auth::Caller;
 use crate::charts::{Series, bars, lines};
 use crate::error::{ApiError, QueryParams};
 use crate::reports::{self, Params};
@@ -98,7 +99,9 @@ fn secure(mut r: Response) -> Response {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // Not no-referrer: under it a browser sends `Origin: null` with our own forms, and the
+    // cross-site check needs their origin.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
@@ -246,7 +249,7 @@ fn login_body(error: Option<&str>) -> String {
          <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" required \
          placeholder=\"spt_…\"><button id=\"login\">Log in</button></form>\
          <p class=\"meta\">Paste the token an operator issued you (<code>spacepulse tokens issue</code>). \
-         It is kept in an HttpOnly cookie for this site only.</p>",
+         It starts a session kept in an HttpOnly cookie for this site only.</p>",
         error
             .map(|e| format!("<p class=\"error\">{}</p>", esc(e)))
             .unwrap_or_default()
@@ -258,21 +261,31 @@ pub struct LoginForm {
     token: String,
 }
 
-/// `POST /login`: checks the token and sets the cookie.
-pub async fn login(AxState(state): AxState<State>, Form(form): Form<LoginForm>) -> Response {
+/// `POST /login`: checks the token and starts a session, whose secret (not the token) the
+/// cookie holds.
+pub async fn login(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let token = form.token.trim();
-    let found = state
-        .registry
-        .lock()
-        .expect("not poisoned")
-        .authenticate(token);
-    match found {
-        Ok(Some(_)) => {
+    let started = {
+        let registry = state.registry.lock().expect("not poisoned");
+        registry.authenticate(token).and_then(|found| match found {
+            Some((t, _)) => registry
+                .start_session(&t.id, state.options.session_max.as_millis() as i64)
+                .map(Some),
+            None => Ok(None),
+        })
+    };
+    match started {
+        Ok(Some(secret)) => {
             let mut r = Redirect::to("/").into_response();
-            let cookie =
-                format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000");
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                r.headers_mut().insert(SET_COOKIE, v);
+            let https = crate::auth::is_https(&state.options, &headers);
+            for c in crate::auth::login_cookies(https, &secret, state.options.session_max) {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    r.headers_mut().append(SET_COOKIE, v);
+                }
             }
             secure(r)
         }
@@ -291,13 +304,24 @@ pub async fn login(AxState(state): AxState<State>, Form(form): Form<LoginForm>) 
     }
 }
 
-/// `POST /logout`: clears the cookie.
-pub async fn logout() -> Response {
+/// `POST /logout`: ends the session (a copy of the cookie is then worth nothing) and clears
+/// the cookie.
+pub async fn logout(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
+    if let Some(secret) = crate::auth::session_secret(&headers)
+        && let Err(e) = state
+            .registry
+            .lock()
+            .expect("not poisoned")
+            .end_session(&secret)
+    {
+        return PageError(e.into()).into_response();
+    }
     let mut r = Redirect::to("/login").into_response();
-    r.headers_mut().insert(
-        SET_COOKIE,
-        HeaderValue::from_static("spacepulse_token=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
+    for c in crate::auth::logout_cookies() {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(SET_COOKIE, v);
+        }
+    }
     secure(r)
 }
 

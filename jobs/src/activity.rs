@@ -403,10 +403,22 @@ async fn stored(ctx: &Ctx<'_>, skip: &BTreeSet<i32>) -> Result<BTreeMap<i32, Day
 }
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
-    let plan = ctx.plan(Job::Activity).await?;
+    let mut plan = ctx.plan(Job::Activity).await?;
+    // Stored days are built on only if their bitmaps hold the dictionary's codes: a table of
+    // an older spacepulse (bitmaps of ids), or coded with a dictionary since deleted, is
+    // recomputed whole, even when no event changed.
+    let lake = &ctx.opts.lake;
+    if plan.scope != Scope::All && !coded_with(lake, crate::codes::current_app(lake).await?).await?
+    {
+        tracing::warn!(
+            "metrics/activity was not coded with the lake's user dictionary: recomputing every day"
+        );
+        plan = ctx.plan_everything(Job::Activity).await?;
+    }
     if plan.up_to_date {
         return Ok((0, 0, true));
     }
+    let mut dict = UserCodes::load(lake).await?;
     ctx.progress
         .start(Job::Activity.name(), plan.days.len() as u64);
     let mut days: BTreeMap<i32, Day> = if plan.scope == Scope::All {
@@ -418,7 +430,6 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let fresh = days_users(ctx, &plan.days).await?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "activity: scan");
     // The users no run has coded yet get the next codes, committed before any bitmap uses them.
-    let mut dict = UserCodes::load(&ctx.opts.lake).await?;
     let mut new: Vec<u64> = Vec::new();
     for users in fresh.values() {
         dict.each_code(users.iter().map(|u| u.0), |id, code| {
@@ -469,17 +480,33 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let t = std::time::Instant::now();
     let scope = plan.widened(write_days);
+    let mut txns = plan.txns.clone();
+    if let Some(app) = dict.app() {
+        txns.push((app, dict.len() as i64));
+    }
     publish(
         &ctx.opts.lake,
         TABLE,
         table_schema(),
         batches,
         &scope,
-        &plan.txns,
+        &txns,
     )
     .await?;
     tracing::debug!(secs = t.elapsed().as_secs_f64(), "activity: publish");
     Ok((plan.days.len(), rows, false))
+}
+
+/// Whether the activity table's bitmaps hold codes of the dictionary whose `txn` application
+/// id is `app` (true when there is no activity table yet).
+async fn coded_with(lake: &lake::tables::Lake, app: Option<String>) -> Result<bool> {
+    let Some(table) = lake.open(&crate::publish::table_name(TABLE)).await? else {
+        return Ok(true);
+    };
+    Ok(match app {
+        Some(app) => lake::tables::covered(&table, &app).await?.is_some(),
+        None => false,
+    })
 }
 
 /// A sliding window of sketches merged by two stacks (amortized three merges per day,
@@ -853,6 +880,13 @@ pub async fn distinct_users(
     let Some(table) = lake.open(&crate::publish::table_name(TABLE)).await? else {
         return Ok(None);
     };
+    if !coded_with(lake, crate::codes::current_app(lake).await?).await? {
+        return Err(Error::Usage(
+            "metrics/activity predates the lake's user dictionary (metrics/user_codes): \
+             run `spacepulse jobs run activity` first"
+                .into(),
+        ));
+    }
     let session = query::session::context();
     query::session::register(&session, TABLE, &table).await?;
     let date = |d: i32| lit(ScalarValue::Date32(Some(d)));

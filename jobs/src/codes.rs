@@ -39,6 +39,29 @@ pub struct UserCodes {
     codes: Vec<u32>,
     /// The `txn` version the table was read at (its count of codes); `None`: no table.
     read_at: Option<i64>,
+    /// The table's Delta id (set when it is created): bitmaps coded with this dictionary say
+    /// so under [`UserCodes::app`].
+    table_id: Option<String>,
+    /// Files in the table as read.
+    files: usize,
+}
+
+/// The `txn` application id under which a metric table records that its bitmaps hold codes
+/// of dictionary table `id` (the version: the count of codes when it was written).
+fn app_of(table_id: &str) -> String {
+    format!("{APP}/{table_id}")
+}
+
+/// A dictionary of more appended files than this is rewritten as one.
+const MAX_FILES: usize = 64;
+
+/// The `txn` application id under which a table coded with the lake's current dictionary
+/// records so; `None` if the lake has no dictionary.
+pub async fn current_app(lake: &Lake) -> Result<Option<String>> {
+    Ok(match lake.open(&table_name(TABLE)).await? {
+        Some(t) => Some(app_of(t.snapshot()?.metadata().id())),
+        None => None,
+    })
 }
 
 impl UserCodes {
@@ -48,6 +71,8 @@ impl UserCodes {
             return Ok(Self::default());
         };
         let read_at = covered(&table, APP).await?;
+        let table_id = Some(table.snapshot()?.metadata().id().to_string());
+        let files = table.snapshot()?.log_data().num_files();
         let session = query::session::context();
         query::session::register(&session, TABLE, &table).await?;
         let mut stream = session
@@ -79,7 +104,15 @@ impl UserCodes {
             ids,
             codes,
             read_at,
+            table_id,
+            files,
         })
+    }
+
+    /// The `txn` application id a table coded with this dictionary records (see
+    /// [`current_app`]); `None` until the dictionary exists.
+    pub fn app(&self) -> Option<String> {
+        self.table_id.as_deref().map(app_of)
     }
 
     /// The number of codes given (the next code).
@@ -136,17 +169,9 @@ impl UserCodes {
         let ids = Int64Array::from_iter_values(new.iter().map(|&u| u as i64));
         let codes = Int64Array::from_iter_values(first as i64..total as i64);
         let batch = RecordBatch::try_new(table_schema(), vec![Arc::new(ids), Arc::new(codes)])?;
-        publish_after(
-            lake,
-            TABLE,
-            table_schema(),
-            vec![batch],
-            &Scope::Append,
-            &[(APP.to_string(), total as i64)],
-            Some((APP, self.read_at)),
-        )
-        .await?;
-        self.read_at = Some(total as i64);
+        self.commit(lake, vec![batch], &Scope::Append, total)
+            .await?;
+        self.files += 1;
         // The two sorted lists merged.
         let (old_ids, old_codes) = (
             std::mem::take(&mut self.ids),
@@ -167,6 +192,54 @@ impl UserCodes {
             codes.push(o.1);
         }
         (self.ids, self.codes) = (ids, codes);
+        if self.files > MAX_FILES {
+            self.compact(lake).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits `batches` to the table, only on top of the state it was read at, recording
+    /// `total` codes.
+    async fn commit(
+        &mut self,
+        lake: &Lake,
+        batches: Vec<RecordBatch>,
+        scope: &Scope,
+        total: usize,
+    ) -> Result<()> {
+        publish_after(
+            lake,
+            TABLE,
+            table_schema(),
+            batches,
+            scope,
+            &[(APP.to_string(), total as i64)],
+            Some((APP, self.read_at)),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Delta(deltalake::DeltaTableError::Transaction { source }) => Error::Conflict(
+                format!("{TABLE}: another run appended at the same time ({source}); run again"),
+            ),
+            other => other,
+        })?;
+        self.read_at = Some(total as i64);
+        if self.table_id.is_none()
+            && let Some(t) = lake.open(&table_name(TABLE)).await?
+        {
+            self.table_id = Some(t.snapshot()?.metadata().id().to_string());
+        }
+        Ok(())
+    }
+
+    /// Rewrites the table as one file sorted by id (every run appends one).
+    async fn compact(&mut self, lake: &Lake) -> Result<()> {
+        let ids = Int64Array::from_iter_values(self.ids.iter().map(|&u| u as i64));
+        let codes = Int64Array::from_iter_values(self.codes.iter().map(|&c| i64::from(c)));
+        let batch = RecordBatch::try_new(table_schema(), vec![Arc::new(ids), Arc::new(codes)])?;
+        let total = self.ids.len();
+        self.commit(lake, vec![batch], &Scope::All, total).await?;
+        self.files = 1;
         Ok(())
     }
 }
@@ -203,6 +276,25 @@ mod tests {
         let read = UserCodes::load(&lake).await.unwrap();
         assert_eq!(codes_of(&read, &ids), want);
         assert_eq!(read.len(), 5);
+        // Past MAX_FILES appends the table is one file again, the codes unchanged.
+        let mut d = UserCodes::load(&lake).await.unwrap();
+        for k in 0..MAX_FILES as u64 {
+            d.add(&lake, vec![1_000 + 2 * k, 1_001 + 2 * k])
+                .await
+                .unwrap();
+        }
+        let read = UserCodes::load(&lake).await.unwrap();
+        assert!(read.files < 4, "{} files", read.files);
+        assert_eq!(
+            (read.ids.clone(), read.codes.clone()),
+            (d.ids.clone(), d.codes.clone())
+        );
+        assert_eq!(codes_of(&read, &ids), want);
+        assert_eq!(
+            codes_of(&read, &[1_000, 1_127]),
+            vec![Some(5), Some(5 + 127)]
+        );
+        assert_eq!(read.app(), d.app());
         // A dictionary much larger than the ids looked up: the gallop finds each.
         let mut big = UserCodes::default();
         big.ids = (0..10_000u64).map(|i| i * 7).collect();

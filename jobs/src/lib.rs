@@ -88,16 +88,6 @@ impl Job {
         }
     }
 
-    /// The version of what the job's tables hold: a table written by an older version records
-    /// no `events` version under [`Ctx::app`], so the next run recomputes it whole. Activity 2:
-    /// bitmaps of user codes ([`codes`]), not of ids.
-    pub fn format(self) -> u32 {
-        match self {
-            Job::Activity => 2,
-            _ => 1,
-        }
-    }
-
     /// The metric tables the job writes.
     pub fn tables(self) -> &'static [&'static str] {
         match self {
@@ -194,10 +184,7 @@ impl Ctx<'_> {
     /// The `txn` application id a job's tables record their `events` version under; the
     /// time zone is part of it, so a run in another zone recomputes everything.
     pub fn app(&self, job: Job) -> String {
-        match job.format() {
-            1 => format!("jobs/{}/{}", job.name(), self.opts.tz),
-            n => format!("jobs/{}.v{n}/{}", job.name(), self.opts.tz),
-        }
+        format!("jobs/{}/{}", job.name(), self.opts.tz)
     }
 
     fn in_range(&self, day: i32) -> bool {
@@ -208,10 +195,21 @@ impl Ctx<'_> {
     /// replaced whole unless a range is given), and whether the run covers every change (only
     /// then do the tables record the new `events` version).
     pub async fn plan(&self, job: Job) -> Result<Plan> {
+        self.plan_with(job, false).await
+    }
+
+    /// The plan of a full recompute of every day, whatever the options ask: for tables
+    /// whose stored rows cannot be built on.
+    pub async fn plan_everything(&self, job: Job) -> Result<Plan> {
+        self.plan_with(job, true).await
+    }
+
+    async fn plan_with(&self, job: Job, everything: bool) -> Result<Plan> {
         let app = self.app(job);
+        let full = self.opts.full || everything;
         let mut since: Option<i64> = Some(i64::MAX);
         // A full recompute needs no record of what the tables have seen.
-        for t in job.tables().iter().filter(|_| !self.opts.full) {
+        for t in job.tables().iter().filter(|_| !full) {
             let v = publish::seen(&self.opts.lake, t, &app).await?;
             since = match (since, v) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -219,7 +217,7 @@ impl Ctx<'_> {
             };
         }
         let (changed, full) = match since {
-            Some(v) if !self.opts.full => match changes::hours_since(&self.events, v).await? {
+            Some(v) if !full => match changes::hours_since(&self.events, v).await? {
                 Some(h) => (changes::days_of(&h, self.opts.tz), false),
                 None => (
                     changes::days_of(&changes::all_hours(&self.events)?, self.opts.tz),
@@ -234,10 +232,10 @@ impl Ctx<'_> {
         let days: BTreeSet<i32> = changed
             .iter()
             .copied()
-            .filter(|d| self.in_range(*d))
+            .filter(|d| everything || self.in_range(*d))
             .collect();
         let complete = days.len() == changed.len();
-        let ranged = self.opts.from.is_some() || self.opts.to.is_some();
+        let ranged = !everything && (self.opts.from.is_some() || self.opts.to.is_some());
         Ok(Plan {
             scope: if full && !ranged {
                 publish::Scope::All

@@ -818,7 +818,15 @@ mod tests {
                 let map = &map;
                 scope.spawn(move || {
                     for (id, flags) in map.iter() {
-                        buffer.insert(id, if t == 0 { flags } else { flags & 0x0f });
+                        // The second thread only each id's lowest flag: the union is all.
+                        buffer.insert(
+                            id,
+                            if t == 0 {
+                                flags
+                            } else {
+                                flags & flags.wrapping_neg()
+                            },
+                        );
                     }
                 });
             }

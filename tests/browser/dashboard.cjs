@@ -24,12 +24,15 @@ async function login(browser, token, viewport) {
   await page.waitForURL(/\/login$/);
   await page.fill("#token", token);
   await Promise.all([page.waitForNavigation(), page.click("#login")]);
-  // The token is in an HttpOnly cookie: scripts on the page cannot read it.
+  // The session is in an HttpOnly cookie: scripts on the page cannot read it; it holds a
+  // session's secret, not the token.
   const visible = await page.evaluate(() => document.cookie);
-  if (visible.includes("spacepulse_token")) throw new Error("the login cookie is readable by scripts");
+  if (visible.includes("spacepulse_session")) throw new Error("the login cookie is readable by scripts");
   const cookies = await context.cookies();
-  const c = cookies.find((x) => x.name === "spacepulse_token");
+  const c = cookies.find((x) => x.name === "spacepulse_session");
   if (!c || !c.httpOnly || c.sameSite !== "Strict") throw new Error("login cookie: " + JSON.stringify(c));
+  if (!c.value.startsWith("sps_") || c.value.includes(token)) throw new Error("the cookie holds the token");
+  if (cookies.some((x) => x.name === "spacepulse_token")) throw new Error("a token cookie is set");
   return { context, page };
 }
 

@@ -134,6 +134,46 @@ async fn shanghai_days_duplicates_and_a_late_event_match_the_hand_worked_figures
         assert_eq!(got["photos"], want["photos"], "{}", want["day"]);
     }
 
+    // The user dictionary deleted: `jobs users` asks for a run first, and a run limited to
+    // one day recomputes every day (the stored bitmaps hold the lost dictionary's codes),
+    // to the same figures.
+    std::fs::remove_dir_all(lake_dir.join("metrics").join("user_codes")).unwrap();
+    let (first_day, last_day) = (
+        days[0]["day"].as_str().unwrap(),
+        days[days.len() - 1]["day"].as_str().unwrap(),
+    );
+    let range = ["--from", first_day, "--to", last_day];
+    let users = |lake: &str| {
+        let mut args = vec!["jobs", "users", "--json", "--lake", lake];
+        args.extend(range);
+        spacepulse(&args)
+    };
+    let (code, _, err) = users(lake);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("user_codes") && err.contains("jobs run"),
+        "{err}"
+    );
+    let rerun = jobs(lake, &["--from", first_day, "--to", first_day, "activity"]);
+    assert_eq!(
+        rerun[0]["days"].as_u64().unwrap() as usize,
+        days.len(),
+        "{rerun:?}"
+    );
+    let ctx = session(&lake_dir).await;
+    let recomputed = query(
+        &ctx,
+        "SELECT CAST(day AS VARCHAR) AS day, dau, new_users, wau, mau, dau_approx, hll_relative_error \
+         FROM activity WHERE breakdown = 'total' ORDER BY day",
+    )
+    .await;
+    assert_eq!(recomputed, activity);
+    let (code, out, err) = users(lake);
+    assert_eq!(code, 0, "{err}");
+    let all: Value = serde_json::from_str(&out).unwrap();
+    // The fixture spans less than 30 days: its last MAU is every user.
+    assert_eq!(all["exact"], expected["mau_2015-04-29"], "{all}");
+
     // Another report time zone recomputes every table in it: in UTC, 2015-04-27 holds m7
     // (12:00Z) and m1, m3 (15:59Z); retries still count once.
     let utc = jobs(lake, &["--tz", "UTC", "peaks"]);
@@ -1079,25 +1119,8 @@ fn serve_answers_tokens_over_http() {
         "{listed}"
     );
 
-    let mut server = std::process::Command::new(spacepulse_tests::spacepulse_bin())
-        .args(["serve", "--lake", lake, "--listen", "127.0.0.1:0"])
-        .env("SPACEPULSE_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_string();
+    let server = spacepulse_tests::Server::start(&["--lake", lake]);
+    let addr = server.addr.clone();
     let (status, body) = http(&addr, "GET", "/api/v1/platform/activity", None, "");
     assert_eq!(status, 401, "{body}");
     let (status, body) = http(&addr, "GET", "/api/v1/platform/activity", Some(token), "");
@@ -1177,12 +1200,5 @@ fn serve_answers_tokens_over_http() {
         alive();
     }
     // SIGTERM: a graceful stop, exit 0.
-    let ok_kill = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok_kill);
-    let status = server.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.stop().code(), Some(0));
 }

@@ -8,4 +8,5 @@ mod generator;
 mod jobs;
 mod kafka_mock;
 mod readers;
+mod sessions;
 mod tansu;

@@ -39,6 +39,11 @@ async fn login(f: &Fixture, who: &str) -> String {
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
+    // A session, not the token.
+    assert!(
+        cookie.starts_with("spacepulse_session=sps_") && !cookie.contains(&f.tokens[who]),
+        "{cookie}"
+    );
     cookie.split(';').next().unwrap().to_string()
 }
 
@@ -140,18 +145,22 @@ async fn pages_need_the_login_cookie_and_keep_tenants_apart() {
     let p = get(&f, "/accounts/newbrand", Some(&cookie)).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     assert!(p.body.contains("pending"), "{}", p.body);
-    // Logging out clears the cookie.
+    // Logging out (from the server's own origin) clears the cookie and ends the session.
     let req = Request::post("/logout")
         .header("cookie", &cookie)
+        .header("host", "dash.test")
+        .header("origin", "http://dash.test")
         .body(Body::empty())
         .unwrap();
     let p = send(&f, req).await;
     assert!(
-        p.headers["set-cookie"]
-            .to_str()
-            .unwrap()
-            .contains("Max-Age=0")
+        p.headers
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| c.to_str().unwrap().contains("Max-Age=0"))
     );
+    let p = get(&f, "/accounts/newbrand", Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "the session ended");
 }
 
 #[tokio::test]
@@ -235,12 +244,33 @@ async fn the_campaign_page_shows_the_apis_numbers_and_charts() {
 async fn operators_verify_accounts_from_the_page() {
     let f = fixture().await;
     let cookie = login(&f, "operator").await;
-    let req = Request::post("/admin/accounts/newbrand/state")
-        .header("cookie", &cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from("state=verified&reason=papers+checked"))
-        .unwrap();
-    let p = send(&f, req).await;
+    let form = |cookie: &str, origin: &str, body: &'static str| {
+        Request::post("/admin/accounts/newbrand/state")
+            .header("cookie", cookie)
+            .header("host", "dash.test")
+            .header("origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    // The same form posted from another site (the operator's cookie rides along): refused.
+    let p = send(
+        &f,
+        form(&cookie, "https://evil.test", "state=verified&reason=forged"),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    let (_, acct) = f.json("/api/v1/accounts/newbrand", "operator").await;
+    assert_eq!(acct["account"]["state"], "pending");
+    let p = send(
+        &f,
+        form(
+            &cookie,
+            "http://dash.test",
+            "state=verified&reason=papers+checked",
+        ),
+    )
+    .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let (_, acct) = f.json("/api/v1/accounts/newbrand", "operator").await;
     assert_eq!(acct["account"]["state"], "verified");
@@ -250,12 +280,13 @@ async fn operators_verify_accounts_from_the_page() {
     );
     // Analysts may not.
     let cookie = login(&f, "analyst").await;
-    let req = Request::post("/admin/accounts/newbrand/state")
-        .header("cookie", &cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from("state=revoked&reason=x"))
-        .unwrap();
-    assert_eq!(send(&f, req).await.status, StatusCode::FORBIDDEN);
+    let p = send(
+        &f,
+        form(&cookie, "http://dash.test", "state=revoked&reason=x"),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert!(!p.body.contains("cross-site"), "{}", p.body);
 }
 
 /// A concrete request for an OpenAPI path: its parameters filled with the fixture's ids.
@@ -329,7 +360,7 @@ async fn the_openapi_description_matches_the_routes() {
     }
     let schemes = &spec["components"]["securitySchemes"];
     assert_eq!(schemes["bearer"]["scheme"], "bearer");
-    assert_eq!(schemes["cookie"]["name"], "spacepulse_token");
+    assert_eq!(schemes["cookie"]["name"], "spacepulse_session");
     // Request bodies have their schemas.
     assert!(
         spec["components"]["schemas"]["NewToken"].is_object(),

@@ -175,6 +175,9 @@ fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
 const ACCOUNT_COLUMNS: &str = "id, kind, name, state, created_at_ms";
 const TOKEN_COLUMNS: &str = "id, role, account_id, label, created_at_ms, revoked_at_ms";
 
+/// How a session's secret starts (a token's starts `spt_`).
+pub const SESSION_PREFIX: &str = "sps_";
+
 impl Registry {
     /// Adds an account. Official accounts and advertisers start `pending` (an operator
     /// verifies them); staff accounts start `verified`.
@@ -276,6 +279,13 @@ impl Registry {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![id, at, actor, account.state.as_str(), to.as_str(), reason],
         )?;
+        if matches!(to, VerificationState::Rejected | VerificationState::Revoked) {
+            // A revoked (or rejected) account's logins end with it.
+            tx.execute(
+                "DELETE FROM sessions WHERE token_id IN (SELECT id FROM tokens WHERE account_id = ?1)",
+                params![id],
+            )?;
+        }
         tx.commit()?;
         Ok(Account {
             state: to,
@@ -337,11 +347,94 @@ impl Registry {
         Ok(Token { secret, info })
     }
 
-    /// Revokes a token; false if there was no live token with that id.
+    /// Revokes a token, and ends the sessions logged in with it; false if there was no live
+    /// token with that id.
     pub fn revoke_token(&self, id: &str) -> Result<bool> {
-        Ok(self.conn.execute(
+        let tx = self.conn.unchecked_transaction()?;
+        let revoked = tx.execute(
             "UPDATE tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
             params![id, now_ms()],
+        )? > 0;
+        tx.execute("DELETE FROM sessions WHERE token_id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(revoked)
+    }
+
+    /// Starts a login session for the live token `token_id`, ending at the latest after
+    /// `max_ms`; returns its secret (`sps_` and 64 hex digits), which only the caller's cookie
+    /// holds (the registry keeps its hash).
+    pub fn start_session(&self, token_id: &str, max_ms: i64) -> Result<String> {
+        let secret = format!("{SESSION_PREFIX}{}", random_hex(32)?);
+        let now = now_ms();
+        self.conn.execute(
+            "INSERT INTO sessions (hash, token_id, created_at_ms, last_seen_ms, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?3, ?4)",
+            params![hash(&secret), token_id, now, now.saturating_add(max_ms)],
+        )?;
+        // Ended sessions are swept as new ones start.
+        self.conn.execute(
+            "DELETE FROM sessions WHERE expires_at_ms <= ?1",
+            params![now],
+        )?;
+        Ok(secret)
+    }
+
+    /// The session with this secret, its token and account, if it is live: not logged out,
+    /// its token not revoked, its account not rejected or revoked, used within `idle_ms` and not past its
+    /// end. A use is recorded (to the minute).
+    pub fn session(&self, secret: &str, idle_ms: i64) -> Result<Option<(TokenInfo, Account)>> {
+        self.session_at(secret, idle_ms, now_ms())
+    }
+
+    fn session_at(
+        &self,
+        secret: &str,
+        idle_ms: i64,
+        now: i64,
+    ) -> Result<Option<(TokenInfo, Account)>> {
+        if !secret.starts_with(SESSION_PREFIX) || secret.len() != SESSION_PREFIX.len() + 64 {
+            return Ok(None);
+        }
+        let key = hash(secret);
+        let found: Option<(String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT s.token_id, s.last_seen_ms FROM sessions s JOIN tokens t ON t.id = s.token_id
+                 WHERE s.hash = ?1 AND t.revoked_at_ms IS NULL AND s.expires_at_ms > ?2
+                   AND s.last_seen_ms > ?2 - ?3",
+                params![key, now, idle_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((token_id, last_seen)) = found else {
+            return Ok(None);
+        };
+        let Some(token) = self.token(&token_id)? else {
+            return Ok(None);
+        };
+        let Some(account) = self.account(&token.account_id)? else {
+            return Ok(None);
+        };
+        if matches!(
+            account.state,
+            VerificationState::Rejected | VerificationState::Revoked
+        ) {
+            return Ok(None);
+        }
+        if now - last_seen >= 60_000 {
+            self.conn.execute(
+                "UPDATE sessions SET last_seen_ms = ?2 WHERE hash = ?1",
+                params![key, now],
+            )?;
+        }
+        Ok(Some((token, account)))
+    }
+
+    /// Ends the session with this secret (logout); false if there was none.
+    pub fn end_session(&self, secret: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM sessions WHERE hash = ?1",
+            params![hash(secret)],
         )? > 0)
     }
 
@@ -468,5 +561,47 @@ mod tests {
         assert!(!r.revoke_token(&t.info.id).unwrap());
         assert!(r.authenticate(&t.secret).unwrap().is_none());
         assert!(r.tokens().unwrap()[0].revoked_at_ms.is_some());
+    }
+
+    #[test]
+    fn sessions_end_by_logout_idleness_age_and_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(&dir.path().join("r.sqlite")).unwrap();
+        r.add_account("bi", AccountKind::Staff, "BI", "op").unwrap();
+        r.add_account("xiaomi", AccountKind::Official, "Xiaomi", "op")
+            .unwrap();
+        r.set_state("xiaomi", VerificationState::Verified, "op", "ok")
+            .unwrap();
+        let analyst = r.issue_token(Role::Analyst, "bi", "").unwrap();
+        let brand = r.issue_token(Role::Official, "xiaomi", "").unwrap();
+        let (hour, day) = (3_600_000, 86_400_000);
+        let s = r.start_session(&analyst.info.id, day).unwrap();
+        assert!(s.starts_with("sps_") && s.len() == 68 && !s.contains(&analyst.secret));
+        let now = now_ms();
+        let (token, account) = r.session(&s, hour).unwrap().unwrap();
+        assert_eq!(
+            (token.id.as_str(), account.id.as_str()),
+            (analyst.info.id.as_str(), "bi")
+        );
+        // A session is not a token and a token is not a session.
+        assert!(r.authenticate(&s).unwrap().is_none());
+        assert!(r.session(&analyst.secret, hour).unwrap().is_none());
+        // Idle past the limit, or past its end: over.
+        assert!(r.session_at(&s, hour, now + hour / 2).unwrap().is_some());
+        assert!(r.session_at(&s, hour, now + 2 * hour).unwrap().is_none());
+        assert!(r.session_at(&s, 2 * day, now + day + 1).unwrap().is_none());
+        // Logout ends it; the copied secret is worth nothing.
+        assert!(r.end_session(&s).unwrap());
+        assert!(r.session(&s, hour).unwrap().is_none());
+        // Revoking the token ends its sessions; so does revoking the account.
+        let s = r.start_session(&analyst.info.id, day).unwrap();
+        assert!(r.revoke_token(&analyst.info.id).unwrap());
+        assert!(r.session(&s, hour).unwrap().is_none());
+        let s = r.start_session(&brand.info.id, day).unwrap();
+        assert!(r.session(&s, hour).unwrap().is_some());
+        r.set_state("xiaomi", VerificationState::Revoked, "op", "fraud")
+            .unwrap();
+        assert!(r.session(&s, hour).unwrap().is_none());
+        assert!(r.session("sps_short", hour).unwrap().is_none());
     }
 }

@@ -13,7 +13,9 @@ use crate::tables::Lake;
 use crate::{Error, Result};
 
 mod access;
-pub use access::{Account, AccountKind, Audit, Role, Token, TokenInfo, VerificationState};
+pub use access::{
+    Account, AccountKind, Audit, Role, SESSION_PREFIX, Token, TokenInfo, VerificationState,
+};
 
 /// The registry file's name in a local lake.
 pub const REGISTRY_FILE: &str = "_registry.sqlite";
@@ -91,6 +93,15 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL,
         revoked_at_ms INTEGER
     );",
+    // The dashboard's login sessions: the cookie holds a session's secret, never a token.
+    "CREATE TABLE sessions (
+        hash TEXT PRIMARY KEY,
+        token_id TEXT NOT NULL REFERENCES tokens(id),
+        created_at_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_token ON sessions(token_id);",
 ];
 
 /// An open registry.
