@@ -61,12 +61,9 @@ async fn run(
     out: &mut dyn Write,
 ) -> Result<usize, QueryError> {
     let internal = |e: &dyn std::fmt::Display| QueryError::Internal(e.to_string());
-    let (df, _) = query::guard::plan(ctx, sql).await?;
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let planned = query::guard::plan(ctx, sql).await?;
+    let schema = planned.schema.clone();
+    let mut stream = planned.execute()?;
     let mut encoder = Encoder::new(format, schema).map_err(|e| internal(&e))?;
     let mut rows = 0;
     while let Some(batch) = stream.next().await {

@@ -91,6 +91,26 @@ fn new_request_id() -> String {
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The 500 for a request whose handler panicked (logged with what the panic said).
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    ApiError::internal(format!("the handler panicked: {what}")).into_response()
+}
+
+/// A panic in a route's handler answers 500, beneath the request metrics (which then count
+/// it); [`with_request_id`] is the backstop for the layers above.
+pub async fn catch_panic(req: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| panicked(&*panic))
+}
+
 /// Gives each request an id (a proxy's `x-request-id` if it is a plain token of at most 64
 /// characters, else a fresh one): the response's `x-request-id`, the log lines' `request_id`
 /// and the body of any 5xx. A panic in the request's handler answers 500 for it alone, logged
@@ -119,16 +139,7 @@ pub async fn with_request_id(req: Request, next: Next) -> Response {
         .await;
     let mut response = match answer {
         Ok(r) => r,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            REQUEST_ID.sync_scope(id.clone(), || {
-                ApiError::internal(format!("the handler panicked: {what}")).into_response()
-            })
-        }
+        Err(panic) => REQUEST_ID.sync_scope(id.clone(), || panicked(&*panic)),
     };
     if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -251,6 +262,7 @@ mod tests {
                 "/ok",
                 get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
             )
+            .route_layer(axum::middleware::from_fn(catch_panic))
             .layer(axum::middleware::from_fn(with_request_id));
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
         let (status, id, body) = answer(&app, get("/boom")).await;

@@ -206,6 +206,7 @@ pub fn router(state: State) -> Router {
             "/api/v1/openapi.json",
             get(move |caller: auth::Caller| openapi(caller, spec.clone())),
         )
+        .route_layer(axum::middleware::from_fn(error::catch_panic))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

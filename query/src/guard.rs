@@ -14,13 +14,17 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::execution::SessionStateBuilder;
+use deltalake::datafusion::execution::TaskContext;
 use deltalake::datafusion::execution::context::SQLOptions;
 use deltalake::datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::datafusion::physical_plan::{
+    ExecutionPlan, SendableRecordBatchStream, execute_stream,
+};
+use deltalake::datafusion::prelude::SessionContext;
 use deltalake::datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use deltalake::datafusion::sql::sqlparser::ast::{
-    Expr, Statement, Visit, Visitor, visit_statements,
+    Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor, visit_statements,
 };
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -136,26 +140,70 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     format!("planning the query failed: {what}")
 }
 
-/// Counts the nesting of expressions, stopping past [`MAX_EXPRESSION_DEPTH`] (before the
-/// walk itself goes deeper).
+/// The most tables (each a join, which nests the plan a level) one statement reads.
+pub const MAX_TABLES: usize = 256;
+
+/// The most queries one chain of UNION, INTERSECT and EXCEPT joins.
+pub const MAX_SET_OPERANDS: usize = 256;
+
+/// Walks a statement, stopping (before the walk itself goes deeper) at the first construct
+/// past a limit: expressions nested deeper than [`MAX_EXPRESSION_DEPTH`], more than
+/// [`MAX_TABLES`] tables, a set operation of more than [`MAX_SET_OPERANDS`] queries.
+#[derive(Default)]
 struct Depth {
     now: usize,
+    tables: usize,
 }
 
 impl Visitor for Depth {
-    type Break = ();
+    type Break = String;
 
-    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<String> {
         self.now += 1;
         if self.now > MAX_EXPRESSION_DEPTH {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+            return ControlFlow::Break(format!(
+                "an expression nests deeper than {MAX_EXPRESSION_DEPTH} levels: split it up \
+                 (a long chain of AND, OR or + nests a level per operator; IN (...) does not)"
+            ));
         }
+        ControlFlow::Continue(())
     }
 
-    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<String> {
         self.now -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, _: &TableFactor) -> ControlFlow<String> {
+        self.tables += 1;
+        if self.tables > MAX_TABLES {
+            return ControlFlow::Break(format!(
+                "the query reads more than {MAX_TABLES} tables: split it up"
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
+        // The operands of a set operation chain, counted without recursing: the parser
+        // builds a chain of any length.
+        let mut operands = 0usize;
+        let mut todo = vec![query.body.as_ref()];
+        while let Some(body) = todo.pop() {
+            match body {
+                SetExpr::SetOperation { left, right, .. } => {
+                    todo.push(left);
+                    todo.push(right);
+                }
+                _ => operands += 1,
+            }
+            if operands > MAX_SET_OPERANDS {
+                return ControlFlow::Break(format!(
+                    "a UNION, INTERSECT or EXCEPT of more than {MAX_SET_OPERANDS} queries: \
+                     split it up"
+                ));
+            }
+        }
         ControlFlow::Continue(())
     }
 }
@@ -211,11 +259,8 @@ fn check_df(statement: &DfStatement) -> Result<bool, QueryError> {
 }
 
 fn check_sql(statement: &Statement) -> Result<bool, QueryError> {
-    if statement.visit(&mut Depth { now: 0 }).is_break() {
-        return Err(QueryError::Invalid(format!(
-            "an expression nests deeper than {MAX_EXPRESSION_DEPTH} levels: split it up \
-             (a long chain of AND, OR or + nests a level per operator; IN (...) does not)"
-        )));
+    if let ControlFlow::Break(why) = statement.visit(&mut Depth::default()) {
+        return Err(QueryError::Invalid(why));
     }
     let top = match statement {
         Statement::Query(_) => true,
@@ -319,22 +364,22 @@ impl Guarded {
         let start = Instant::now();
         let limits = self.limits;
         let work = async {
-            let _turn = self
+            // Quick refusals before waiting for a turn.
+            if sql.len() > MAX_SQL_BYTES {
+                return Err(too_long(sql));
+            }
+            let turn = self
                 .turns
-                .acquire()
+                .clone()
+                .acquire_owned()
                 .await
                 .map_err(|e| QueryError::Internal(e.to_string()))?;
             let ctx = self.query_context()?;
-            let (df, is_query) = plan(&ctx, sql).await?;
-            let df = if is_query {
-                // One row more than allowed tells "over the limit" from "exactly at it".
-                df.limit(0, Some(limits.max_rows + 1))
-                    .map_err(|e| classify(e, limits))?
-            } else {
-                df
-            };
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df.execute_stream().await.map_err(|e| classify(e, limits))?;
+            // The turn is held by the planning thread until it ends, even if this query's
+            // time runs out first: abandoned plans cannot pile up threads.
+            let (planned, _turn) = plan_with(&ctx, sql, Some(limits.max_rows + 1), turn).await?;
+            let schema = planned.schema.clone();
+            let mut stream = planned.execute()?;
             let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| classify(e, limits))?;
@@ -388,14 +433,41 @@ impl Guarded {
     }
 }
 
-/// Checks `sql` (see [`check`]) and plans it in `ctx` with DDL, DML and statements off.
-/// Returns the plan and whether it is a query (rather than EXPLAIN, SHOW or DESCRIBE).
-/// Both run on a thread of their own (see [`PLANNING_STACK`]).
-pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<(DataFrame, bool), QueryError> {
+/// A query planned down to its physical plan on the planning thread, ready to run.
+pub struct Planned {
+    pub schema: SchemaRef,
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub task: Arc<TaskContext>,
+    /// A query (rather than EXPLAIN, SHOW or DESCRIBE).
+    pub is_query: bool,
+}
+
+impl Planned {
+    /// Starts the plan; its operators' errors come with the batches.
+    pub fn execute(&self) -> Result<SendableRecordBatchStream, QueryError> {
+        execute_stream(self.plan.clone(), self.task.clone())
+            .map_err(|e| classify(e, Limits::default()))
+    }
+}
+
+/// Checks `sql` (see [`check`]) and plans it in `ctx` with DDL, DML and statements off,
+/// logically and physically, all on a thread of its own (see [`PLANNING_STACK`]).
+pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<Planned, QueryError> {
     if sql.len() > MAX_SQL_BYTES {
         // Refused before a thread is started for it.
         return Err(too_long(sql));
     }
+    Ok(plan_with(ctx, sql, None, ()).await?.0)
+}
+
+/// [`plan`], a query's rows capped at `max_rows` (a limit added to the plan), `turn` kept
+/// by the planning thread until it ends and then handed back.
+async fn plan_with<T: Send + 'static>(
+    ctx: &SessionContext,
+    sql: &str,
+    max_rows: Option<usize>,
+    turn: T,
+) -> Result<(Planned, T), QueryError> {
     let (ctx, sql) = (ctx.clone(), sql.to_string());
     on_planning_thread(move || {
         let is_query = check_here(&sql)?;
@@ -407,10 +479,31 @@ pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<(DataFrame, bool), 
             .enable_all()
             .build()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
-        match runtime.block_on(ctx.sql_with_options(&sql, options)) {
-            Ok(df) => Ok((df, is_query)),
-            Err(e) => Err(planning_error(&ctx, e)),
-        }
+        let planned = runtime.block_on(async {
+            let df = ctx
+                .sql_with_options(&sql, options)
+                .await
+                .map_err(|e| planning_error(&ctx, e))?;
+            let df = match max_rows {
+                Some(n) if is_query => df
+                    .limit(0, Some(n))
+                    .map_err(|e| classify(e, Limits::default()))?,
+                _ => df,
+            };
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let task = Arc::new(df.task_ctx());
+            let plan = df
+                .create_physical_plan()
+                .await
+                .map_err(|e| planning_error(&ctx, e))?;
+            Ok::<_, QueryError>(Planned {
+                schema,
+                plan,
+                task,
+                is_query,
+            })
+        })?;
+        Ok((planned, turn))
     })
     .await
 }
@@ -545,6 +638,26 @@ mod tests {
             arrow::util::display::array_value_to_string(col, 1).unwrap(),
             (3 * (MAX_EXPRESSION_DEPTH - 1)).to_string()
         );
+        // Plans as deep as the tables and set operations allowed run; past them, refused.
+        let tables = |n: usize| {
+            let from: Vec<String> = (0..n).map(|i| format!("(VALUES ({i})) AS t{i}")).collect();
+            format!("SELECT count(*) AS n FROM {}", from.join(", "))
+        };
+        let unions = |n: usize| vec!["SELECT 1 AS one"; n].join(" UNION ALL ");
+        let answer = guarded.run(&tables(100)).await.unwrap();
+        assert_eq!(answer.rows, 1);
+        let answer = guarded.run(&unions(MAX_SET_OPERANDS)).await.unwrap();
+        assert_eq!(answer.rows, MAX_SET_OPERANDS);
+        refused(
+            guarded.run(&tables(MAX_TABLES + 1)).await,
+            "more than 256 tables",
+        );
+        refused(
+            guarded.run(&unions(MAX_SET_OPERANDS + 1)).await,
+            "more than 256 queries",
+        );
+        // 10,000 operands in 256 KiB: refused, the chain dropped on the planning thread.
+        refused(guarded.run(&unions(10_000)).await, "more than 256 queries");
         // A long IN list is wide, not deep.
         let list: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
         let wide = format!("SELECT 7 IN ({}) AS hit", list.join(", "));

@@ -74,15 +74,18 @@ fn parse(text: &str) -> Vec<Record> {
 }
 
 async fn rows(ctx: &SessionContext, sql: &str, guarded: bool) -> Result<Vec<String>, String> {
-    let df = if guarded {
-        query::guard::plan(ctx, sql)
+    let batches = if guarded {
+        let planned = query::guard::plan(ctx, sql)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = planned.execute().map_err(|e| e.to_string())?;
+        futures::TryStreamExt::try_collect::<Vec<_>>(stream)
             .await
             .map_err(|e| e.to_string())?
-            .0
     } else {
-        ctx.sql(sql).await.map_err(|e| e.to_string())?
+        let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
+        df.collect().await.map_err(|e| e.to_string())?
     };
-    let batches = df.collect().await.map_err(|e| e.to_string())?;
     let opts = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
     for b in &batches {
