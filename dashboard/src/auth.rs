@@ -27,6 +27,8 @@ const LEGACY_COOKIE: &str = "spacepulse_token";
 pub struct Caller {
     pub token: TokenInfo,
     pub account: Account,
+    /// The login session's secret when the caller came with the cookie.
+    session: Option<String>,
 }
 
 /// What a request authenticates with.
@@ -67,17 +69,17 @@ impl FromRequestParts<State> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
         let registry = || state.registry.lock().expect("not poisoned");
-        let found = match credential(&parts.headers) {
+        let (found, session) = match credential(&parts.headers) {
             None => {
                 return Err(ApiError::unauthorized(
                     "a token is required: send Authorization: Bearer <token>",
                 ));
             }
-            Some(Credential::Token(secret)) => registry().authenticate(&secret)?,
+            Some(Credential::Token(secret)) => (registry().authenticate(&secret)?, None),
             Some(Credential::Session(secret)) => {
                 let idle = state.options.session_idle.as_millis() as i64;
                 match registry().session(&secret, idle)? {
-                    Some(found) => Some(found),
+                    Some(found) => (Some(found), Some(secret)),
                     None => {
                         return Err(ApiError::unauthorized(
                             "the login session has ended: log in again",
@@ -87,7 +89,11 @@ impl FromRequestParts<State> for Caller {
             }
         };
         match found {
-            Some((token, account)) => Ok(Caller { token, account }),
+            Some((token, account)) => Ok(Caller {
+                token,
+                account,
+                session,
+            }),
             None => Err(ApiError::unauthorized("unknown or revoked token")),
         }
     }
@@ -173,6 +179,23 @@ pub async fn same_origin(
     }
 }
 
+/// `Cache-Control: no-store` on every response to a request with a token or the login
+/// cookie: a shared cache or the browser's history keeps no tenant's report.
+pub async fn no_store(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authenticated = credential(req.headers()).is_some();
+    let mut response = next.run(req).await;
+    if authenticated {
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    response
+}
+
 /// The `Set-Cookie` values that log a browser in with session `secret` for `max`.
 pub fn login_cookies(secure: bool, secret: &str, max: std::time::Duration) -> Vec<String> {
     let age = max.as_secs();
@@ -203,6 +226,26 @@ impl Caller {
         self.token.role
     }
 
+    /// Whether the caller may still call: its token not revoked, its account not revoked or
+    /// rejected, its login session (if it came with one) not ended. An error reading the
+    /// registry counts as no.
+    pub fn is_live(&self, state: &State) -> bool {
+        let registry = state.registry.lock().expect("not poisoned");
+        if let Some(secret) = &self.session {
+            let idle = state.options.session_idle.as_millis() as i64;
+            return matches!(registry.session(secret, idle), Ok(Some(_)));
+        }
+        let token_live = matches!(
+            registry.token(&self.token.id),
+            Ok(Some(t)) if t.revoked_at_ms.is_none()
+        );
+        let account_live = matches!(
+            registry.account(&self.account.id),
+            Ok(Some(a)) if !matches!(a.state, VerificationState::Rejected | VerificationState::Revoked)
+        );
+        token_live && account_live
+    }
+
     /// The caller's role must be one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         if roles.contains(&self.role()) {
@@ -218,7 +261,8 @@ impl Caller {
 
     /// Access to tenant `id`'s reports (an official account's with `Role::Official`, an
     /// advertiser's with `Role::Advertiser`): operators see every tenant; a tenant sees only
-    /// itself, once verified. Another tenant's id answers 404, as an unknown one does.
+    /// itself, once verified. Another tenant's id, or any id to a caller of another role,
+    /// answers 404, as an unknown one does.
     pub fn tenant(&self, role: Role, id: &str) -> Result<(), ApiError> {
         match self.role() {
             Role::Operator => Ok(()),
@@ -238,10 +282,8 @@ impl Caller {
                     )),
                 }
             }
-            _ => Err(ApiError::forbidden(format!(
-                "this is a report for a {role} account; your token's role is {}",
-                self.role()
-            ))),
+            // Another role's caller learns nothing about which accounts exist.
+            _ => Err(ApiError::not_found(format!("no {role} account {id:?}"))),
         }
     }
 

@@ -216,6 +216,7 @@ pub fn router(state: State) -> Router {
             state.clone(),
             auth::same_origin,
         ))
+        .layer(axum::middleware::from_fn(auth::no_store))
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(axum::middleware::from_fn(move |req, next| {
             error::with_timeout(timeout, req, next)

@@ -30,6 +30,15 @@ const BUCKETS: usize = 360;
 const LAUNCH_SPAN: i64 = 86_400;
 /// Each half of the event-id window, in seconds of stream time.
 const DEDUP_HALF: i64 = 300;
+/// An event stamped further ahead of this server's clock is not counted: one event with a
+/// wrong clock would move the stream clock and blank "now" (the ingester still takes events
+/// up to 24 h ahead).
+pub const MAX_AHEAD_SECONDS: i64 = 300;
+/// Campaigns followed at once; reservations for more are tallied, not followed (any event
+/// may carry any campaign id).
+pub const MAX_LAUNCHES: usize = 1_000;
+/// Launches in a snapshot: the newest.
+pub const SNAPSHOT_LAUNCHES: usize = 20;
 
 /// The launch milestones: seconds after the first reservation (the jobs' too).
 pub const MILESTONES: [i64; 7] = lake::registry::LAUNCH_MILESTONES;
@@ -37,8 +46,8 @@ pub const MILESTONES: [i64; 7] = lake::registry::LAUNCH_MILESTONES;
 #[derive(Clone, Copy, Default)]
 struct Second {
     at: i64,
-    events: u32,
-    photos: u32,
+    events: u64,
+    photos: u64,
 }
 
 struct Bucket {
@@ -51,7 +60,7 @@ struct Launch {
     last: i64,
     users: HashSet<u64>,
     /// New reservers per second since `start`.
-    new_users: Vec<u32>,
+    new_users: Vec<u64>,
 }
 
 /// The counters; no I/O, so they are tested without a broker.
@@ -67,6 +76,8 @@ pub struct Counters {
     total_events: u64,
     duplicates: u64,
     too_old: u64,
+    too_new: u64,
+    launches_dropped: u64,
 }
 
 /// One event, as the counters need it.
@@ -131,6 +142,10 @@ pub struct ConsumerState {
     pub rejected: u64,
     pub duplicates: u64,
     pub too_old: u64,
+    /// Events stamped more than [`MAX_AHEAD_SECONDS`] ahead of the server's clock.
+    pub too_new: u64,
+    /// Reservations for campaigns past the [`MAX_LAUNCHES`] followed.
+    pub launches_dropped: u64,
     /// Messages on the broker not yet read (librdkafka's statistics); `null` until known.
     pub lag: Option<i64>,
 }
@@ -147,7 +162,8 @@ pub struct Snapshot {
     pub events_total: u64,
     pub today: Option<TodayPeaks>,
     pub active_users: ActiveUsers,
-    /// Campaigns with a reservation within the last 24 hours, newest first.
+    /// Campaigns with a reservation within the last 24 hours, newest first (at most
+    /// [`SNAPSHOT_LAUNCHES`]).
     pub launches: Vec<LaunchNow>,
     pub consumer: ConsumerState,
 }
@@ -177,12 +193,24 @@ impl Counters {
             total_events: 0,
             duplicates: 0,
             too_old: 0,
+            too_new: 0,
+            launches_dropped: 0,
         }
     }
 
-    /// Counts one event; `false` when it was a duplicate or older than the window.
+    /// Counts one event; `false` when it was a duplicate, older than the window or too far
+    /// ahead of this server's clock.
     pub fn add(&mut self, e: Tick<'_>) -> bool {
+        self.add_at(e, chrono::Utc::now().timestamp())
+    }
+
+    /// [`Counters::add`] with the server's clock at `wall` (seconds).
+    fn add_at(&mut self, e: Tick<'_>, wall: i64) -> bool {
         let sec = e.ts_ms.div_euclid(1000);
+        if sec > wall.saturating_add(MAX_AHEAD_SECONDS) {
+            self.too_new += 1;
+            return false;
+        }
         let clock = *self.clock.get_or_insert(sec);
         if sec <= clock - HISTORY {
             self.too_old += 1;
@@ -208,7 +236,7 @@ impl Counters {
         }
         self.total_events += 1;
         let photos = match e.event_type {
-            "photo_upload" => e.photos.unwrap_or(1),
+            "photo_upload" => u64::from(e.photos.unwrap_or(1)),
             _ => 0,
         };
         let slot = &mut self.seconds[sec.rem_euclid(HISTORY) as usize];
@@ -232,6 +260,10 @@ impl Counters {
         if e.event_type == "reserve"
             && let Some(c) = e.campaign_id
         {
+            if !self.launches.contains_key(c) && self.launches.len() >= MAX_LAUNCHES {
+                self.launches_dropped += 1;
+                return true;
+            }
             let launch = self
                 .launches
                 .entry(c.to_string())
@@ -277,7 +309,7 @@ impl Counters {
     }
 
     /// Events and photos per second over the `span` seconds up to the clock, oldest first.
-    pub fn series(&self, span: i64) -> Vec<(i64, u32, u32)> {
+    pub fn series(&self, span: i64) -> Vec<(i64, u64, u64)> {
         let Some(clock) = self.clock else {
             return Vec::new();
         };
@@ -298,7 +330,7 @@ impl Counters {
             .new_users
             .iter()
             .map(|n| {
-                total += u64::from(*n);
+                total += *n;
                 total
             })
             .collect();
@@ -346,7 +378,7 @@ impl Counters {
         let (mut minute, mut m_e, mut m_p) = (from.div_euclid(60), 0u64, 0u64);
         for s in from..=clock {
             let x = self.second(s);
-            let (e, p) = (u64::from(x.events), u64::from(x.photos));
+            let (e, p) = (x.events, x.photos);
             if s.div_euclid(60) != minute {
                 minute = s.div_euclid(60);
                 (m_e, m_p) = (0, 0);
@@ -399,11 +431,12 @@ impl Counters {
         launches.sort_by_key(|(id, l)| (std::cmp::Reverse(l.start), (*id).clone()));
         let launches: Vec<(String, i64, Vec<Milestone>, u64)> = launches
             .into_iter()
+            .take(SNAPSHOT_LAUNCHES)
             .map(|(id, l)| {
                 let mut total = 0u64;
                 let mut cumulative = Vec::with_capacity(l.new_users.len());
                 for n in &l.new_users {
-                    total += u64::from(*n);
+                    total += *n;
                     cumulative.push(total);
                 }
                 let milestones = MILESTONES
@@ -435,8 +468,8 @@ impl Counters {
         Snapshot {
             tz: self.tz.name(),
             clock: Some(self.stamp(clock)),
-            events_per_second: u64::from(last.events),
-            photos_per_second: u64::from(last.photos),
+            events_per_second: last.events,
+            photos_per_second: last.photos,
             events_total: self.total_events,
             today: Some(today),
             active_users: ActiveUsers {
@@ -448,6 +481,8 @@ impl Counters {
             consumer: ConsumerState {
                 duplicates: self.duplicates,
                 too_old: self.too_old,
+                too_new: self.too_new,
+                launches_dropped: self.launches_dropped,
                 ..consumer
             },
         }
@@ -485,6 +520,8 @@ impl Live {
             rejected: 0,
             duplicates: 0,
             too_old: 0,
+            too_new: 0,
+            launches_dropped: 0,
             lag: None,
         });
         Arc::new(Self {
@@ -534,6 +571,8 @@ impl Live {
             rejected: self.rejected.load(Ordering::Relaxed),
             duplicates: 0,
             too_old: 0,
+            too_new: 0,
+            launches_dropped: 0,
             lag: self.lag(),
         };
         let snap = Arc::new(
@@ -554,7 +593,7 @@ impl Live {
         self.snapshots.subscribe()
     }
 
-    pub fn series(&self, span: i64) -> Vec<(i64, u32, u32)> {
+    pub fn series(&self, span: i64) -> Vec<(i64, u64, u64)> {
         self.counters.lock().expect("not poisoned").series(span)
     }
 
@@ -731,6 +770,8 @@ mod tests {
             rejected: 0,
             duplicates: 0,
             too_old: 0,
+            too_new: 0,
+            launches_dropped: 0,
             lag: None,
         }
     }
@@ -783,6 +824,38 @@ mod tests {
         assert_eq!(snap.today.expect("today").events, 1);
         assert_eq!(snap.consumer.too_old, 1);
         assert_eq!(snap.events_total, 2);
+    }
+
+    /// One event stamped an hour ahead of the server's clock neither counts nor moves the
+    /// stream clock; campaigns past the cap are tallied, not followed; a snapshot carries
+    /// the newest launches only.
+    #[test]
+    fn the_clock_and_the_launches_are_bounded() {
+        let mut c = Counters::new(ReportTz::default());
+        let wall = 1_767_283_200;
+        assert!(c.add_at(tick("a", wall - 10, 1, "app_open"), wall));
+        assert!(!c.add_at(tick("b", wall + 3_600, 2, "app_open"), wall));
+        assert!(c.add_at(tick("c", wall + MAX_AHEAD_SECONDS, 3, "app_open"), wall));
+        let snap = c.snapshot(consumer());
+        assert_eq!(snap.consumer.too_new, 1);
+        assert_eq!(snap.events_total, 2);
+        let clock = snap.clock.unwrap();
+        assert!(clock.ends_with("00:05:00+08:00"), "{clock}");
+        for k in 0..MAX_LAUNCHES + 5 {
+            let (id, campaign) = (format!("r{k}"), format!("c{k}"));
+            let mut t = tick(&id, wall - 5 + (k % 3) as i64, k as u64, "reserve");
+            t.campaign_id = Some(&campaign);
+            assert!(c.add_at(t, wall));
+        }
+        assert_eq!(c.launches.len(), MAX_LAUNCHES);
+        let snap = c.snapshot(consumer());
+        assert_eq!(snap.consumer.launches_dropped, 5);
+        assert_eq!(snap.launches.len(), SNAPSHOT_LAUNCHES);
+        assert!(
+            snap.launches
+                .windows(2)
+                .all(|w| w[0].started_at >= w[1].started_at)
+        );
     }
 
     #[test]

@@ -58,11 +58,23 @@ pub async fn stream(
     // The stream ends when the server shuts down, so a graceful shutdown never waits on an
     // open tab.
     let mut closing = state.closing.subscribe();
+    let shutdown = Box::pin(async move {
+        let _ = closing.wait_for(|c| *c).await;
+    });
+    // It also ends within a second of its token, account or login session being revoked.
+    let state = state.clone();
+    let revoked = Box::pin(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if !caller.is_live(&state) {
+                break;
+            }
+        }
+    });
     let events = WatchStream::new(live.subscribe())
         .map(|snap| Ok(Event::default().data(serde_json::to_string(&*snap).expect("json"))))
-        .take_until(async move {
-            let _ = closing.wait_for(|c| *c).await;
-        });
+        .take_until(futures::future::select(shutdown, revoked));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -847,11 +847,11 @@ pub async fn live_hour(
         &[
             Series {
                 name: "events/s",
-                values: series.iter().map(|x| f64::from(x.1)).collect(),
+                values: series.iter().map(|x| x.1 as f64).collect(),
             },
             Series {
                 name: "photos/s",
-                values: series.iter().map(|x| f64::from(x.2)).collect(),
+                values: series.iter().map(|x| x.2 as f64).collect(),
             },
         ],
     )))

@@ -189,6 +189,13 @@ async fn daily_body(
                         .collect()
                         .await
                         .map_err(|e| ApiError::internal(e.to_string()))?;
+                    // Cells a spreadsheet would evaluate (ad ids and segments come from
+                    // events) are written as text.
+                    let batches = batches
+                        .iter()
+                        .map(query::output::spreadsheet_safe)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
                     let bytes = query::output::encode(query::output::Format::Csv, schema, &batches)
                         .map_err(|e| ApiError::internal(e.to_string()))?;
                     Ok(("text/csv; charset=utf-8".into(), bytes))
@@ -350,16 +357,19 @@ pub(crate) fn campaign_access(caller: &Caller, state: &State, id: &str) -> Resul
         .expect("not poisoned")
         .campaign(id)?
         .map(|c| c.account_id);
+    // Whoever may not see it gets the answer an unknown campaign gets; only its own
+    // (unverified) owner is told why.
+    let hidden = || ApiError::not_found(format!("no campaign {id:?}"));
     match owner {
         Some(account) => caller.tenant(Role::Official, &account).map_err(|e| {
-            if e.status == 404 {
-                ApiError::not_found(format!("no campaign {id:?}"))
-            } else {
+            if caller.role() == Role::Official && caller.account.id == account {
                 e
+            } else {
+                hidden()
             }
         }),
         None if caller.role() == Role::Operator => Ok(()),
-        None => Err(ApiError::not_found(format!("no campaign {id:?}"))),
+        None => Err(hidden()),
     }
 }
 

@@ -199,6 +199,46 @@ impl Encoder {
     }
 }
 
+/// `batch` with every text cell that a spreadsheet would take for a formula (starting with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return) prefixed with `'`, which spreadsheets show
+/// as text (OWASP's advice on CSV injection); other columns as they are.
+pub fn spreadsheet_safe(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    use arrow::array::{Array, AsArray, StringArray};
+    use arrow::datatypes::DataType;
+    let risky = |v: &str| v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            if !matches!(
+                c.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
+                return Ok(c.clone());
+            }
+            let text = arrow::compute::cast(c, &DataType::Utf8)?;
+            let text = text.as_string::<i32>();
+            if !text.iter().flatten().any(risky) {
+                return Ok(c.clone());
+            }
+            let safe: StringArray = text
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        if risky(v) {
+                            format!("'{v}")
+                        } else {
+                            v.to_string()
+                        }
+                    })
+                })
+                .collect();
+            arrow::compute::cast(&safe, c.data_type())
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    RecordBatch::try_new(batch.schema(), columns)
+}
+
 /// Encodes all of `batches` at once.
 pub fn encode(
     format: Format,
@@ -212,4 +252,54 @@ pub fn encode(
     }
     out.extend(encoder.finish()?);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn cells_a_spreadsheet_would_evaluate_become_text() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ad", DataType::Utf8, true),
+            Field::new("clicks", DataType::Int64, false),
+        ]));
+        let ads = StringArray::from(vec![
+            Some("=HYPERLINK(\"http://x\")"),
+            Some("+1"),
+            Some("-2"),
+            Some("@SUM(A1)"),
+            Some("\tx"),
+            Some("plain"),
+            None,
+        ]);
+        let clicks = Int64Array::from(vec![-5, 1, 2, 3, 4, 5, 6]);
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(ads), Arc::new(clicks)]).unwrap();
+        let safe = spreadsheet_safe(&batch).unwrap();
+        let ads = safe.column(0).as_string::<i32>();
+        let got: Vec<Option<&str>> = ads.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                Some("'=HYPERLINK(\"http://x\")"),
+                Some("'+1"),
+                Some("'-2"),
+                Some("'@SUM(A1)"),
+                Some("'\tx"),
+                Some("plain"),
+                None
+            ]
+        );
+        // Numbers stay numbers, negative ones too.
+        assert_eq!(safe.column(1).as_ref(), batch.column(1).as_ref());
+        assert!(ads.is_null(6));
+        let csv = String::from_utf8(encode(Format::Csv, schema, &[safe]).unwrap()).unwrap();
+        assert!(
+            csv.contains("'=HYPERLINK") && csv.contains("\n-5,") || csv.contains(",-5\n"),
+            "{csv}"
+        );
+    }
 }

@@ -40,8 +40,26 @@ async fn every_role_and_tenant_sees_only_its_own() {
             "operator", "analyst", "xiaomi", "huawei", "pending", "adv1", "adv2",
         ] {
             let (status, body) = f.json(uri, who).await;
+            // A tenant's page (an account, campaign or advertiser in the path) is not found
+            // by whoever may not see it, exactly as one that does not exist; the pending
+            // owner of its own is told why.
+            let tenant = ["/accounts/", "/campaigns/", "/advertisers/"]
+                .iter()
+                .any(|t| uri.contains(t));
             if allowed(uri, who) {
                 assert_eq!(status, StatusCode::OK, "{who} {uri}: {body}");
+            } else if tenant && who != "pending" {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{who} {uri}: {body}");
+                let unknown = uri
+                    .replace("xiaomi", "nobody")
+                    .replace("redmi-launch", "no-launch")
+                    .replace("adv1", "nobody");
+                let (s, b) = f.json(&unknown, who).await;
+                assert_eq!(
+                    (s, &b["code"]),
+                    (status, &body["code"]),
+                    "{who} {unknown}: {b}"
+                );
             } else {
                 assert!(
                     status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
@@ -81,6 +99,39 @@ async fn every_role_and_tenant_sees_only_its_own() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, b) = f.json("/api/v1/nothing-here", "operator").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+}
+
+/// Authenticated answers are never stored by a cache; CSV cells a spreadsheet would evaluate
+/// are text.
+#[tokio::test]
+async fn reports_are_not_cached_and_csv_cells_are_not_formulas() {
+    let f = fixture().await;
+    for uri in REPORTS {
+        let req = Request::get(*uri)
+            .header("authorization", format!("Bearer {}", f.tokens["operator"]))
+            .body(Body::empty())
+            .unwrap();
+        let res = f.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["cache-control"], "no-store", "{uri}");
+    }
+    let (s, ct, body) = f
+        .call(
+            "GET",
+            "/api/v1/advertisers/adv2/report?format=csv",
+            Some("adv2"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/csv"), "{ct}");
+    let csv = String::from_utf8(body).unwrap();
+    assert!(csv.contains("'=HYPERLINK"), "{csv}");
+    assert!(
+        !csv.lines().any(|l| l
+            .split(',')
+            .any(|c| c.trim_start_matches('"').starts_with('='))),
+        "{csv}"
+    );
 }
 
 #[tokio::test]

@@ -109,6 +109,14 @@ fn events() -> String {
         "ad_impression",
         json!({"advertiser_id": "adv2", "ad_id": "b1", "amount_cents": 10}),
     ));
+    // An ad id a spreadsheet would run as a formula (ids come from events).
+    lines.push(line(
+        &id(),
+        LAUNCH_MS,
+        8,
+        "ad_impression",
+        json!({"advertiser_id": "adv2", "ad_id": "=HYPERLINK(\"http://evil.test\")", "amount_cents": 10}),
+    ));
     lines.join("\n") + "\n"
 }
 

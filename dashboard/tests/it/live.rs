@@ -296,3 +296,29 @@ async fn shutdown_ends_open_live_streams() {
         .unwrap()
         .unwrap();
 }
+
+/// A token revoked while its live stream is open: the stream ends within 2 s (and a new one
+/// is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_ends_its_open_stream() {
+    let (f, _mock, app) = live_fixture().await;
+    let op = f.tokens["operator"].clone();
+    let mut frames = Frames::open(&app, &op).await;
+    frames.next().await;
+    let (_, me) = get(&app, "/api/v1/me", &op).await;
+    let id = me["token_id"].as_str().unwrap().to_string();
+    let lake = lake::tables::Lake::new(&f.dir.path().join("lake").to_string_lossy()).unwrap();
+    let registry =
+        lake::registry::Registry::open(&lake::registry::Registry::path_for(&lake, None).unwrap())
+            .unwrap();
+    assert!(registry.revoke_token(&id).unwrap());
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(chunk) = frames.body.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await
+    .expect("the stream outlived its revoked token by 2 s");
+    let (status, _) = get(&app, "/api/v1/live", &op).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
