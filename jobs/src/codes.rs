@@ -296,9 +296,11 @@ mod tests {
         );
         assert_eq!(read.app(), d.app());
         // A dictionary much larger than the ids looked up: the gallop finds each.
-        let mut big = UserCodes::default();
-        big.ids = (0..10_000u64).map(|i| i * 7).collect();
-        big.codes = (0..10_000u32).collect();
+        let big = UserCodes {
+            ids: (0..10_000u64).map(|i| i * 7).collect(),
+            codes: (0..10_000u32).collect(),
+            ..Default::default()
+        };
         let probe: Vec<u64> = vec![0, 6, 7, 700, 701, 69_993, 69_994];
         assert_eq!(
             codes_of(&big, &probe),
