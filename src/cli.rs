@@ -81,6 +81,15 @@ pub struct ServeArgs {
     /// Analysts' SQL: the most rows a result may have.
     #[arg(long, default_value_t = 100_000)]
     pub sql_max_rows: usize,
+    /// Analysts' SQL: queries running at once in all.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub sql_concurrent: u64,
+    /// Analysts' SQL: queries one token runs at once (the rest of its queries wait).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub sql_per_token: u64,
+    /// Analysts' SQL: queries of one token that may wait; more answer 429.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub sql_queue: u64,
     /// The server's origin as browsers reach it, e.g. https://dash.example.com: on https,
     /// login cookies are Secure and __Host- prefixed; state-changing requests must come from it.
     #[arg(long, env = "SPACEPULSE_PUBLIC_URL")]

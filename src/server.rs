@@ -33,7 +33,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         timeout: Duration::from_secs_f64(args.sql_timeout),
         memory_bytes: args.sql_memory_mib << 20,
         max_rows: args.sql_max_rows,
-        ..Default::default()
+        concurrent: args.sql_concurrent as usize,
+        per_caller: args.sql_per_token as usize,
+        queue: args.sql_queue as usize,
     };
     options.public_url = args.public_url.as_deref().map(public_origin).transpose()?;
     options.trust_forwarded_proto = args.trust_forwarded_proto;

@@ -148,6 +148,7 @@ fn api() -> (Router<State>, utoipa::openapi::OpenApi) {
     let v1 = OpenApiRouter::new()
         .routes(routes!(auth::me))
         .routes(routes!(sql::sql))
+        .routes(routes!(sql::audit_log))
         .routes(routes!(reports::activity))
         .routes(routes!(reports::uploads))
         .routes(routes!(auth::list_accounts, auth::add_account))

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use lake::registry::Role;
+use lake::registry::{QueryRecord, Role};
 use query::output::{Encoder, Format};
 use serde::Deserialize;
 
@@ -76,7 +76,10 @@ pub async fn sql(
         ));
     }
     let view = state.view.current().await?;
-    let answer = view.sql.run(&text).await?;
+    let started = std::time::Instant::now();
+    let result = view.sql.run_as(&caller.token.id, &text).await;
+    audit(&state, &caller, &text, started.elapsed(), &result);
+    let answer = result?;
     tracing::info!(
         role = %caller.role(),
         account = %caller.account.id,
@@ -106,4 +109,71 @@ pub async fn sql(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Writes the query's audit record; a registry that cannot take it is logged, not the
+/// caller's failure.
+fn audit(
+    state: &State,
+    caller: &Caller,
+    text: &str,
+    took: std::time::Duration,
+    result: &Result<query::guard::Answer, query::guard::QueryError>,
+) {
+    let record = QueryRecord {
+        seq: 0,
+        at_ms: 0,
+        token_id: caller.token.id.clone(),
+        account_id: caller.account.id.clone(),
+        role: caller.role().to_string(),
+        sql_sha256: String::new(),
+        sql_text: text.to_string(),
+        sql_bytes: text.len() as i64,
+        duration_ms: took.as_millis() as i64,
+        rows: result.as_ref().ok().map(|a| a.rows as i64),
+        outcome: match result {
+            Ok(_) => "ok".into(),
+            Err(e) => e.code().into(),
+        },
+        request_id: crate::error::request_id(),
+    };
+    if let Err(e) = state
+        .registry
+        .lock()
+        .expect("not poisoned")
+        .record_query(&record)
+    {
+        tracing::error!(error = %e, "the SQL audit log did not take a record");
+    }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Records to return, newest first (1 to 1000; default 100).
+    pub limit: Option<usize>,
+    /// Only this token's queries (`tok_...`).
+    pub token: Option<String>,
+}
+
+/// The SQL audit log (operators): who ran what, how long, how many rows, how it ended.
+#[utoipa::path(get, path = "/sql/audit", tag = "sql", params(AuditParams), responses((status = 200, description = "{records: [{seq, at_ms, token_id, account_id, role, sql_sha256, sql_text, sql_bytes, duration_ms, rows, outcome, request_id}]}, newest first"), (status = 400, description = "A bad parameter"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not an operator")), security(("bearer" = []), ("cookie" = [])))]
+pub async fn audit_log(
+    caller: Caller,
+    AxState(state): AxState<State>,
+    QueryParams(p): QueryParams<AuditParams>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: expected 1 to 1000, got {limit}"
+        )));
+    }
+    let records = state
+        .registry
+        .lock()
+        .expect("not poisoned")
+        .queries(p.token.as_deref(), limit)?;
+    Ok(axum::Json(serde_json::json!({ "records": records })))
 }

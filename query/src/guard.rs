@@ -40,6 +40,10 @@ pub struct Limits {
     pub max_rows: usize,
     /// Queries running at once; more wait their turn (within their time limit).
     pub concurrent: usize,
+    /// Queries one caller (a token) runs at once: one analyst cannot hold every turn.
+    pub per_caller: usize,
+    /// Queries of one caller that may wait for its turn; more are refused (429).
+    pub queue: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +53,8 @@ impl Default for Limits {
             memory_bytes: 512 << 20,
             max_rows: 100_000,
             concurrent: 2,
+            per_caller: 1,
+            queue: 4,
         }
     }
 }
@@ -67,6 +73,10 @@ pub enum QueryError {
     Memory { limit: usize, detail: String },
     #[error("the result has more than {0} rows, the row limit: aggregate, filter or add a LIMIT")]
     TooManyRows(usize),
+    #[error(
+        "{0} of your queries are waiting for their turn already: wait for them before sending more"
+    )]
+    Busy(usize),
     #[error("{0}")]
     Internal(String),
 }
@@ -79,6 +89,7 @@ impl QueryError {
             QueryError::Invalid(_) => 400,
             QueryError::Timeout(_) => 408,
             QueryError::Memory { .. } | QueryError::TooManyRows(_) => 422,
+            QueryError::Busy(_) => 429,
             QueryError::Internal(_) => 500,
         }
     }
@@ -91,6 +102,7 @@ impl QueryError {
             QueryError::Timeout(_) => "time_limit",
             QueryError::Memory { .. } => "memory_limit",
             QueryError::TooManyRows(_) => "row_limit",
+            QueryError::Busy(_) => "too_many_queries",
             QueryError::Internal(_) => "internal",
         }
     }
@@ -336,6 +348,18 @@ pub struct Guarded {
     ctx: SessionContext,
     limits: Limits,
     turns: Arc<Semaphore>,
+    /// Each caller's own turns, and how many of its queries wait for one.
+    callers: std::sync::Mutex<std::collections::HashMap<String, Arc<CallerTurns>>>,
+}
+
+struct CallerTurns {
+    slots: Arc<Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// A caller's turn: while it is held, that many of the caller's queries run.
+pub struct CallerTurn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Guarded {
@@ -347,7 +371,65 @@ impl Guarded {
             ctx,
             limits,
             turns: Arc::new(Semaphore::new(limits.concurrent.max(1))),
+            callers: Default::default(),
         }
+    }
+
+    /// A turn of `caller` (a token id), waiting at most `wait`: refused at once when
+    /// `queue` of its queries wait already.
+    pub async fn caller_turn(
+        &self,
+        caller: &str,
+        wait: Duration,
+    ) -> Result<CallerTurn, QueryError> {
+        use std::sync::atomic::Ordering;
+        let turns = {
+            let mut callers = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+            // Callers with nothing running or waiting are forgotten as the map grows.
+            if callers.len() > 10_000 {
+                callers.retain(|_, t| Arc::strong_count(t) > 1);
+            }
+            callers
+                .entry(caller.to_string())
+                .or_insert_with(|| {
+                    Arc::new(CallerTurns {
+                        slots: Arc::new(Semaphore::new(self.limits.per_caller.max(1))),
+                        waiting: Default::default(),
+                    })
+                })
+                .clone()
+        };
+        if let Ok(permit) = turns.slots.clone().try_acquire_owned() {
+            return Ok(CallerTurn { _permit: permit });
+        }
+        let waiting = turns.waiting.fetch_add(1, Ordering::SeqCst);
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _waiting = Waiting(&turns.waiting);
+        if waiting >= self.limits.queue {
+            return Err(QueryError::Busy(waiting));
+        }
+        match tokio::time::timeout(wait, turns.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(CallerTurn { _permit: permit }),
+            Ok(Err(e)) => Err(QueryError::Internal(e.to_string())),
+            Err(_) => Err(QueryError::Timeout(self.limits.timeout)),
+        }
+    }
+
+    /// [`Guarded::run`] as `caller` (a token id): within its own turns ([`Limits::per_caller`],
+    /// [`Limits::queue`]), the wait counted in the time limit.
+    pub async fn run_as(&self, caller: &str, sql: &str) -> Result<Answer, QueryError> {
+        let start = Instant::now();
+        let _turn = self.caller_turn(caller, self.limits.timeout).await?;
+        let mut answer = self
+            .run_within(sql, self.limits.timeout.saturating_sub(start.elapsed()))
+            .await?;
+        answer.elapsed = start.elapsed();
+        Ok(answer)
     }
 
     pub fn limits(&self) -> Limits {
@@ -361,6 +443,11 @@ impl Guarded {
     /// Checks, plans and runs `sql`, buffering the result (at most `max_rows` rows and
     /// `memory_bytes`), so that every limit ends in a clear error rather than a cut result.
     pub async fn run(&self, sql: &str) -> Result<Answer, QueryError> {
+        self.run_within(sql, self.limits.timeout).await
+    }
+
+    /// [`Guarded::run`] with `time` left of the time limit.
+    async fn run_within(&self, sql: &str, time: Duration) -> Result<Answer, QueryError> {
         let start = Instant::now();
         let limits = self.limits;
         let work = async {
@@ -403,7 +490,7 @@ impl Guarded {
                 elapsed: Duration::ZERO,
             })
         };
-        match tokio::time::timeout(limits.timeout, work).await {
+        match tokio::time::timeout(time, work).await {
             Ok(Ok(mut answer)) => {
                 answer.elapsed = start.elapsed();
                 Ok(answer)
@@ -588,6 +675,46 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    /// One caller's queries wait for its one turn (at most `queue` of them; more answer 429)
+    /// while other callers run; waiting past the time limit is the time limit's error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_caller_cannot_take_every_turn() {
+        let limits = Limits {
+            per_caller: 1,
+            queue: 1,
+            timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let guarded = Arc::new(Guarded::new(crate::session::context(), limits));
+        let waiting = |g: &Guarded| {
+            g.callers.lock().unwrap()["a"]
+                .waiting
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let held = guarded.caller_turn("a", limits.timeout).await.unwrap();
+        assert_eq!(guarded.run_as("b", "SELECT 1").await.unwrap().rows, 1);
+        let g = guarded.clone();
+        let queued = tokio::spawn(async move { g.run_as("a", "SELECT 2 AS two").await });
+        while waiting(&guarded) == 0 {
+            tokio::task::yield_now().await;
+        }
+        match guarded.run_as("a", "SELECT 3").await {
+            Err(e @ QueryError::Busy(_)) => {
+                assert_eq!((e.status(), e.code()), (429, "too_many_queries"))
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        assert_eq!(queued.await.unwrap().unwrap().rows, 1);
+        assert_eq!(waiting(&guarded), 0);
+        let _held = guarded.caller_turn("a", limits.timeout).await.unwrap();
+        match guarded.run_as("a", "SELECT 4").await {
+            Err(e @ QueryError::Timeout(_)) => assert_eq!(e.status(), 408),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(waiting(&guarded), 0, "a query that gave up no longer waits");
     }
 
     fn chain(terms: usize) -> String {

@@ -462,4 +462,39 @@ async fn analysts_sql_in_every_format_and_refusals() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&b).contains("nope"));
+
+    // Every query left an audit record, newest first, which operators (only) list.
+    let (s, _) = f.json("/api/v1/sql/audit", "analyst").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, me) = f.json("/api/v1/me", "analyst").await;
+    let token = me["token_id"].as_str().unwrap();
+    let (s, log) = f
+        .json(
+            &format!("/api/v1/sql/audit?token={token}&limit=3"),
+            "operator",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{log}");
+    let records = log["records"].as_array().unwrap();
+    assert_eq!(records.len(), 3, "{log}");
+    let newest = &records[0];
+    assert_eq!(newest["sql_text"], "SELECT nope FROM events");
+    assert_eq!(newest["outcome"], "invalid_query");
+    assert_eq!(newest["rows"], Value::Null);
+    assert_eq!(newest["account_id"], "bi");
+    assert_eq!(newest["role"], "analyst");
+    assert_eq!(newest["sql_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(records[1]["outcome"], "row_limit");
+    assert!(records.iter().all(|r| r["token_id"] == token));
+    let (_, all) = f.json("/api/v1/sql/audit", "operator").await;
+    let ok = all["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["sql_text"] == q)
+        .unwrap_or_else(|| panic!("no record of {q}: {all}"));
+    assert_eq!(ok["outcome"], "ok");
+    assert_eq!(ok["rows"], 5);
+    let (s, _) = f.json("/api/v1/sql/audit?limit=0", "operator").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
 }

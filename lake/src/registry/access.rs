@@ -112,6 +112,32 @@ pub struct TokenInfo {
     pub revoked_at_ms: Option<i64>,
 }
 
+/// One SQL query over HTTP, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueryRecord {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub token_id: String,
+    pub account_id: String,
+    pub role: String,
+    /// SHA-256 of the whole text, hex.
+    pub sql_sha256: String,
+    /// The text's first [`AUDIT_TEXT_BYTES`] bytes (cut at a character boundary).
+    pub sql_text: String,
+    pub sql_bytes: i64,
+    pub duration_ms: i64,
+    /// Rows returned; `None` when the query failed.
+    pub rows: Option<i64>,
+    /// `ok`, or the error's code (`time_limit`, `invalid_query`, ...).
+    pub outcome: String,
+    pub request_id: Option<String>,
+}
+
+/// The most of a query's text the audit log keeps (its hash covers all of it).
+pub const AUDIT_TEXT_BYTES: usize = 4096;
+/// Records the audit log keeps; older ones are dropped as new ones come.
+pub const AUDIT_RECORDS: i64 = 100_000;
+
 /// A newly issued token: the secret is here once and nowhere else.
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -428,6 +454,67 @@ impl Registry {
             )?;
         }
         Ok(Some((token, account)))
+    }
+
+    /// Records one query (`seq` and `at_ms` are given here; `sql_text` is the whole text,
+    /// cut to [`AUDIT_TEXT_BYTES`] and hashed here).
+    pub fn record_query(&self, q: &QueryRecord) -> Result<()> {
+        let mut cut = q.sql_text.len().min(AUDIT_TEXT_BYTES);
+        while !q.sql_text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let seq: i64 = self.conn.query_row(
+            "INSERT INTO sql_audit (at_ms, token_id, account_id, role, sql_sha256, sql_text,
+                 sql_bytes, duration_ms, rows, outcome, request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING seq",
+            params![
+                now_ms(),
+                q.token_id,
+                q.account_id,
+                q.role,
+                hash(&q.sql_text),
+                &q.sql_text[..cut],
+                q.sql_text.len() as i64,
+                q.duration_ms,
+                q.rows,
+                q.outcome,
+                q.request_id
+            ],
+            |r| r.get(0),
+        )?;
+        if seq % 1000 == 0 {
+            self.conn.execute(
+                "DELETE FROM sql_audit WHERE seq <= ?1",
+                params![seq - AUDIT_RECORDS],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` query records, of one token if given, newest first.
+    pub fn queries(&self, token_id: Option<&str>, limit: usize) -> Result<Vec<QueryRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, at_ms, token_id, account_id, role, sql_sha256, sql_text, sql_bytes,
+                 duration_ms, rows, outcome, request_id FROM sql_audit
+             WHERE ?1 IS NULL OR token_id = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![token_id, limit as i64], |r| {
+            Ok(QueryRecord {
+                seq: r.get(0)?,
+                at_ms: r.get(1)?,
+                token_id: r.get(2)?,
+                account_id: r.get(3)?,
+                role: r.get(4)?,
+                sql_sha256: r.get(5)?,
+                sql_text: r.get(6)?,
+                sql_bytes: r.get(7)?,
+                duration_ms: r.get(8)?,
+                rows: r.get(9)?,
+                outcome: r.get(10)?,
+                request_id: r.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Ends the session with this secret (logout); false if there was none.

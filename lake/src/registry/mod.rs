@@ -14,7 +14,8 @@ use crate::{Error, Result};
 
 mod access;
 pub use access::{
-    Account, AccountKind, Audit, Role, SESSION_PREFIX, Token, TokenInfo, VerificationState,
+    Account, AccountKind, Audit, QueryRecord, Role, SESSION_PREFIX, Token, TokenInfo,
+    VerificationState,
 };
 
 /// The registry file's name in a local lake.
@@ -102,6 +103,22 @@ const MIGRATIONS: &[&str] = &[
         expires_at_ms INTEGER NOT NULL
     );
     CREATE INDEX sessions_by_token ON sessions(token_id);",
+    // Analysts' and operators' SQL over HTTP, one record per query.
+    "CREATE TABLE sql_audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        token_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        sql_sha256 TEXT NOT NULL,
+        sql_text TEXT NOT NULL,
+        sql_bytes INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        rows INTEGER,
+        outcome TEXT NOT NULL,
+        request_id TEXT
+    );
+    CREATE INDEX sql_audit_by_token ON sql_audit(token_id, seq);",
 ];
 
 /// An open registry.
