@@ -261,6 +261,7 @@ async fn each_limit_stops_its_query_and_the_next_query_runs() {
         memory_bytes: 8 << 20,
         max_rows: 100,
         concurrent: 1,
+        ..Limits::default()
     };
     let g = limited(ctx, small);
     // Rows: 101 rows of range(1000) are enough to know.
