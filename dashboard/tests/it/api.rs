@@ -498,3 +498,131 @@ async fn analysts_sql_in_every_format_and_refusals() {
     let (s, _) = f.json("/api/v1/sql/audit?limit=0", "operator").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+/// Which callers may get a 2xx from `path` (an OpenAPI template) with `id` filled in:
+/// `own` when the id is the caller's own account, campaign or advertiser.
+fn may_call(method: &str, path: &str, who: &str, own: bool) -> bool {
+    let staff = who == "operator" || who == "analyst";
+    if path == "/healthz" {
+        return true;
+    }
+    if path == "/api/v1/me" {
+        return true;
+    }
+    if who == "operator" {
+        return true;
+    }
+    if path.starts_with("/api/v1/platform/") || path == "/api/v1/sql" {
+        return staff;
+    }
+    // A verified tenant's own reports; the pending brand's are refused with 403 (it is told
+    // why), never answered.
+    let report = path.ends_with("/followers")
+        || path.ends_with("/campaigns")
+        || path.ends_with("/funnel")
+        || path.ends_with("/launch")
+        || path.ends_with("/report");
+    let tenant = match path.split('/').nth(3) {
+        Some("accounts" | "campaigns") => who == "xiaomi" || who == "huawei",
+        Some("advertisers") => who == "adv1" || who == "adv2",
+        _ => false,
+    };
+    // A tenant's own record and its audit log.
+    let record = path == "/api/v1/accounts/{id}" && method == "GET";
+    (report || record) && tenant && own
+}
+
+/// Every route in the OpenAPI description × no token and every role × the tenant's own id,
+/// another tenant's and an unknown one: never a 5xx, nothing without a token (but
+/// `/healthz`), no 2xx to a caller who may not see it, every refusal a JSON error without
+/// data. A route added to the API is covered the day it is described.
+#[tokio::test]
+async fn every_described_route_refuses_whoever_may_not_call_it() {
+    let f = fixture().await;
+    let (_, spec) = f.json("/api/v1/openapi.json", "operator").await;
+    let paths = spec["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{} paths", paths.len());
+    let mut checked = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_ascii_uppercase();
+            for fill in [
+                ["xiaomi", "redmi-launch", "adv1"],
+                ["huawei", "p-launch", "adv2"],
+                ["nobody", "no-launch", "nobody"],
+            ] {
+                // The tenant the path's id belongs to.
+                let owner = match (path.split('/').nth(3), fill[1]) {
+                    (Some("campaigns"), "redmi-launch") => "xiaomi",
+                    (Some("campaigns"), "p-launch") => "huawei",
+                    (Some("campaigns"), _) => "",
+                    (Some("advertisers"), _) => fill[2],
+                    _ => fill[0],
+                };
+                let uri = match path.split('/').nth(3) {
+                    Some("campaigns") => path.replace("{id}", fill[1]),
+                    Some("advertisers") => path.replace("{id}", fill[2]),
+                    Some("tokens") => path.replace("{id}", "tok_nonexistent"),
+                    _ => path.replace("{id}", fill[0]),
+                }
+                .replace("{campaign}", fill[1]);
+                let body = match (method.as_str(), path.as_str()) {
+                    ("GET" | "DELETE", _) => None,
+                    (_, "/api/v1/sql") => Some(("text/plain", "SELECT 1 AS one".to_string())),
+                    _ => Some(("application/json", "{}".to_string())),
+                };
+                for who in [
+                    None,
+                    Some("operator"),
+                    Some("analyst"),
+                    Some("xiaomi"),
+                    Some("huawei"),
+                    Some("pending"),
+                    Some("adv1"),
+                    Some("adv2"),
+                ] {
+                    let (status, ct, bytes) = f.call(&method, &uri, who, body.clone()).await;
+                    let what = format!("{method} {uri} as {who:?}: {status}");
+                    checked += 1;
+                    assert!(
+                        !status.is_server_error(),
+                        "{what}: {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                    let Some(who) = who else {
+                        if path != "/healthz" {
+                            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+                        }
+                        continue;
+                    };
+                    let known = fill[0] != "nobody";
+                    if method == "GET"
+                        && known
+                        && !path.contains("/live")
+                        && may_call(&method, path, who, owner == who)
+                    {
+                        assert!(status.is_success(), "{what}: refused");
+                    }
+                    if status.is_success() {
+                        assert!(
+                            may_call(&method, path, who, owner == who),
+                            "{what}: answered"
+                        );
+                    } else if !may_call(&method, path, who, owner == who) {
+                        assert!(
+                            [StatusCode::FORBIDDEN, StatusCode::NOT_FOUND].contains(&status),
+                            "{what}"
+                        );
+                        assert!(ct.starts_with("application/json"), "{what}: {ct}");
+                        let e: Value = serde_json::from_slice(&bytes).unwrap();
+                        let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
+                        assert_eq!(keys, ["code", "error"], "{what}: data in a refusal: {e}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 500, "{checked}");
+    let (s, _, _) = f.call("GET", "/healthz", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+}
