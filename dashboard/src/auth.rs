@@ -420,7 +420,7 @@ pub struct NewToken {
 /// Issues a token (operators); the response is the only place its secret appears.
 #[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken, responses((status = 201, description = "{token, info}: the secret, shown this once"), (status = 400, description = "A bad role or an unknown account"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn issue_token(
-    Operator(caller): Operator,
+    _: Operator,
     axum::extract::State(state): axum::extract::State<State>,
     JsonBody(body): JsonBody<NewToken>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
