@@ -36,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use reports::check_report_query;
 
 /// How the server runs.
 #[derive(Debug, Clone)]

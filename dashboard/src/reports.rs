@@ -76,6 +76,20 @@ fn days(params: &Params, latest: Option<i32>) -> Result<(Option<i32>, Option<i32
     Ok((from, to))
 }
 
+/// The reports' query string as a request's meets it (`?range=7d&format=csv`, `?from=...`):
+/// parsed by the same extractor, checked by the same rules, with `newest` the newest day with
+/// data. The error a caller would get, if any. For the fuzzer (`fuzz/`).
+pub fn check_report_query(query: &str, newest: Option<i32>) -> Result<(), String> {
+    let uri: axum::http::Uri = format!("/r?{query}")
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
+    let axum::extract::Query(params) =
+        axum::extract::Query::<Params>::try_from_uri(&uri).map_err(|e| e.body_text())?;
+    days(&params, newest).map_err(|e| e.message)?;
+    out(&params).map_err(|e| e.message)?;
+    Ok(())
+}
+
 fn day_filter(from: Option<i32>, to: Option<i32>) -> String {
     let mut f = String::new();
     if let Some(d) = from {

@@ -1,0 +1,1 @@
+SELECT user_id, count(*) AS n FROM events_dedup WHERE type = 'reserve' GROUP BY user_id ORDER BY n DESC LIMIT 10

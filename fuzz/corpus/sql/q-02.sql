@@ -1,0 +1,1 @@
+SELECT local_date(ts, 'Asia/Shanghai') AS day, count(DISTINCT user_id) FROM events GROUP BY 1

@@ -1,0 +1,1 @@
+SELECT hll_count(hll_sketch(user_id)) AS users FROM events

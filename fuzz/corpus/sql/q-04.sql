@@ -1,0 +1,1 @@
+SELECT bitmap_count(bitmap_agg(user_id)) FROM events WHERE platform = 'ios'

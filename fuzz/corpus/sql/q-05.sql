@@ -1,0 +1,1 @@
+SELECT level, count(*) FROM (SELECT user_id, window_funnel(86400000, ts, type = 'page_view', type = 'reserve') AS level FROM events_dedup GROUP BY user_id) GROUP BY level

@@ -1,0 +1,1 @@
+WITH a AS (SELECT user_id FROM events WHERE type = 'follow') SELECT count(*) FROM a JOIN events e ON a.user_id = e.user_id

@@ -1,0 +1,1 @@
+SELECT CAST(ts AS VARCHAR), CASE WHEN photos > 3 THEN 'many' ELSE 'few' END FROM events
