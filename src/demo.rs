@@ -18,7 +18,8 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -293,9 +294,12 @@ fn print_tokens(url: &str, tokens: &[(String, Role, String)]) {
     println!();
 }
 
-/// Resolves when standard input reaches its end.
+/// Resolves when standard input reaches its end. The read blocks on a thread of its own, not
+/// the runtime's blocking pool: the runtime's shutdown waits for that pool, and a signal must
+/// not wait for standard input to end.
 async fn stdin_closed() {
-    let _ = tokio::task::spawn_blocking(|| {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
         let mut sink = Vec::new();
         let mut stdin = std::io::stdin().lock();
         loop {
@@ -305,8 +309,9 @@ async fn stdin_closed() {
                 Ok(_) => {}
             }
         }
-    })
-    .await;
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
 }
 
 async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> Result<()> {
@@ -357,13 +362,14 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
     let day_start = launch_ms - 10 * 3_600_000; // 00:00 Shanghai time on the launch day
     let speed = args.speed;
     let brokers_owned = brokers.to_string();
-    // Dropped with this future (Ctrl-C during the setup), it stops the replay between two
-    // sleeps: a blocking thread that never returns would keep the process alive.
-    let (_cancel, cancelled) = std::sync::mpsc::channel::<()>();
-    let sent = tokio::task::spawn_blocking(move || {
-        replay(&brokers_owned, &file, day_start, speed, &cancelled)
-    })
-    .await??;
+    // Set when this future is dropped (Ctrl-C during the setup): the replay stops between two
+    // sleeps and while it waits on the broker's queue (a broker that is gone never drains
+    // it), since a blocking thread that never returns would keep the process alive.
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(stop.clone());
+    let sent =
+        tokio::task::spawn_blocking(move || replay(&brokers_owned, &file, day_start, speed, &stop))
+            .await??;
     println!(
         "produced {sent} messages to {TOPIC:?} in {:.1}s",
         started.elapsed().as_secs_f64(),
@@ -449,18 +455,27 @@ async fn all_retained(brokers: &str) -> Result<()> {
     .await?
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Produces the file: the day from `paced_from` (epoch ms) in event-time order at `speed`
-/// times real time, every other line at once (all of them with `speed` 0). Stops when
-/// `cancelled`'s sender is dropped. Returns the messages sent.
+/// times real time, every other line at once (all of them with `speed` 0). Stops when `stop`
+/// is set. Returns the messages sent.
 fn replay(
     brokers: &str,
     file: &PathBuf,
     paced_from: i64,
     speed: f64,
-    cancelled: &std::sync::mpsc::Receiver<()>,
+    stop: &Arc<AtomicBool>,
 ) -> Result<u64> {
     use datasets::produce::{KafkaSink, key_of, producer_config};
-    let mut sink = KafkaSink::new(&producer_config(brokers, &[]), TOPIC)?;
+    let mut sink = KafkaSink::new(&producer_config(brokers, &[]), TOPIC)?.stop_when(stop.clone());
     let mut later: Vec<(i64, Vec<u8>)> = Vec::new();
     let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
     for line in reader.split(b'\n') {
@@ -490,11 +505,13 @@ fn replay(
     for (ts, line) in &later {
         // The replay clock: this event's moment, compressed by `speed`.
         let due = Duration::from_secs_f64((ts - first) as f64 / 1000.0 / speed);
-        if let Some(wait) = due.checked_sub(began.elapsed())
+        while let Some(wait) = due.checked_sub(began.elapsed())
             && wait > Duration::from_millis(20)
-            && cancelled.recv_timeout(wait) != Err(RecvTimeoutError::Timeout)
         {
-            bail!("the replay was stopped");
+            if stop.load(Ordering::Relaxed) {
+                bail!("the replay was stopped");
+            }
+            std::thread::sleep(wait.min(Duration::from_millis(50)));
         }
         sink.send(key_of(line), line)?;
     }

@@ -12,6 +12,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Asked to stop (a signal) while messages were waiting for the broker.
+    #[error("stopped")]
+    Stopped,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

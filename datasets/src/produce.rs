@@ -1,8 +1,9 @@
 //! Producing NDJSON lines to Kafka with a real (librdkafka) producer.
 
 use std::io::BufRead;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -91,6 +92,8 @@ pub struct KafkaSink {
     producer: ThreadedProducer<Deliveries>,
     topic: String,
     sent: u64,
+    /// Set to stop waiting on the broker (see [`KafkaSink::stop_when`]).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl KafkaSink {
@@ -99,7 +102,22 @@ impl KafkaSink {
             producer: config.create_with_context(Deliveries::default())?,
             topic: topic.to_string(),
             sent: 0,
+            stop: None,
         })
+    }
+
+    /// Once `stop` is set, a [`KafkaSink::send`] waiting for room in the queue and a
+    /// [`KafkaSink::finish`] waiting for acknowledgements give up with [`Error::Stopped`]:
+    /// a broker that is gone never drains the queue, and a signal must not wait on it.
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Enqueues one message, waiting while librdkafka's queue is full.
@@ -112,6 +130,9 @@ impl KafkaSink {
             match self.producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if self.stopped() {
+                        return Err(Error::Stopped);
+                    }
                     // Back-pressure: the background thread drains the queue.
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -122,9 +143,23 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Waits for every message to be acknowledged; fails if any was not delivered.
+    /// Waits (two minutes at most) for every message to be acknowledged; fails if any was not
+    /// delivered.
     pub fn finish(self) -> Result<u64> {
-        self.producer.flush(Duration::from_secs(120))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.producer.flush(Duration::from_millis(100)) {
+                Ok(()) => break,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    if self.stopped() {
+                        return Err(Error::Stopped);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let failed = self.producer.context().failed.load(Ordering::Relaxed);
         if failed > 0 {
             let first = self

@@ -25,16 +25,13 @@ struct Demo {
 
 /// `spacepulse demo --headless` on two small days, with stdin and stdout piped.
 fn spawn_demo(dir: &Path, extra: &[&str]) -> Child {
+    spawn_demo_sized(dir, "0.0001", "2", extra)
+}
+
+fn spawn_demo_sized(dir: &Path, scale: &str, days: &str, extra: &[&str]) -> Child {
     Command::new(spacepulse_bin())
         .args(["demo", "--dir", dir.to_str().unwrap(), "--headless"])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--scale",
-            "0.0001",
-            "--days",
-            "2",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--scale", scale, "--days", days])
         .args(extra)
         .env("SPACEPULSE_LOG", "warn")
         .stdin(Stdio::piped())
@@ -285,6 +282,81 @@ fn a_signal_during_the_paced_replay_stops_the_demo_at_once() {
     std::io::Read::read_to_string(&mut out, &mut printed).unwrap();
     assert_eq!(status.code(), Some(0), "{printed}");
     assert!(printed.contains("stopped during setup"), "{printed}");
+}
+
+/// Reads the child's standard output until a line starting with `prefix`; what it printed.
+fn read_until(out: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> String {
+    let mut printed = String::new();
+    loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "the demo ended before {prefix:?}:\n{printed}");
+        printed.push_str(&line);
+        if line.starts_with(prefix) {
+            return printed;
+        }
+    }
+}
+
+/// Waits for the child to exit within `limit`; its status.
+fn exits_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{what}: still running {limit:?} later");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The broker gone while the demo produces (its queue fills and never drains), then SIGINT:
+/// the demo stops at once instead of waiting on the queue for good. Then a headless demo
+/// that is ready stops on SIGTERM though its standard input stays open.
+#[test]
+fn signals_stop_the_demo_with_its_broker_gone_and_when_headless() {
+    let dir = test_dir();
+    let mut broker = Broker::in_memory(dir.path());
+    let demo_dir = dir.path().join("demo");
+    // Enough messages to fill librdkafka's queue (100,000) once nothing drains it.
+    let brokers = broker.brokers();
+    let mut child = spawn_demo_sized(
+        &demo_dir,
+        "0.002",
+        "3",
+        &["--brokers", &brokers, "--speed", "0"],
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = read_until(&mut out, "generated ");
+    broker.stop();
+    let signal = |child: &Child, sig: &str| {
+        let sent = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal(&child, "-INT");
+    let status = exits_within(
+        &mut child,
+        Duration::from_secs(30),
+        "SIGINT, the broker gone",
+    );
+    std::io::Read::read_to_string(&mut out, &mut printed).unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}");
+    assert!(printed.contains("stopped during setup"), "{printed}");
+
+    // Headless and ready, its standard input open (the test holds it): SIGTERM stops it.
+    let mut child = spawn_demo(&dir.path().join("demo2"), &["--speed", "0"]);
+    let _stdin = child.stdin.take();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let printed = read_until(&mut out, "ready: ");
+    signal(&child, "-TERM");
+    let status = exits_within(&mut child, Duration::from_secs(30), "SIGTERM, headless");
+    assert_eq!(status.code(), Some(0), "{printed}");
 }
 
 /// Produces events with the current time to the broker until `stop`.
