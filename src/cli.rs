@@ -52,6 +52,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the reports and analysts' SQL over HTTP (JSON API under /api/v1).
     Serve(ServeArgs),
+    /// The whole pipeline in one process: ingest the topic continuously, run the jobs as new
+    /// events land, serve the dashboard with live peaks; each part restarts on a transient error.
+    Run(RunArgs),
     /// Official accounts, advertisers and staff: add, verify, reject, revoke, list.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -115,6 +118,38 @@ pub struct ServeArgs {
     /// Live peaks: a librdkafka property, KEY=VALUE (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value, requires = "brokers")]
     pub kafka: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub lake: LakeArg,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SPACEPULSE_BROKERS")]
+    pub brokers: String,
+    /// The topic to consume.
+    #[arg(long, default_value = "events", env = "SPACEPULSE_TOPIC")]
+    pub topic: String,
+    /// The ingester's consumer group; the lake, not the group, holds the positions.
+    #[arg(long, default_value = "spacepulse-ingest", env = "SPACEPULSE_GROUP")]
+    pub group: String,
+    /// A librdkafka property, KEY=VALUE (repeatable), for the ingester and the live view.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka: Vec<(String, String)>,
+    /// The address the dashboard listens on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SPACEPULSE_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// The report time zone.
+    #[arg(long, default_value = query::tz::DEFAULT_TZ, env = "SPACEPULSE_TZ")]
+    pub tz: String,
+    /// Run the jobs this often when new events have landed (e.g. 5s, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub jobs_every: std::time::Duration,
+    /// The ingester commits its buffer when its oldest message is this many seconds old.
+    #[arg(long, default_value_t = 2.0)]
+    pub flush_secs: f64,
 }
 
 #[derive(Debug, Subcommand)]

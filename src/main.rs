@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod demo;
 mod metrics;
+mod run;
 mod server;
 mod sql;
 
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
             Command::Sql(args) => sql::sql(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => server::serve(args).await,
+            Command::Run(args) => run::run(args).await,
             Command::Accounts(cmd) => server::accounts(cmd),
             Command::Tokens(cmd) => server::tokens(cmd),
         }

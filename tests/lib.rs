@@ -494,9 +494,17 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        Self::start_command(&all)
+    }
+
+    /// `spacepulse ARGS --listen 127.0.0.1:0` (`serve`, `run`): started once it prints its
+    /// address.
+    pub fn start_command(args: &[&str]) -> Server {
         let mut child = std::process::Command::new(spacepulse_bin())
-            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            .args(["--listen", "127.0.0.1:0"])
             .env("SPACEPULSE_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

@@ -505,7 +505,8 @@ async fn coded_with(lake: &lake::tables::Lake, app: Option<String>) -> Result<bo
     };
     Ok(match app {
         Some(app) => lake::tables::covered(&table, &app).await?.is_some(),
-        None => false,
+        // No dictionary yet: only a table without rows holds no codes.
+        None => table.snapshot()?.log_data().num_files() == 0,
     })
 }
 

@@ -8,5 +8,6 @@ mod generator;
 mod jobs;
 mod kafka_mock;
 mod readers;
+mod run;
 mod sessions;
 mod tansu;

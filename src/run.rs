@@ -1,0 +1,242 @@
+//! `spacepulse run`: the pipeline in one process. Three parts share one stop signal:
+//! - the ingester consumes the topic into the lake continuously (exactly as `spacepulse
+//!   ingest`), and starts again with a backoff when it fails (a broker away, a commit that
+//!   lost a race);
+//! - the jobs run every `--jobs-every` once the events table has a newer version than the
+//!   last run saw (incrementally, as `spacepulse jobs run`), and again after a failure;
+//! - the dashboard serves the reports and, from the same topic, live peaks.
+//!
+//! SIGINT or SIGTERM stops all three: the ingester commits what it holds, a running job
+//! finishes or is dropped before its commit (the tables stay whole), the server finishes the
+//! requests in flight. Only a part that cannot go on at all (the dashboard cannot listen)
+//! ends the process with an error.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ingest::kafka::KafkaOptions;
+use ingest::writer::{LakeWriter, WriterOptions};
+use lake::tables::Lake;
+use tokio::sync::watch;
+
+use crate::UsageError;
+use crate::cli::RunArgs;
+
+/// Waits before a failed part starts again: 1 s, doubling to 30 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_secs(1))
+    }
+
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::from_secs(1);
+    }
+}
+
+/// Resolves once `stop` is set.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Sleeps `d` unless `stop` is set first; true when stopped.
+async fn sleep_or_stop(d: Duration, stop: &watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stopped(stop.clone()) => true,
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let tz: query::tz::ReportTz = args
+        .tz
+        .parse()
+        .map_err(|e: String| UsageError(format!("--tz: {e}")))?;
+    if args.jobs_every < Duration::from_millis(100) {
+        return Err(UsageError("--jobs-every: at least 100ms".into()).into());
+    }
+    if !(args.flush_secs.is_finite() && args.flush_secs > 0.0) {
+        return Err(UsageError(format!(
+            "--flush-secs: expected a positive number of seconds, got {}",
+            args.flush_secs
+        ))
+        .into());
+    }
+    let lake = Lake::new(&args.lake.lake)?;
+    let (stop_tx, stop) = watch::channel(false);
+
+    let mut options = dashboard::Options::new(lake.clone());
+    options.registry = args.registry.registry.clone();
+    options.tz = tz;
+    options.live = Some(dashboard::live::LiveOptions {
+        brokers: args.brokers.clone(),
+        topic: args.topic.clone(),
+        group: "spacepulse-live".into(),
+        overrides: args.kafka.clone(),
+    });
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let mut server = tokio::spawn(dashboard::serve(
+        options,
+        args.listen,
+        stopped(stop.clone()),
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = match addr_rx.await {
+        Ok(a) => a,
+        Err(_) => {
+            let e = server.await?;
+            return Err(anyhow::anyhow!(
+                "the dashboard did not start: {}",
+                e.err().map(|e| e.to_string()).unwrap_or_default()
+            ));
+        }
+    };
+    println!(
+        "serving http://{addr}/ (API under /api/v1); ingesting {:?} from {} into {}; jobs every {:?}; Ctrl-C stops",
+        args.topic,
+        args.brokers,
+        lake.url(),
+        args.jobs_every
+    );
+
+    let kafka = KafkaOptions {
+        brokers: args.brokers.clone(),
+        topic: args.topic.clone(),
+        group: args.group.clone(),
+        overrides: args.kafka.clone(),
+        until_caught_up: false,
+    };
+    let writer_options = WriterOptions {
+        max_age: Duration::from_secs_f64(args.flush_secs),
+        ..WriterOptions::default()
+    };
+    let ingester = tokio::spawn(ingest_loop(
+        lake.clone(),
+        kafka,
+        writer_options,
+        stop.clone(),
+    ));
+    let jobs = tokio::spawn(jobs_loop(
+        jobs::Options {
+            lake: lake.clone(),
+            registry: args.registry.registry.clone(),
+            tz,
+            from: None,
+            to: None,
+            full: false,
+            jobs: Vec::new(),
+        },
+        args.jobs_every,
+        stop.clone(),
+    ));
+
+    // Runs until a signal, or until the dashboard stops on its own (it cannot go on).
+    let served = tokio::select! {
+        _ = crate::commands::shutdown_signal() => None,
+        r = &mut server => Some(r),
+    };
+    tracing::info!("stopping: the ingester commits what it holds, the jobs and the server finish");
+    stop_tx.send_replace(true);
+    let (ingested, ran) = tokio::join!(ingester, jobs);
+    ingested.context("the ingester")?;
+    ran.context("the jobs")?;
+    let served = match served {
+        Some(r) => r,
+        None => server.await,
+    };
+    served?.map_err(|e| anyhow::anyhow!("the dashboard: {e}"))?;
+    println!("stopped");
+    Ok(())
+}
+
+/// The ingester, started again (after a backoff) whenever it fails, until `stop`.
+async fn ingest_loop(
+    lake: Lake,
+    kafka: KafkaOptions,
+    writer_options: WriterOptions,
+    stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new();
+    while !*stop.borrow() {
+        let started = std::time::Instant::now();
+        let result = async {
+            let writer = LakeWriter::open(&lake, writer_options.clone()).await?;
+            ingest::kafka::run(writer, &kafka, stopped(stop.clone()), |_| {}).await
+        }
+        .await;
+        match result {
+            Ok(stats) => {
+                tracing::info!(ingested = %stats.line(), "ingester stopped");
+                if *stop.borrow() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ingester failed; starting it again"),
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff.reset();
+        }
+        if sleep_or_stop(backoff.next(), &stop).await {
+            return;
+        }
+    }
+}
+
+/// The jobs, every `every` while the events table has a version they have not seen, until
+/// `stop`; a failed run is tried again after a backoff.
+async fn jobs_loop(opts: jobs::Options, every: Duration, stop: watch::Receiver<bool>) {
+    let mut seen: Option<u64> = None;
+    let mut backoff = Backoff::new();
+    loop {
+        if sleep_or_stop(every, &stop).await {
+            return;
+        }
+        let version = match opts.lake.open("events").await {
+            Ok(Some(t)) => t.version().unwrap_or(0),
+            // Nothing ingested yet.
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "jobs: cannot open the events table");
+                continue;
+            }
+        };
+        if seen == Some(version) {
+            continue;
+        }
+        let run = jobs::run(&opts, &jobs::Quiet);
+        let result = tokio::select! {
+            r = run => r,
+            // A job dropped before its commit leaves its tables as they were.
+            _ = stopped(stop.clone()) => return,
+        };
+        match result {
+            Ok(summaries) => {
+                backoff.reset();
+                seen = Some(version);
+                let changed: Vec<String> = summaries
+                    .iter()
+                    .filter(|s| !s.up_to_date)
+                    .map(|s| format!("{} {} days {:.2}s", s.job, s.days, s.seconds))
+                    .collect();
+                if !changed.is_empty() {
+                    tracing::info!(events_version = version, jobs = %changed.join(", "), "jobs ran");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "jobs failed; trying again");
+                if sleep_or_stop(backoff.next(), &stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `spacepulse run` against Tansu: one process ingests, runs the jobs as events land and serves
+//! reports that follow the topic; it outlives its broker going away and coming back, and
+//! stops on SIGTERM.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use spacepulse_tests::{
+    Broker, HEAVY, Server, create_topic, http, produce, spacepulse, test_dir, valid_events,
+    wait_for,
+};
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = spacepulse(args);
+    assert_eq!(code, 0, "spacepulse {args:?}: {err}");
+    out
+}
+
+/// One row of SQL over HTTP as JSON; `None` until the tables exist.
+fn sql_row(addr: &str, token: &str, sql: &str) -> Option<Value> {
+    let (status, body) = http(addr, "POST", "/api/v1/sql", Some(token), sql);
+    if status == 400 && body.contains("not found") {
+        return None;
+    }
+    assert_eq!(status, 200, "{sql}: {body}");
+    Some(serde_json::from_str(body.lines().next().unwrap_or("{}")).unwrap())
+}
+
+/// Distinct users per day from the events, summed, beside the activity report's DAU summed:
+/// equal once the jobs have seen every event.
+fn dau_sums(addr: &str, token: &str) -> (i64, i64) {
+    let from_events = sql_row(
+        addr,
+        token,
+        "SELECT coalesce(sum(n), 0) AS n FROM (SELECT local_date(ts, 'Asia/Shanghai') AS d, \
+         count(DISTINCT user_id) AS n FROM events_dedup GROUP BY 1)",
+    )
+    .expect("the events table");
+    let (status, body) = http(addr, "GET", "/api/v1/platform/activity", Some(token), "");
+    if status != 200 {
+        return (from_events["n"].as_i64().unwrap(), -1);
+    }
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let dau: i64 = report["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["breakdown"] == "total")
+        .map(|r| r["dau"].as_i64().unwrap())
+        .sum();
+    (from_events["n"].as_i64().unwrap(), dau)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_keeps_the_reports_following_the_topic() {
+    let _turn = HEAVY.lock().await;
+    let dir = test_dir();
+    let mut broker = Broker::start(dir.path());
+    let brokers = broker.brokers();
+    create_topic(&brokers, "events", 3).await;
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    ok(&["accounts", "add", "bi", "--kind", "staff", "--lake", lake]);
+    let token = ok(&[
+        "tokens",
+        "issue",
+        "--role",
+        "analyst",
+        "--account",
+        "bi",
+        "--lake",
+        lake,
+    ]);
+    let token = token.trim();
+    let server = Server::start_command(&[
+        "run",
+        "--brokers",
+        &brokers,
+        "--lake",
+        lake,
+        "--jobs-every",
+        "500ms",
+        "--flush-secs",
+        "0.5",
+    ]);
+    let addr = server.addr.clone();
+
+    // Events produced: ingested, then the report follows, without any other command.
+    let first = valid_events("run-a", 3000, 11);
+    assert_eq!(produce(&brokers, "events", &first).await, 3000);
+    let caught_up = |n: i64| {
+        let addr = addr.clone();
+        let token = token.to_string();
+        move || {
+            let count = sql_row(&addr, &token, "SELECT count(*) AS n FROM events_dedup");
+            if count.and_then(|c| c["n"].as_i64()) != Some(n) {
+                return false;
+            }
+            let (events, report) = dau_sums(&addr, &token);
+            events == report
+        }
+    };
+    wait_for(
+        Duration::from_secs(90),
+        "the report to show the first events",
+        caught_up(3000),
+    );
+
+    // The broker goes away and comes back; the ingester starts again and the report follows.
+    broker.restart();
+    let second = valid_events("run-b", 2000, 12);
+    assert_eq!(produce(&brokers, "events", &second).await, 2000);
+    wait_for(
+        Duration::from_secs(120),
+        "the report to show the second events",
+        caught_up(5000),
+    );
+    let (events, report) = dau_sums(&addr, token);
+    assert!(events > 0 && events == report, "{events} vs {report}");
+
+    // SIGTERM: everything stops, exit 0.
+    assert_eq!(server.stop().code(), Some(0));
+    // What it committed is whole: a plain `jobs run` finds nothing left to do.
+    let after: Value =
+        serde_json::from_str(&ok(&["jobs", "run", "--json", "--lake", lake])).unwrap();
+    assert!(
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["up_to_date"] == true),
+        "{after}"
+    );
+}
