@@ -160,6 +160,33 @@ fn main() -> ExitCode {
         corpus.push(Vec::new());
     }
     let setup = Setup::new();
+    // A run that takes longer than HANG is a finding too (a statement the parser or planner
+    // never finishes holds a server thread and a turn for good): the watchdog saves it.
+    const HANG: Duration = Duration::from_secs(10);
+    let current = std::sync::Arc::new(std::sync::Mutex::new((Instant::now(), Vec::<u8>::new())));
+    {
+        let current = current.clone();
+        let (name, seed) = (target.name, args.seed);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let (started, input) = &*current.lock().unwrap_or_else(|e| e.into_inner());
+                if started.elapsed() > HANG {
+                    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .join("artifacts")
+                        .join(name);
+                    let path = dir.join(format!("hang-seed{seed}"));
+                    let saved =
+                        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, input));
+                    eprintln!(
+                        "{name}: HANG: one run over {HANG:?} (seed {seed}); input {} ({saved:?})",
+                        path.display()
+                    );
+                    std::process::exit(1);
+                }
+            }
+        });
+    }
     let mut rng = Rng(args.seed.max(1));
     let started = Instant::now();
     let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s));
@@ -181,6 +208,12 @@ fn main() -> ExitCode {
             mutate(&mut rng, &mut input, &corpus, target);
         }
         runs += 1;
+        {
+            let mut c = current.lock().unwrap_or_else(|e| e.into_inner());
+            c.0 = Instant::now();
+            c.1.clear();
+            c.1.extend_from_slice(&input);
+        }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             setup.run(target.name, &input)
         })) {

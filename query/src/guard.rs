@@ -234,6 +234,41 @@ pub fn check(sql: &str) -> Result<bool, QueryError> {
         .unwrap_or_else(|p| Err(QueryError::Internal(panic_message(&*p))))
 }
 
+/// The deepest nesting of parentheses taken. The parser backtracks at every level of some
+/// constructs when the statement is wrong (`CAST(CAST(CAST(... 1)))` without `AS`): its time
+/// doubles with each level, 22 levels took 10 s and 40 would take days, on a thread that
+/// holds a query's turn. Found by fuzzing (fuzz/, the `sql` target).
+pub const MAX_NESTING: usize = 16;
+
+/// Refuses a statement whose parentheses nest deeper than [`MAX_NESTING`], from its tokens (one
+/// linear pass; strings, quoted names and comments are not parentheses). A text that does not
+/// tokenize is left to the parser, which says why.
+fn check_nesting(sql: &str) -> Result<(), QueryError> {
+    use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
+    use deltalake::datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Ok(());
+    };
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for t in &tokens {
+        match t {
+            Token::LParen => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(QueryError::Invalid(format!(
+            "parentheses nest {deepest} levels deep, more than {MAX_NESTING}: use WITH for \
+             nested subqueries"
+        )));
+    }
+    Ok(())
+}
+
 fn too_long(sql: &str) -> QueryError {
     QueryError::Invalid(format!(
         "the query text is {} bytes, more than the limit of {} KiB",
@@ -247,6 +282,7 @@ fn check_here(sql: &str) -> Result<bool, QueryError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(too_long(sql));
     }
+    check_nesting(sql)?;
     let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
     match statements.len() {
         0 => return Err(QueryError::Invalid("empty query: no statement".into())),
@@ -785,6 +821,32 @@ mod tests {
         );
         // 10,000 operands in 256 KiB: refused, the chain dropped on the planning thread.
         refused(guarded.run(&unions(10_000)).await, "more than 256 queries");
+        // Statements the parser takes exponential time on when they are wrong, refused in a
+        // pass over their tokens; as deep a nesting as allowed, written right, runs.
+        for bad in [
+            format!("SELECT {}1{}", "CAST(".repeat(40), ")".repeat(40)),
+            format!("SELECT {}", "TRY_CAST(".repeat(40)),
+        ] {
+            let started = Instant::now();
+            refused(guarded.run(&bad).await, "more than 16");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        let nested = format!(
+            "SELECT {}1 AS INT{} AS n",
+            "CAST(".repeat(MAX_NESTING),
+            ") AS INT".repeat(MAX_NESTING - 1) + ")"
+        );
+        assert_eq!(guarded.run(&nested).await.unwrap().rows, 1, "{nested}");
+        assert!(
+            guarded
+                .run("SELECT '((((((((((((((((((((' AS s")
+                .await
+                .is_ok()
+        );
         // A long IN list is wide, not deep.
         let list: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
         let wide = format!("SELECT 7 IN ({}) AS hit", list.join(", "));
