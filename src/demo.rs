@@ -136,25 +136,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         group: "spacepulse-demo-live".into(),
         overrides: Vec::new(),
     });
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(dashboard::serve(
-        options,
-        args.listen,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = match addr_rx.await {
-        Ok(a) => a,
-        Err(_) => {
-            let e = server.await?;
-            bail!("the dashboard did not start: {e:?}");
-        }
-    };
+    let (server, addr) = crate::run::start_dashboard(options, args.listen, async move {
+        let _ = stop_rx.await;
+    })
+    .await?;
     let url = format!("http://{addr}");
     print_tokens(&url, &tokens);
 

@@ -81,25 +81,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         group: "spacepulse-live".into(),
         overrides: args.kafka.clone(),
     });
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let mut server = tokio::spawn(dashboard::serve(
-        options,
-        args.listen,
-        stopped(stop.clone()),
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = match addr_rx.await {
-        Ok(a) => a,
-        Err(_) => {
-            let e = server.await?;
-            return Err(anyhow::anyhow!(
-                "the dashboard did not start: {}",
-                e.err().map(|e| e.to_string()).unwrap_or_default()
-            ));
-        }
-    };
+    let (mut server, addr) = start_dashboard(options, args.listen, stopped(stop.clone())).await?;
     println!(
         "serving http://{addr}/ (API under /api/v1); ingesting {:?} from {} into {}; jobs every {:?}; Ctrl-C stops",
         args.topic,
@@ -156,6 +138,33 @@ pub async fn run(args: RunArgs) -> Result<()> {
     served?.map_err(|e| anyhow::anyhow!("the dashboard: {e}"))?;
     println!("stopped");
     Ok(())
+}
+
+/// The dashboard, serving until `shutdown` resolves: its task and its address once it
+/// listens, or why it did not start.
+pub async fn start_dashboard(
+    options: dashboard::Options,
+    listen: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(
+    tokio::task::JoinHandle<Result<(), dashboard::ApiError>>,
+    std::net::SocketAddr,
+)> {
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(dashboard::serve(options, listen, shutdown, move |addr| {
+        let _ = addr_tx.send(addr);
+    }));
+    match addr_rx.await {
+        Ok(addr) => Ok((server, addr)),
+        Err(_) => {
+            let why = server
+                .await?
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            Err(anyhow::anyhow!("the dashboard did not start: {why}"))
+        }
+    }
 }
 
 /// The ingester, started again (after a backoff) whenever it fails, until `stop`.

@@ -543,3 +543,27 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A staff account `bi` in the lake's registry (added if missing) and a token of `role`
+/// (analyst or operator) for it: the secret.
+pub fn staff_token(lake: &str, role: &str) -> String {
+    let (code, _, err) = spacepulse(&["accounts", "add", "bi", "--kind", "staff", "--lake", lake]);
+    assert!(code == 0 || err.contains("exists"), "accounts add: {err}");
+    issue_token(lake, role, "bi")
+}
+
+/// A token of `role` for `account` (which exists): the secret.
+pub fn issue_token(lake: &str, role: &str, account: &str) -> String {
+    let (code, out, err) = spacepulse(&[
+        "tokens",
+        "issue",
+        "--role",
+        role,
+        "--account",
+        account,
+        "--lake",
+        lake,
+    ]);
+    assert_eq!(code, 0, "tokens issue: {err}");
+    out.trim().to_string()
+}

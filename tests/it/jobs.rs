@@ -73,6 +73,10 @@ async fn snapshot(lake: &Path) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// The activity report's total rows, day by day.
+const ACTIVITY_TOTALS: &str = "SELECT CAST(day AS VARCHAR) AS day, dau, new_users, wau, mau, \
+     dau_approx, hll_relative_error FROM activity WHERE breakdown = 'total' ORDER BY day";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shanghai_days_duplicates_and_a_late_event_match_the_hand_worked_figures() {
     let (file, expected) = fixture("shanghai_midnight");
@@ -100,12 +104,7 @@ async fn shanghai_days_duplicates_and_a_late_event_match_the_hand_worked_figures
     assert!(again.iter().all(|j| j["up_to_date"] == true), "{again:?}");
 
     let ctx = session(&lake_dir).await;
-    let activity = query(
-        &ctx,
-        "SELECT CAST(day AS VARCHAR) AS day, dau, new_users, wau, mau, dau_approx, hll_relative_error \
-         FROM activity WHERE breakdown = 'total' ORDER BY day",
-    )
-    .await;
+    let activity = query(&ctx, ACTIVITY_TOTALS).await;
     let uploads = query(
         &ctx,
         "SELECT CAST(day AS VARCHAR) AS day, uploads, photos FROM uploads_daily ORDER BY day",
@@ -161,12 +160,7 @@ async fn shanghai_days_duplicates_and_a_late_event_match_the_hand_worked_figures
         "{rerun:?}"
     );
     let ctx = session(&lake_dir).await;
-    let recomputed = query(
-        &ctx,
-        "SELECT CAST(day AS VARCHAR) AS day, dau, new_users, wau, mau, dau_approx, hll_relative_error \
-         FROM activity WHERE breakdown = 'total' ORDER BY day",
-    )
-    .await;
+    let recomputed = query(&ctx, ACTIVITY_TOTALS).await;
     assert_eq!(recomputed, activity);
     let (code, out, err) = users(lake);
     assert_eq!(code, 0, "{err}");
@@ -1080,18 +1074,8 @@ fn serve_answers_tokens_over_http() {
     let lake = lake.to_str().unwrap();
     ingest(lake, &file);
     jobs(lake, &[]);
-    ok(&["accounts", "add", "bi", "--kind", "staff", "--lake", lake]);
-    let token = ok(&[
-        "tokens",
-        "issue",
-        "--role",
-        "analyst",
-        "--account",
-        "bi",
-        "--lake",
-        lake,
-    ]);
-    let token = token.trim();
+    let token = spacepulse_tests::staff_token(lake, "analyst");
+    let token = token.as_str();
     assert!(token.starts_with("spt_") && token.len() == 68, "{token}");
     let (code, _, err) = spacepulse(&[
         "tokens",

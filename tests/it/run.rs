@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use spacepulse_tests::{
-    Broker, HEAVY, Server, create_topic, http, produce, spacepulse, test_dir, valid_events,
-    wait_for,
+    Broker, HEAVY, Server, create_topic, http, produce, spacepulse, staff_token, test_dir,
+    valid_events, wait_for,
 };
 
 fn ok(args: &[&str]) -> String {
@@ -60,18 +60,8 @@ async fn one_process_keeps_the_reports_following_the_topic() {
     create_topic(&brokers, "events", 3).await;
     let lake = dir.path().join("lake");
     let lake = lake.to_str().unwrap();
-    ok(&["accounts", "add", "bi", "--kind", "staff", "--lake", lake]);
-    let token = ok(&[
-        "tokens",
-        "issue",
-        "--role",
-        "analyst",
-        "--account",
-        "bi",
-        "--lake",
-        lake,
-    ]);
-    let token = token.trim();
+    let token = staff_token(lake, "analyst");
+    let token = token.as_str();
     let server = Server::start_command(&[
         "run",
         "--brokers",

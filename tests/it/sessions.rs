@@ -3,27 +3,12 @@
 //! https; state-changing requests from another origin are refused.
 
 use serde_json::Value;
-use spacepulse_tests::{Response, Server, request, spacepulse, test_dir};
+use spacepulse_tests::{Response, Server, issue_token, request, spacepulse, test_dir};
 
 fn ok(args: &[&str]) -> String {
     let (code, out, err) = spacepulse(args);
     assert_eq!(code, 0, "spacepulse {args:?}: {err}");
     out
-}
-
-fn token(lake: &str, role: &str, account: &str) -> String {
-    ok(&[
-        "tokens",
-        "issue",
-        "--role",
-        role,
-        "--account",
-        account,
-        "--lake",
-        lake,
-    ])
-    .trim()
-    .to_string()
 }
 
 /// A browser-like client of one server: its Host and Origin.
@@ -84,8 +69,8 @@ fn logins_are_sessions_that_end_and_other_sites_cannot_post() {
     ok(&[
         "accounts", "verify", "xiaomi", "--reason", "checked", "--lake", lake,
     ]);
-    let analyst = token(lake, "analyst", "bi");
-    let brand = token(lake, "official", "xiaomi");
+    let analyst = issue_token(lake, "analyst", "bi");
+    let brand = issue_token(lake, "official", "xiaomi");
 
     let server = Server::start(&["--lake", lake]);
     let b = Browser {
@@ -193,7 +178,7 @@ fn logins_are_sessions_that_end_and_other_sites_cannot_post() {
     ]);
     assert_eq!(b.me(&cookie), 401);
     // A proxy's X-Forwarded-Proto is not believed without --trust-forwarded-proto.
-    let analyst = token(lake, "analyst", "bi");
+    let analyst = issue_token(lake, "analyst", "bi");
     let r = b.login(&analyst, &ours, &[("X-Forwarded-Proto", "https")]);
     assert!(session_cookie(&r).0.starts_with("spacepulse_session="));
     drop(server);
