@@ -129,15 +129,8 @@ pub struct RunArgs {
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
     #[arg(long, env = "SPACEPULSE_BROKERS")]
     pub brokers: String,
-    /// The topic to consume.
-    #[arg(long, default_value = "events", env = "SPACEPULSE_TOPIC")]
-    pub topic: String,
-    /// The ingester's consumer group; the lake, not the group, holds the positions.
-    #[arg(long, default_value = "spacepulse-ingest", env = "SPACEPULSE_GROUP")]
-    pub group: String,
-    /// A librdkafka property, KEY=VALUE (repeatable), for the ingester and the live view.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub kafka: Vec<(String, String)>,
+    #[command(flatten)]
+    pub topic: TopicArgs,
     /// The address the dashboard listens on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SPACEPULSE_LISTEN")]
     pub listen: std::net::SocketAddr,
@@ -255,15 +248,8 @@ pub struct IngestArgs {
         conflicts_with = "from_file"
     )]
     pub brokers: Option<String>,
-    /// The topic to consume.
-    #[arg(long, default_value = "events", env = "SPACEPULSE_TOPIC")]
-    pub topic: String,
-    /// The consumer group; the lake, not the group, holds the positions.
-    #[arg(long, default_value = "spacepulse-ingest", env = "SPACEPULSE_GROUP")]
-    pub group: String,
-    /// A librdkafka property, KEY=VALUE (repeatable).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub kafka: Vec<(String, String)>,
+    #[command(flatten)]
+    pub topic: TopicArgs,
     /// Backfill from a file or a directory instead of Kafka: NDJSON (.ndjson, .jsonl, .json,
     /// optionally .gz or .zst) and Parquet (.parquet, one event per row).
     ///
@@ -290,6 +276,20 @@ pub struct IngestArgs {
     /// written file before committing it (`--flush-secs` plus a commit).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub vacuum_retain: std::time::Duration,
+}
+
+/// The topic an ingester consumes.
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    /// The topic to consume.
+    #[arg(long, default_value = "events", env = "SPACEPULSE_TOPIC")]
+    pub topic: String,
+    /// The ingester's consumer group; the lake, not the group, holds the positions.
+    #[arg(long, default_value = "spacepulse-ingest", env = "SPACEPULSE_GROUP")]
+    pub group: String,
+    /// A librdkafka property, KEY=VALUE (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka: Vec<(String, String)>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -121,9 +121,9 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                 .brokers
                 .clone()
                 .expect("clap requires --brokers without --from-file"),
-            topic: args.topic.clone(),
-            group: args.group.clone(),
-            overrides: args.kafka.clone(),
+            topic: args.topic.topic.clone(),
+            group: args.topic.group.clone(),
+            overrides: args.topic.kafka.clone(),
             until_caught_up: args.until_caught_up,
         };
         ingest::kafka::run(writer, &options, shutdown_signal(), |s| progress.update(s)).await?

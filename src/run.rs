@@ -77,14 +77,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     options.tz = tz;
     options.live = Some(dashboard::live::LiveOptions {
         brokers: args.brokers.clone(),
-        topic: args.topic.clone(),
+        topic: args.topic.topic.clone(),
         group: "spacepulse-live".into(),
-        overrides: args.kafka.clone(),
+        overrides: args.topic.kafka.clone(),
     });
     let (mut server, addr) = start_dashboard(options, args.listen, stopped(stop.clone())).await?;
     println!(
         "serving http://{addr}/ (API under /api/v1); ingesting {:?} from {} into {}; jobs every {:?}; Ctrl-C stops",
-        args.topic,
+        args.topic.topic,
         args.brokers,
         lake.url(),
         args.jobs_every
@@ -92,9 +92,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let kafka = KafkaOptions {
         brokers: args.brokers.clone(),
-        topic: args.topic.clone(),
-        group: args.group.clone(),
-        overrides: args.kafka.clone(),
+        topic: args.topic.topic.clone(),
+        group: args.topic.group.clone(),
+        overrides: args.topic.kafka.clone(),
         until_caught_up: false,
     };
     let writer_options = WriterOptions {

@@ -93,11 +93,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The 500 for a request whose handler panicked (logged with what the panic said).
 fn panicked(panic: &(dyn std::any::Any + Send)) -> Response {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into());
+    let what = query::guard::panic_text(panic);
     ApiError::internal(format!("the handler panicked: {what}")).into_response()
 }
 

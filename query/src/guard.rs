@@ -142,14 +142,16 @@ async fn on_planning_thread<T: Send + 'static>(
         .map_err(|_| QueryError::Internal("the planning thread ended without an answer".into()))?
 }
 
-/// What a panic said.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    let what = p
-        .downcast_ref::<&str>()
+/// What a panic said (its message when it has one).
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into());
-    format!("planning the query failed: {what}")
+        .unwrap_or_else(|| "a panic".into())
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    format!("planning the query failed: {}", panic_text(p))
 }
 
 /// The most tables (each a join, which nests the plan a level) one statement reads.
