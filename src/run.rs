@@ -11,6 +11,8 @@
 //! requests in flight. Only a part that cannot go on at all (the dashboard cannot listen)
 //! ends the process with an error.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -21,6 +23,161 @@ use tokio::sync::watch;
 
 use crate::UsageError;
 use crate::cli::RunArgs;
+
+/// The ingester's and the jobs' counters, rendered at the dashboard's `/metrics`.
+#[derive(Debug, Default)]
+struct Pipeline {
+    /// The ingest runs that ended, summed; and the one running.
+    ingest: std::sync::Mutex<(Ingested, Ingested)>,
+    ingest_restarts: AtomicU64,
+    jobs_ok: AtomicU64,
+    jobs_failed: AtomicU64,
+    jobs_millis: AtomicU64,
+    jobs_rows: AtomicU64,
+    /// The events version the jobs last saw, and the newest one found (-1: none yet).
+    events_seen: AtomicI64,
+    events_latest: AtomicI64,
+    jobs_last_run: AtomicI64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Ingested {
+    accepted: u64,
+    rejected: u64,
+    skipped: u64,
+    commits: u64,
+    files: u64,
+    fenced: u64,
+    lag: Option<i64>,
+}
+
+impl Ingested {
+    fn of(s: &ingest::stats::Stats) -> Self {
+        Self {
+            accepted: s.accepted,
+            rejected: s.rejected,
+            skipped: s.skipped,
+            commits: s.commits,
+            files: s.files,
+            fenced: s.fenced,
+            lag: s.lag,
+        }
+    }
+
+    fn plus(self, o: Self) -> Self {
+        Self {
+            accepted: self.accepted + o.accepted,
+            rejected: self.rejected + o.rejected,
+            skipped: self.skipped + o.skipped,
+            commits: self.commits + o.commits,
+            files: self.files + o.files,
+            fenced: self.fenced + o.fenced,
+            lag: o.lag,
+        }
+    }
+}
+
+impl Pipeline {
+    fn new() -> Self {
+        let p = Self::default();
+        p.events_seen.store(-1, Ordering::Relaxed);
+        p.events_latest.store(-1, Ordering::Relaxed);
+        p
+    }
+
+    /// The running ingest's totals so far.
+    fn ingesting(&self, s: &ingest::stats::Stats) {
+        self.ingest.lock().unwrap_or_else(|e| e.into_inner()).1 = Ingested::of(s);
+    }
+
+    /// The running ingest ended: its totals join the ended ones'.
+    fn ingest_ended(&self) {
+        let mut i = self.ingest.lock().unwrap_or_else(|e| e.into_inner());
+        i.0 = i.0.plus(i.1);
+        i.1 = Ingested {
+            lag: i.1.lag,
+            ..Ingested::default()
+        };
+    }
+}
+
+impl dashboard::metrics::ExtraMetrics for Pipeline {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let (done, now) = *self.ingest.lock().unwrap_or_else(|e| e.into_inner());
+        let t = done.plus(now);
+        let gauge = |v: i64| {
+            if v < 0 {
+                "NaN".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        let seen = self.events_seen.load(Ordering::Relaxed);
+        let latest = self.events_latest.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP spacepulse_ingest_messages_total Messages the ingester read, by what became of them.\n\
+             # TYPE spacepulse_ingest_messages_total counter\n\
+             spacepulse_ingest_messages_total{{outcome=\"accepted\"}} {}\n\
+             spacepulse_ingest_messages_total{{outcome=\"rejected\"}} {}\n\
+             spacepulse_ingest_messages_total{{outcome=\"skipped\"}} {}\n\
+             # HELP spacepulse_ingest_commits_total Delta commits of the events and rejected tables.\n\
+             # TYPE spacepulse_ingest_commits_total counter\n\
+             spacepulse_ingest_commits_total {}\n\
+             # HELP spacepulse_ingest_files_total Parquet files the commits added.\n\
+             # TYPE spacepulse_ingest_files_total counter\n\
+             spacepulse_ingest_files_total {}\n\
+             # HELP spacepulse_ingest_fenced_total Buffers dropped because another writer had committed their partitions.\n\
+             # TYPE spacepulse_ingest_fenced_total counter\n\
+             spacepulse_ingest_fenced_total {}\n\
+             # HELP spacepulse_ingest_restarts_total Times the ingester failed and started again.\n\
+             # TYPE spacepulse_ingest_restarts_total counter\n\
+             spacepulse_ingest_restarts_total {}\n\
+             # HELP spacepulse_ingest_lag_messages Messages behind the partitions' high watermarks.\n\
+             # TYPE spacepulse_ingest_lag_messages gauge\n\
+             spacepulse_ingest_lag_messages {}\n\
+             # HELP spacepulse_jobs_runs_total Runs of the jobs, by outcome.\n\
+             # TYPE spacepulse_jobs_runs_total counter\n\
+             spacepulse_jobs_runs_total{{outcome=\"ok\"}} {}\n\
+             spacepulse_jobs_runs_total{{outcome=\"failed\"}} {}\n\
+             # HELP spacepulse_jobs_run_seconds_total Time spent running the jobs.\n\
+             # TYPE spacepulse_jobs_run_seconds_total counter\n\
+             spacepulse_jobs_run_seconds_total {}\n\
+             # HELP spacepulse_jobs_rows_total Rows the jobs wrote to the metric tables.\n\
+             # TYPE spacepulse_jobs_rows_total counter\n\
+             spacepulse_jobs_rows_total {}\n\
+             # HELP spacepulse_jobs_events_version The events table version the jobs last saw.\n\
+             # TYPE spacepulse_jobs_events_version gauge\n\
+             spacepulse_jobs_events_version {}\n\
+             # HELP spacepulse_jobs_events_version_lag Versions of the events table the jobs have not seen.\n\
+             # TYPE spacepulse_jobs_events_version_lag gauge\n\
+             spacepulse_jobs_events_version_lag {}\n\
+             # HELP spacepulse_jobs_last_run_timestamp_seconds When the jobs last ran to the end.\n\
+             # TYPE spacepulse_jobs_last_run_timestamp_seconds gauge\n\
+             spacepulse_jobs_last_run_timestamp_seconds {}\n",
+            t.accepted,
+            t.rejected,
+            t.skipped,
+            t.commits,
+            t.files,
+            t.fenced,
+            self.ingest_restarts.load(Ordering::Relaxed),
+            t.lag.map_or_else(|| "NaN".to_string(), |l| l.to_string()),
+            self.jobs_ok.load(Ordering::Relaxed),
+            self.jobs_failed.load(Ordering::Relaxed),
+            self.jobs_millis.load(Ordering::Relaxed) as f64 / 1000.0,
+            self.jobs_rows.load(Ordering::Relaxed),
+            gauge(seen),
+            if seen < 0 || latest < 0 {
+                "NaN".to_string()
+            } else {
+                (latest - seen).to_string()
+            },
+            gauge(self.jobs_last_run.load(Ordering::Relaxed)),
+        );
+    }
+}
 
 /// Waits before a failed part starts again: 1 s, doubling to 30 s.
 struct Backoff(Duration);
@@ -72,7 +229,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let lake = Lake::new(&args.lake.lake)?;
     let (stop_tx, stop) = watch::channel(false);
 
+    let pipeline = Arc::new(Pipeline::new());
     let mut options = dashboard::Options::new(lake.clone());
+    options.extra_metrics = Some(pipeline.clone());
     options.registry = args.registry.registry.clone();
     options.tz = tz;
     options.live = Some(dashboard::live::LiveOptions {
@@ -106,6 +265,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kafka,
         writer_options,
         stop.clone(),
+        pipeline.clone(),
     ));
     let jobs = tokio::spawn(jobs_loop(
         jobs::Options {
@@ -119,6 +279,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
         args.jobs_every,
         stop.clone(),
+        pipeline.clone(),
     ));
 
     // Runs until a signal, or until the dashboard stops on its own (it cannot go on).
@@ -173,15 +334,20 @@ async fn ingest_loop(
     kafka: KafkaOptions,
     writer_options: WriterOptions,
     stop: watch::Receiver<bool>,
+    pipeline: Arc<Pipeline>,
 ) {
     let mut backoff = Backoff::new();
     while !*stop.borrow() {
         let started = std::time::Instant::now();
         let result = async {
             let writer = LakeWriter::open(&lake, writer_options.clone()).await?;
-            ingest::kafka::run(writer, &kafka, stopped(stop.clone()), |_| {}).await
+            ingest::kafka::run(writer, &kafka, stopped(stop.clone()), |s| {
+                pipeline.ingesting(s)
+            })
+            .await
         }
         .await;
+        pipeline.ingest_ended();
         match result {
             Ok(stats) => {
                 tracing::info!(ingested = %stats.line(), "ingester stopped");
@@ -189,7 +355,10 @@ async fn ingest_loop(
                     return;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "ingester failed; starting it again"),
+            Err(e) => {
+                pipeline.ingest_restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "ingester failed; starting it again")
+            }
         }
         if started.elapsed() > Duration::from_secs(60) {
             backoff.reset();
@@ -202,7 +371,12 @@ async fn ingest_loop(
 
 /// The jobs, every `every` while the events table has a version they have not seen, until
 /// `stop`; a failed run is tried again after a backoff.
-async fn jobs_loop(opts: jobs::Options, every: Duration, stop: watch::Receiver<bool>) {
+async fn jobs_loop(
+    opts: jobs::Options,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+    pipeline: Arc<Pipeline>,
+) {
     let mut seen: Option<u64> = None;
     let mut backoff = Backoff::new();
     loop {
@@ -218,19 +392,36 @@ async fn jobs_loop(opts: jobs::Options, every: Duration, stop: watch::Receiver<b
                 continue;
             }
         };
+        pipeline
+            .events_latest
+            .store(version as i64, Ordering::Relaxed);
         if seen == Some(version) {
             continue;
         }
+        let started = std::time::Instant::now();
         let run = jobs::run(&opts, &jobs::Quiet);
         let result = tokio::select! {
             r = run => r,
             // A job dropped before its commit leaves its tables as they were.
             _ = stopped(stop.clone()) => return,
         };
+        pipeline
+            .jobs_millis
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match result {
             Ok(summaries) => {
                 backoff.reset();
                 seen = Some(version);
+                pipeline.jobs_ok.fetch_add(1, Ordering::Relaxed);
+                pipeline
+                    .jobs_rows
+                    .fetch_add(summaries.iter().map(|s| s.rows).sum(), Ordering::Relaxed);
+                pipeline
+                    .events_seen
+                    .store(version as i64, Ordering::Relaxed);
+                pipeline
+                    .jobs_last_run
+                    .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
                 let changed: Vec<String> = summaries
                     .iter()
                     .filter(|s| !s.up_to_date)
@@ -241,6 +432,7 @@ async fn jobs_loop(opts: jobs::Options, every: Duration, stop: watch::Receiver<b
                 }
             }
             Err(e) => {
+                pipeline.jobs_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "jobs failed; trying again");
                 if sleep_or_stop(backoff.next(), &stop).await {
                     return;

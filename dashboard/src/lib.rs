@@ -13,7 +13,7 @@ mod charts;
 mod error;
 pub mod live;
 mod live_api;
-mod metrics;
+pub mod metrics;
 mod pages;
 mod reports;
 mod sql;
@@ -61,6 +61,8 @@ pub struct Options {
     /// A login session ends after this long unused, and at the latest after `session_max`.
     pub session_idle: Duration,
     pub session_max: Duration,
+    /// More metrics for `/metrics` (the pipeline's, under `spacepulse run`).
+    pub extra_metrics: Option<Arc<dyn metrics::ExtraMetrics>>,
 }
 
 impl Options {
@@ -76,6 +78,7 @@ impl Options {
             trust_forwarded_proto: false,
             session_idle: Duration::from_secs(2 * 3600),
             session_max: Duration::from_secs(12 * 3600),
+            extra_metrics: None,
         }
     }
 }

@@ -16,6 +16,12 @@ use crate::State;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
+/// Metrics of another part of the process (the ingester's and the jobs', under `spacepulse
+/// run`), appended to `/metrics` in the text exposition format.
+pub trait ExtraMetrics: Send + Sync + std::fmt::Debug {
+    fn render(&self, out: &mut String);
+}
+
 /// Latency buckets, seconds.
 const BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -169,6 +175,9 @@ pub async fn metrics(caller: Caller, AxState(state): AxState<State>) -> Result<R
             c.duplicates,
             snap.events_per_second,
         );
+    }
+    if let Some(extra) = &state.options.extra_metrics {
+        extra.render(&mut out);
     }
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -108,6 +108,37 @@ async fn one_process_keeps_the_reports_following_the_topic() {
     let (events, report) = dau_sums(&addr, token);
     assert!(events > 0 && events == report, "{events} vs {report}");
 
+    // The pipeline's metrics beside the server's, valid for Prometheus (promtool).
+    let operator = staff_token(lake, "operator");
+    let (status, text) = http(&addr, "GET", "/metrics", Some(&operator), "");
+    assert_eq!(status, 200, "{text}");
+    for (line, want) in [
+        (
+            "spacepulse_ingest_messages_total{outcome=\"accepted\"} ",
+            5000.0,
+        ),
+        ("spacepulse_jobs_events_version_lag ", 0.0),
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+            .parse()
+            .unwrap();
+        assert_eq!(value, want, "{line}");
+    }
+    for name in [
+        "spacepulse_ingest_commits_total",
+        "spacepulse_ingest_lag_messages",
+        "spacepulse_jobs_runs_total{outcome=\"ok\"}",
+        "spacepulse_jobs_rows_total",
+        "spacepulse_http_requests_total",
+        "spacepulse_live_messages_total",
+    ] {
+        assert!(text.contains(name), "no {name} in\n{text}");
+    }
+    promtool_accepts(&text);
+
     // SIGTERM: everything stops, exit 0.
     assert_eq!(server.stop().code(), Some(0));
     // What it committed is whole: a plain `jobs run` finds nothing left to do.
@@ -120,5 +151,32 @@ async fn one_process_keeps_the_reports_following_the_topic() {
             .iter()
             .all(|j| j["up_to_date"] == true),
         "{after}"
+    );
+}
+
+/// `promtool check metrics` (Prometheus's own linter, Debian's `prometheus` package, which
+/// scripts/test installs) passes on `text`.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let tool = std::env::var("SPACEPULSE_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = std::process::Command::new(&tool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (scripts/test installs Debian's prometheus)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
