@@ -242,9 +242,15 @@ pub fn check(sql: &str) -> Result<bool, QueryError> {
 /// holds a query's turn. Found by fuzzing (fuzz/, the `sql` target).
 pub const MAX_NESTING: usize = 16;
 
-/// Refuses a statement whose parentheses nest deeper than [`MAX_NESTING`], from its tokens (one
-/// linear pass; strings, quoted names and comments are not parentheses). A text that does not
-/// tokenize is left to the parser, which says why.
+/// The most parts a dotted name may have (`catalog.schema.table.column.field...`). The parser
+/// backtracks at every dot of a wrong one (`WHERE a.b.c. ... .z.`, a trailing dot): 20 parts
+/// took 0.5 s, 28 over two minutes. Found by fuzzing too.
+pub const MAX_NAME_PARTS: usize = 8;
+
+/// Refuses a statement whose parentheses nest deeper than [`MAX_NESTING`] or with a dotted name
+/// of more than [`MAX_NAME_PARTS`] parts, from its tokens (one linear pass; strings, quoted
+/// names and comments are single tokens). A text that does not tokenize is left to the
+/// parser, which says why.
 fn check_nesting(sql: &str) -> Result<(), QueryError> {
     use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
     use deltalake::datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -252,6 +258,8 @@ fn check_nesting(sql: &str) -> Result<(), QueryError> {
         return Ok(());
     };
     let (mut depth, mut deepest) = (0usize, 0usize);
+    // Dots in the current run of `name.name.name`.
+    let (mut dots, mut after_dot) = (0usize, false);
     for t in &tokens {
         match t {
             Token::LParen => {
@@ -260,6 +268,20 @@ fn check_nesting(sql: &str) -> Result<(), QueryError> {
             }
             Token::RParen => depth = depth.saturating_sub(1),
             _ => {}
+        }
+        match t {
+            Token::Period => {
+                dots += 1;
+                after_dot = true;
+                if dots >= MAX_NAME_PARTS {
+                    return Err(QueryError::Invalid(format!(
+                        "a dotted name of more than {MAX_NAME_PARTS} parts"
+                    )));
+                }
+            }
+            Token::Whitespace(_) => {}
+            Token::Word(_) | Token::Mul if after_dot || dots == 0 => after_dot = false,
+            _ => (dots, after_dot) = (0, false),
         }
     }
     if deepest > MAX_NESTING {
@@ -849,6 +871,24 @@ mod tests {
                 .await
                 .is_ok()
         );
+        // A wrong dotted name after WHERE: exponential in its parts, refused by their count.
+        let started = Instant::now();
+        let dotted = format!(
+            "SELECT 1 FROM (VALUES (1)) AS a(x) WHERE a{}.",
+            ".b".repeat(40)
+        );
+        refused(guarded.run(&dotted).await, "more than 8 parts");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Qualified names, and dots in numbers and strings, still run.
+        let answer = guarded
+            .run("SELECT a.x, 1.5 AS f, 'a.b.c.d.e.f.g.h.i.j' AS s FROM (VALUES (1)) AS a(x)")
+            .await
+            .unwrap();
+        assert_eq!(answer.rows, 1);
         // A long IN list is wide, not deep.
         let list: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
         let wide = format!("SELECT 7 IN ({}) AS hit", list.join(", "));
