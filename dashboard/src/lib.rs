@@ -17,6 +17,7 @@ pub mod metrics;
 mod pages;
 mod reports;
 mod sql;
+mod status;
 mod view;
 
 use std::net::SocketAddr;
@@ -153,6 +154,7 @@ fn api() -> (Router<State>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::me))
         .routes(routes!(sql::sql))
         .routes(routes!(sql::audit_log))
+        .routes(routes!(status::status))
         .routes(routes!(reports::activity))
         .routes(routes!(reports::uploads))
         .routes(routes!(auth::list_accounts, auth::add_account))

@@ -106,6 +106,12 @@ impl Job {
     }
 }
 
+/// The `txn` application id under which `job`'s tables record the `events` version they
+/// were computed from, in report time zone `tz`.
+pub fn app_id(job: Job, tz: ReportTz) -> String {
+    format!("jobs/{}/{}", job.name(), tz)
+}
+
 /// Every metric table's path in the lake, the user dictionary's too.
 pub fn metric_tables() -> Vec<String> {
     Job::ALL
@@ -184,7 +190,7 @@ impl Ctx<'_> {
     /// The `txn` application id a job's tables record their `events` version under; the
     /// time zone is part of it, so a run in another zone recomputes everything.
     pub fn app(&self, job: Job) -> String {
-        format!("jobs/{}/{}", job.name(), self.opts.tz)
+        app_id(job, self.opts.tz)
     }
 
     fn in_range(&self, day: i32) -> bool {

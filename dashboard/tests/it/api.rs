@@ -101,6 +101,44 @@ async fn every_role_and_tenant_sees_only_its_own() {
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
 }
 
+/// Operators see where the pipeline stands: every source partition the lake covers, and every
+/// job's tables caught up with the events table the fixture's jobs ran over.
+#[tokio::test]
+async fn the_status_shows_partitions_and_jobs_caught_up() {
+    let f = fixture().await;
+    let (s, status) = f.json("/api/v1/status", "operator").await;
+    assert_eq!(s, StatusCode::OK, "{status}");
+    let version = status["events_version"].as_i64().unwrap();
+    let partitions = status["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 1, "{status}");
+    let p = &partitions[0];
+    assert!(p["source"].as_str().unwrap().starts_with("file/"), "{p}");
+    let lines = std::fs::read_to_string(f.dir.path().join("events.ndjson"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        p["events"].as_u64().unwrap() + p["rejected"].as_u64().unwrap(),
+        lines,
+        "{p}"
+    );
+    assert_eq!(p["covered_offset"].as_u64(), Some(lines - 1), "{p}");
+    assert!(p["last_commit_at"].is_string(), "{p}");
+    let jobs = status["jobs"].as_array().unwrap();
+    assert_eq!(
+        jobs.len(),
+        lake::tables::METRIC_TABLES.len() - 1,
+        "{status}"
+    );
+    for j in jobs {
+        assert_eq!(j["events_version_seen"].as_i64(), Some(version), "{j}");
+        assert_eq!(j["versions_behind"], 0, "{j}");
+        assert!(j["last_commit_at"].is_string(), "{j}");
+    }
+    let (s, _) = f.json("/api/v1/status", "analyst").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
 /// Authenticated answers are never stored by a cache; CSV cells a spreadsheet would evaluate
 /// are text.
 #[tokio::test]

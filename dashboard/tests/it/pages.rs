@@ -354,6 +354,7 @@ async fn the_openapi_description_matches_the_routes() {
         "/api/v1/live/series",
         "/api/v1/live/launches/{campaign}",
         "/api/v1/sql/audit",
+        "/api/v1/status",
         "/metrics",
         "/healthz",
     ] {
