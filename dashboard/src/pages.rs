@@ -60,13 +60,18 @@ impl IntoResponse for PageError {
         if e.status == StatusCode::UNAUTHORIZED {
             return Redirect::to("/login").into_response();
         }
-        if e.status.is_server_error() {
-            tracing::error!(status = %e.status, error = %e.message, "page failed");
-        }
+        // A server error's detail goes to the log only, under the request's id.
+        let message = if e.status.is_server_error() {
+            let id = crate::error::request_id().unwrap_or_else(|| "-".into());
+            tracing::error!(status = %e.status, request_id = %id, error = %e.message, "page failed");
+            format!("Something went wrong on the server (request id {id}).")
+        } else {
+            e.message
+        };
         let body = format!(
             "<h1>{}</h1><p class=\"error\">{}</p><p><a href=\"/\">Back</a></p>",
             e.status.as_u16(),
-            esc(&e.message)
+            esc(&message)
         );
         (e.status, document("Error", None, &body)).into_response()
     }
