@@ -252,33 +252,18 @@ fn a_signal_during_the_paced_replay_stops_the_demo_at_once() {
     // At real speed the launch day would take a day to replay.
     let mut child = spawn_demo(&demo_dir, &["--speed", "1"]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut printed = String::new();
-    loop {
-        let mut line = String::new();
-        let n = out.read_line(&mut line).unwrap();
-        assert!(n > 0, "the demo ended before the replay:\n{printed}");
-        printed.push_str(&line);
-        if line.starts_with("replaying the launch day: ") {
-            break;
-        }
-    }
+    let mut printed = read_until(&mut out, "replaying the launch day: ");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     // The replay's sleep is cut short: the demo ends well before its day is over.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the demo did not stop within 60 s of SIGTERM:\n{printed}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exits_within(
+        &mut child,
+        Duration::from_secs(60),
+        "SIGTERM during the replay",
+    );
     std::io::Read::read_to_string(&mut out, &mut printed).unwrap();
     assert_eq!(status.code(), Some(0), "{printed}");
     assert!(printed.contains("stopped during setup"), "{printed}");
