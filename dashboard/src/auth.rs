@@ -249,15 +249,7 @@ impl Caller {
             let idle = state.options.session_idle.as_millis() as i64;
             return matches!(registry.session(secret, idle), Ok(Some(_)));
         }
-        let token_live = matches!(
-            registry.token(&self.token.id),
-            Ok(Some(t)) if t.revoked_at_ms.is_none()
-        );
-        let account_live = matches!(
-            registry.account(&self.account.id),
-            Ok(Some(a)) if !matches!(a.state, VerificationState::Rejected | VerificationState::Revoked)
-        );
-        token_live && account_live
+        matches!(registry.token_in_force(&self.token.id), Ok(Some(_)))
     }
 
     /// The caller's role must be one of `roles`.

@@ -55,8 +55,7 @@ impl IntoResponse for ApiError {
         }
         // A server error's detail (a query, a path, a library's message) goes to the log
         // only; the body says where to find it.
-        let id = request_id().unwrap_or_else(|| "-".into());
-        tracing::error!(status = %self.status, request_id = %id, error = %self.message, "request failed");
+        let id = log_server_error(self.status, &self.message);
         let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             format!("internal error: the server's log has the details under request id {id}")
         } else {
@@ -65,6 +64,14 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"error": message, "code": self.code, "request_id": id});
         (self.status, axum::Json(body)).into_response()
     }
+}
+
+/// Logs a server error's detail under the request's id, which it returns: the only thing of
+/// it a caller is shown.
+pub(crate) fn log_server_error(status: StatusCode, detail: &str) -> String {
+    let id = request_id().unwrap_or_else(|| "-".into());
+    tracing::error!(status = %status, request_id = %id, error = %detail, "request failed");
+    id
 }
 
 tokio::task_local! {

@@ -549,7 +549,11 @@ impl Live {
                     photos: e.photos,
                     campaign_id: e.campaign_id.as_deref(),
                 };
-                self.counters.lock().expect("not poisoned").add(tick);
+                // The clock the decoder was given, not a second reading of it.
+                self.counters
+                    .lock()
+                    .expect("not poisoned")
+                    .add_at(tick, now.div_euclid(1000));
             }
             Err(_) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);

@@ -62,8 +62,7 @@ impl IntoResponse for PageError {
         }
         // A server error's detail goes to the log only, under the request's id.
         let message = if e.status.is_server_error() {
-            let id = crate::error::request_id().unwrap_or_else(|| "-".into());
-            tracing::error!(status = %e.status, request_id = %id, error = %e.message, "page failed");
+            let id = crate::error::log_server_error(e.status, &e.message);
             format!("Something went wrong on the server (request id {id}).")
         } else {
             e.message

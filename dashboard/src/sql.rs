@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use lake::registry::{QueryRecord, Role};
+use lake::registry::{QueryRun, Role};
 use query::output::{Encoder, Format};
 use serde::Deserialize;
 
@@ -120,20 +120,17 @@ fn audit(
     took: std::time::Duration,
     result: &Result<query::guard::Answer, query::guard::QueryError>,
 ) {
-    let record = QueryRecord {
-        seq: 0,
-        at_ms: 0,
-        token_id: caller.token.id.clone(),
-        account_id: caller.account.id.clone(),
-        role: caller.role().to_string(),
-        sql_sha256: String::new(),
-        sql_text: text.to_string(),
-        sql_bytes: text.len() as i64,
+    let role = caller.role().to_string();
+    let record = QueryRun {
+        token_id: &caller.token.id,
+        account_id: &caller.account.id,
+        role: &role,
+        sql: text,
         duration_ms: took.as_millis() as i64,
         rows: result.as_ref().ok().map(|a| a.rows as i64),
         outcome: match result {
-            Ok(_) => "ok".into(),
-            Err(e) => e.code().into(),
+            Ok(_) => "ok",
+            Err(e) => e.code(),
         },
         request_id: crate::error::request_id(),
     };

@@ -251,7 +251,7 @@ pub const MAX_NAME_PARTS: usize = 8;
 /// of more than [`MAX_NAME_PARTS`] parts, from its tokens (one linear pass; strings, quoted
 /// names and comments are single tokens). A text that does not tokenize is left to the
 /// parser, which says why.
-fn check_nesting(sql: &str) -> Result<(), QueryError> {
+fn check_tokens(sql: &str) -> Result<(), QueryError> {
     use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
     use deltalake::datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
@@ -306,7 +306,7 @@ fn check_here(sql: &str) -> Result<bool, QueryError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(too_long(sql));
     }
-    check_nesting(sql)?;
+    check_tokens(sql)?;
     let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
     match statements.len() {
         0 => return Err(QueryError::Invalid("empty query: no statement".into())),

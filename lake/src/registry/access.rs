@@ -133,6 +133,20 @@ pub struct QueryRecord {
     pub request_id: Option<String>,
 }
 
+/// One SQL query over HTTP as it ended, to record ([`Registry::record_query`]).
+#[derive(Debug, Clone)]
+pub struct QueryRun<'a> {
+    pub token_id: &'a str,
+    pub account_id: &'a str,
+    pub role: &'a str,
+    /// The whole text.
+    pub sql: &'a str,
+    pub duration_ms: i64,
+    pub rows: Option<i64>,
+    pub outcome: &'a str,
+    pub request_id: Option<String>,
+}
+
 /// The most of a query's text the audit log keeps (its hash covers all of it).
 pub const AUDIT_TEXT_BYTES: usize = 4096;
 /// Records the audit log keeps; older ones are dropped as new ones come.
@@ -435,18 +449,9 @@ impl Registry {
         let Some((token_id, last_seen)) = found else {
             return Ok(None);
         };
-        let Some(token) = self.token(&token_id)? else {
+        let Some((token, account)) = self.token_in_force(&token_id)? else {
             return Ok(None);
         };
-        let Some(account) = self.account(&token.account_id)? else {
-            return Ok(None);
-        };
-        if matches!(
-            account.state,
-            VerificationState::Rejected | VerificationState::Revoked
-        ) {
-            return Ok(None);
-        }
         if now - last_seen >= 60_000 {
             self.conn.execute(
                 "UPDATE sessions SET last_seen_ms = ?2 WHERE hash = ?1",
@@ -456,11 +461,10 @@ impl Registry {
         Ok(Some((token, account)))
     }
 
-    /// Records one query (`seq` and `at_ms` are given here; `sql_text` is the whole text,
-    /// cut to [`AUDIT_TEXT_BYTES`] and hashed here).
-    pub fn record_query(&self, q: &QueryRecord) -> Result<()> {
-        let mut cut = q.sql_text.len().min(AUDIT_TEXT_BYTES);
-        while !q.sql_text.is_char_boundary(cut) {
+    /// Records one query: its time, hash, kept text and size are taken here.
+    pub fn record_query(&self, q: &QueryRun<'_>) -> Result<()> {
+        let mut cut = q.sql.len().min(AUDIT_TEXT_BYTES);
+        while !q.sql.is_char_boundary(cut) {
             cut -= 1;
         }
         let seq: i64 = self.conn.query_row(
@@ -472,9 +476,9 @@ impl Registry {
                 q.token_id,
                 q.account_id,
                 q.role,
-                hash(&q.sql_text),
-                &q.sql_text[..cut],
-                q.sql_text.len() as i64,
+                hash(q.sql),
+                &q.sql[..cut],
+                q.sql.len() as i64,
                 q.duration_ms,
                 q.rows,
                 q.outcome,
@@ -515,6 +519,24 @@ impl Registry {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Token `id` and its account while the token may still be used: not revoked, its account
+    /// not rejected or revoked (which also ends its login sessions).
+    pub fn token_in_force(&self, id: &str) -> Result<Option<(TokenInfo, Account)>> {
+        let Some(token) = self.token(id)?.filter(|t| t.revoked_at_ms.is_none()) else {
+            return Ok(None);
+        };
+        let Some(account) = self.account(&token.account_id)? else {
+            return Ok(None);
+        };
+        if matches!(
+            account.state,
+            VerificationState::Rejected | VerificationState::Revoked
+        ) {
+            return Ok(None);
+        }
+        Ok(Some((token, account)))
     }
 
     /// Ends the session with this secret (logout); false if there was none.

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 mod access;
 pub use access::{
-    Account, AccountKind, Audit, QueryRecord, Role, SESSION_PREFIX, Token, TokenInfo,
+    Account, AccountKind, Audit, QueryRecord, QueryRun, Role, SESSION_PREFIX, Token, TokenInfo,
     VerificationState,
 };
 
