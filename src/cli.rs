@@ -106,6 +106,11 @@ pub struct ServeArgs {
     /// A login session ends at the latest this many hours after login.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=720))]
     pub session_max_hours: u64,
+    /// How late an event may arrive after its partition's watermark (the newest event time
+    /// ingested from it) has passed it: reports are complete up to the smallest partition
+    /// watermark less this; later days show as provisional (e.g. 30s, 5m).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub allowed_lateness: std::time::Duration,
     /// Live peaks: Kafka bootstrap servers to read the events topic from (its newest offsets).
     #[arg(long)]
     pub brokers: Option<String>,
@@ -141,8 +146,13 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub jobs_every: std::time::Duration,
     /// The ingester commits its buffer when its oldest message is this many seconds old.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     pub flush_secs: f64,
+    /// How late an event may arrive after its partition's watermark (the newest event time
+    /// ingested from it) has passed it: reports are complete up to the smallest partition
+    /// watermark less this; later days show as provisional (e.g. 30s, 5m).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub allowed_lateness: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,7 +211,7 @@ pub enum TokensCommand {
         lake: LakeArg,
         #[command(flatten)]
         registry: RegistryArg,
-        /// operator, analyst, official or advertiser.
+        /// operator, analyst, official, advertiser or scraper (reads /metrics only).
         #[arg(long)]
         role: String,
         /// The account the token belongs to.
@@ -276,6 +286,12 @@ pub struct IngestArgs {
     /// written file before committing it (`--flush-secs` plus a commit).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub vacuum_retain: std::time::Duration,
+    /// Serve the ingester's metrics at http://ADDR/metrics (Prometheus's text format; an
+    /// operator's or a scraper's token from the lake's registry).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub registry: RegistryArg,
 }
 
 /// The topic an ingester consumes.
@@ -383,6 +399,11 @@ pub struct JobsRunArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// After the run, write its metrics to this file in Prometheus's text format (for
+    /// node_exporter's textfile collector: runs, failures, duration, rows, version lag);
+    /// written whole to a temporary file and renamed, so a scrape never reads half of it.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// The jobs to run (default: all): activity, peaks, campaigns, accounts, advertisers.
     #[arg(value_parser = clap::value_parser!(jobs::Job))]
     pub jobs: Vec<jobs::Job>,
@@ -519,10 +540,23 @@ pub enum DatasetsCommand {
         /// The NDJSON file; `-` reads standard input.
         #[arg(long, default_value = "-")]
         input: PathBuf,
+        /// At most this many messages a second, evenly (default: as fast as the broker takes
+        /// them).
+        #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+        rate: Option<f64>,
         /// A librdkafka property, KEY=VALUE (repeatable).
         #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
         kafka: Vec<(String, String)>,
     },
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "expected a positive number of messages a second, got {s:?}"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! The subcommands: typed options in, a call into a crate, a summary out.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -9,6 +10,7 @@ use ingest::kafka::KafkaOptions;
 use ingest::stats::Stats;
 use ingest::writer::{LakeWriter, WriterOptions};
 use lake::ledger::Ledger;
+use lake::registry::Registry;
 use lake::tables::Lake;
 
 use crate::UsageError;
@@ -105,8 +107,32 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         .await
         .context("opening the lake")?;
     let mut progress = Progress::new();
+    // With --metrics-listen, the counters a scrape reads, and the endpoint serving them until
+    // the ingest ends.
+    let counters = Arc::new(crate::pipeline::Ingester::default());
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = match args.metrics_listen {
+        Some(listen) => {
+            let registry = Registry::path_for(&lake, args.registry.registry.as_deref())?;
+            let shutdown = async move {
+                let _ = metrics_stopped.await;
+            };
+            let served = counters.clone();
+            let (server, addr) = crate::run::spawn_server(|ready| {
+                dashboard::scrape::serve_metrics(registry, served, listen, shutdown, ready)
+            })
+            .await?;
+            println!("metrics at http://{addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
+    let mut observe = |s: &ingest::stats::Stats| {
+        progress.update(s);
+        counters.ingesting(s);
+    };
     let stats = if let Some(path) = &args.from_file {
-        let run = ingest::backfill::run(&mut writer, path, |w| progress.update(&w.stats));
+        let run = ingest::backfill::run(&mut writer, path, |w| observe(&w.stats));
         tokio::select! {
             r = run => r?,
             _ = shutdown_signal() => {
@@ -126,9 +152,15 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             overrides: args.topic.kafka.clone(),
             until_caught_up: args.until_caught_up,
         };
-        ingest::kafka::run(writer, &options, shutdown_signal(), |s| progress.update(s)).await?
+        ingest::kafka::run(writer, &options, shutdown_signal(), |s| observe(s)).await?
     };
     progress.finish();
+    let _ = metrics_stop.send(());
+    if let Some(server) = metrics {
+        server
+            .await?
+            .map_err(|e| anyhow::anyhow!("the metrics endpoint: {e}"))?;
+    }
     println!(
         "ingested {} in {:.1}s",
         stats.line(),
@@ -339,6 +371,7 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
             brokers,
             topic,
             input,
+            rate,
             kafka,
         } => {
             let lines: Box<dyn std::io::BufRead + Send> = if input.as_os_str() == "-" {
@@ -349,7 +382,26 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
                         .map_err(|e| UsageError(format!("--input {}: {e}", input.display())))?,
                 ))
             };
-            let n = datasets::produce::produce_lines(&brokers, &topic, &kafka, lines).await?;
+            let config = datasets::produce::producer_config(&brokers, &kafka);
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stopping = stop.clone();
+            let name = topic.clone();
+            let mut producing = tokio::task::spawn_blocking(move || {
+                datasets::produce::produce_paced(&config, &name, lines, rate, Some(stopping))
+            });
+            let n = tokio::select! {
+                r = &mut producing => r??,
+                _ = shutdown_signal() => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    match producing.await? {
+                        Err(datasets::Error::Stopped) => {
+                            tracing::warn!("interrupted: messages not yet acknowledged may be lost");
+                            return Ok(());
+                        }
+                        r => r?,
+                    }
+                }
+            };
             println!("produced {n} messages to {topic}");
         }
     }

@@ -390,6 +390,7 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
         to: None,
         full: false,
         jobs: Vec::new(),
+        memory: None,
     };
     let summaries = jobs::run(&opts, &jobs::Quiet).await?;
     crate::metrics::print_summaries(&summaries, opts.tz);

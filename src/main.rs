@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod demo;
 mod metrics;
+mod pipeline;
 mod run;
 mod server;
 mod sql;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lake::registry::{Campaign, Registry};
 use lake::tables::Lake;
@@ -83,15 +83,46 @@ pub async fn jobs(cmd: JobsCommand) -> Result<()> {
         to: day(args.to),
         full: args.full,
         jobs: args.jobs.clone(),
+        memory: None,
     };
     let bars = Bars::new();
-    let summaries = jobs::run(&opts, &bars).await?;
+    let started = std::time::Instant::now();
+    let result = jobs::run(&opts, &bars).await;
+    if let Some(path) = &args.metrics_file {
+        let counters = crate::pipeline::Jobs::default();
+        match &result {
+            Ok(summaries) => counters.ran(summaries, chrono::Utc::now().timestamp(), None),
+            Err(_) => {
+                let all = if opts.jobs.is_empty() {
+                    jobs::Job::ALL.to_vec()
+                } else {
+                    opts.jobs.clone()
+                };
+                let names: Vec<&'static str> = all.iter().map(|j| j.name()).collect();
+                counters.failed(&names, started.elapsed());
+            }
+        }
+        let mut text = String::new();
+        counters.render(&mut text);
+        write_whole(path, text.as_bytes())
+            .with_context(|| format!("--metrics-file {}", path.display()))?;
+    }
+    let summaries = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summaries)?);
         return Ok(());
     }
     print_summaries(&summaries, opts.tz);
     Ok(())
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`: a reader sees
+/// the old file or the new one, never a part.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// One line per job: what it recomputed, or that it was up to date.

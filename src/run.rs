@@ -12,7 +12,6 @@
 //! ends the process with an error.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -23,161 +22,7 @@ use tokio::sync::watch;
 
 use crate::UsageError;
 use crate::cli::RunArgs;
-
-/// The ingester's and the jobs' counters, rendered at the dashboard's `/metrics`.
-#[derive(Debug, Default)]
-struct Pipeline {
-    /// The ingest runs that ended, summed; and the one running.
-    ingest: std::sync::Mutex<(Ingested, Ingested)>,
-    ingest_restarts: AtomicU64,
-    jobs_ok: AtomicU64,
-    jobs_failed: AtomicU64,
-    jobs_millis: AtomicU64,
-    jobs_rows: AtomicU64,
-    /// The events version the jobs last saw, and the newest one found (-1: none yet).
-    events_seen: AtomicI64,
-    events_latest: AtomicI64,
-    jobs_last_run: AtomicI64,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Ingested {
-    accepted: u64,
-    rejected: u64,
-    skipped: u64,
-    commits: u64,
-    files: u64,
-    fenced: u64,
-    lag: Option<i64>,
-}
-
-impl Ingested {
-    fn of(s: &ingest::stats::Stats) -> Self {
-        Self {
-            accepted: s.accepted,
-            rejected: s.rejected,
-            skipped: s.skipped,
-            commits: s.commits,
-            files: s.files,
-            fenced: s.fenced,
-            lag: s.lag,
-        }
-    }
-
-    fn plus(self, o: Self) -> Self {
-        Self {
-            accepted: self.accepted + o.accepted,
-            rejected: self.rejected + o.rejected,
-            skipped: self.skipped + o.skipped,
-            commits: self.commits + o.commits,
-            files: self.files + o.files,
-            fenced: self.fenced + o.fenced,
-            lag: o.lag,
-        }
-    }
-}
-
-impl Pipeline {
-    fn new() -> Self {
-        let p = Self::default();
-        p.events_seen.store(-1, Ordering::Relaxed);
-        p.events_latest.store(-1, Ordering::Relaxed);
-        p
-    }
-
-    /// The running ingest's totals so far.
-    fn ingesting(&self, s: &ingest::stats::Stats) {
-        self.ingest.lock().unwrap_or_else(|e| e.into_inner()).1 = Ingested::of(s);
-    }
-
-    /// The running ingest ended: its totals join the ended ones'.
-    fn ingest_ended(&self) {
-        let mut i = self.ingest.lock().unwrap_or_else(|e| e.into_inner());
-        i.0 = i.0.plus(i.1);
-        i.1 = Ingested {
-            lag: i.1.lag,
-            ..Ingested::default()
-        };
-    }
-}
-
-impl dashboard::metrics::ExtraMetrics for Pipeline {
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let (done, now) = *self.ingest.lock().unwrap_or_else(|e| e.into_inner());
-        let t = done.plus(now);
-        let gauge = |v: i64| {
-            if v < 0 {
-                "NaN".to_string()
-            } else {
-                v.to_string()
-            }
-        };
-        let seen = self.events_seen.load(Ordering::Relaxed);
-        let latest = self.events_latest.load(Ordering::Relaxed);
-        let _ = write!(
-            out,
-            "# HELP spacepulse_ingest_messages_total Messages the ingester read, by what became of them.\n\
-             # TYPE spacepulse_ingest_messages_total counter\n\
-             spacepulse_ingest_messages_total{{outcome=\"accepted\"}} {}\n\
-             spacepulse_ingest_messages_total{{outcome=\"rejected\"}} {}\n\
-             spacepulse_ingest_messages_total{{outcome=\"skipped\"}} {}\n\
-             # HELP spacepulse_ingest_commits_total Delta commits of the events and rejected tables.\n\
-             # TYPE spacepulse_ingest_commits_total counter\n\
-             spacepulse_ingest_commits_total {}\n\
-             # HELP spacepulse_ingest_files_total Parquet files the commits added.\n\
-             # TYPE spacepulse_ingest_files_total counter\n\
-             spacepulse_ingest_files_total {}\n\
-             # HELP spacepulse_ingest_fenced_total Buffers dropped because another writer had committed their partitions.\n\
-             # TYPE spacepulse_ingest_fenced_total counter\n\
-             spacepulse_ingest_fenced_total {}\n\
-             # HELP spacepulse_ingest_restarts_total Times the ingester failed and started again.\n\
-             # TYPE spacepulse_ingest_restarts_total counter\n\
-             spacepulse_ingest_restarts_total {}\n\
-             # HELP spacepulse_ingest_lag_messages Messages behind the partitions' high watermarks.\n\
-             # TYPE spacepulse_ingest_lag_messages gauge\n\
-             spacepulse_ingest_lag_messages {}\n\
-             # HELP spacepulse_jobs_runs_total Runs of the jobs, by outcome.\n\
-             # TYPE spacepulse_jobs_runs_total counter\n\
-             spacepulse_jobs_runs_total{{outcome=\"ok\"}} {}\n\
-             spacepulse_jobs_runs_total{{outcome=\"failed\"}} {}\n\
-             # HELP spacepulse_jobs_run_seconds_total Time spent running the jobs.\n\
-             # TYPE spacepulse_jobs_run_seconds_total counter\n\
-             spacepulse_jobs_run_seconds_total {}\n\
-             # HELP spacepulse_jobs_rows_total Rows the jobs wrote to the metric tables.\n\
-             # TYPE spacepulse_jobs_rows_total counter\n\
-             spacepulse_jobs_rows_total {}\n\
-             # HELP spacepulse_jobs_events_version The events table version the jobs last saw.\n\
-             # TYPE spacepulse_jobs_events_version gauge\n\
-             spacepulse_jobs_events_version {}\n\
-             # HELP spacepulse_jobs_events_version_lag Versions of the events table the jobs have not seen.\n\
-             # TYPE spacepulse_jobs_events_version_lag gauge\n\
-             spacepulse_jobs_events_version_lag {}\n\
-             # HELP spacepulse_jobs_last_run_timestamp_seconds When the jobs last ran to the end.\n\
-             # TYPE spacepulse_jobs_last_run_timestamp_seconds gauge\n\
-             spacepulse_jobs_last_run_timestamp_seconds {}\n",
-            t.accepted,
-            t.rejected,
-            t.skipped,
-            t.commits,
-            t.files,
-            t.fenced,
-            self.ingest_restarts.load(Ordering::Relaxed),
-            t.lag.map_or_else(|| "NaN".to_string(), |l| l.to_string()),
-            self.jobs_ok.load(Ordering::Relaxed),
-            self.jobs_failed.load(Ordering::Relaxed),
-            self.jobs_millis.load(Ordering::Relaxed) as f64 / 1000.0,
-            self.jobs_rows.load(Ordering::Relaxed),
-            gauge(seen),
-            if seen < 0 || latest < 0 {
-                "NaN".to_string()
-            } else {
-                (latest - seen).to_string()
-            },
-            gauge(self.jobs_last_run.load(Ordering::Relaxed)),
-        );
-    }
-}
+use crate::pipeline::Pipeline;
 
 /// Waits before a failed part starts again: 1 s, doubling to 30 s.
 struct Backoff(Duration);
@@ -229,11 +74,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let lake = Lake::new(&args.lake.lake)?;
     let (stop_tx, stop) = watch::channel(false);
 
-    let pipeline = Arc::new(Pipeline::new());
+    let pipeline = Arc::new(Pipeline::default());
     let mut options = dashboard::Options::new(lake.clone());
     options.extra_metrics = Some(pipeline.clone());
     options.registry = args.registry.registry.clone();
     options.tz = tz;
+    options.allowed_lateness = args.allowed_lateness;
     options.live = Some(dashboard::live::LiveOptions {
         brokers: args.brokers.clone(),
         topic: args.topic.topic.clone(),
@@ -260,24 +106,55 @@ pub async fn run(args: RunArgs) -> Result<()> {
         max_age: Duration::from_secs_f64(args.flush_secs),
         ..WriterOptions::default()
     };
+    let (commits_tx, commits) = watch::channel(0u64);
     let ingester = tokio::spawn(ingest_loop(
         lake.clone(),
         kafka,
         writer_options,
         stop.clone(),
         pipeline.clone(),
+        commits_tx,
     ));
-    let jobs = tokio::spawn(jobs_loop(
-        jobs::Options {
-            lake: lake.clone(),
-            registry: args.registry.registry.clone(),
-            tz,
-            from: None,
-            to: None,
-            full: false,
-            jobs: Vec::new(),
+    let jobs_options = |jobs: Vec<jobs::Job>, memory| jobs::Options {
+        lake: lake.clone(),
+        registry: args.registry.registry.clone(),
+        tz,
+        from: None,
+        to: None,
+        full: false,
+        jobs,
+        memory,
+    };
+    // Two loops: the campaigns job at launch pace, woken by each commit and reading only the
+    // files committed since its last run (it keeps the campaign events in memory); the daily
+    // jobs every --jobs-every, so that a long recompute of a busy day never holds back a
+    // launch's report.
+    let launch = tokio::spawn(jobs_loop(
+        JobsLoop {
+            opts: jobs_options(
+                vec![jobs::Job::Campaigns],
+                Some(Arc::new(jobs::Memory::default())),
+            ),
+            every: args.jobs_every,
+            commits: Some(commits),
+            skip_seen: false,
         },
-        args.jobs_every,
+        stop.clone(),
+        pipeline.clone(),
+    ));
+    let daily = tokio::spawn(jobs_loop(
+        JobsLoop {
+            opts: jobs_options(
+                jobs::Job::ALL
+                    .into_iter()
+                    .filter(|j| *j != jobs::Job::Campaigns)
+                    .collect(),
+                None,
+            ),
+            every: args.jobs_every,
+            commits: None,
+            skip_seen: true,
+        },
         stop.clone(),
         pipeline.clone(),
     ));
@@ -289,8 +166,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     tracing::info!("stopping: the ingester commits what it holds, the jobs and the server finish");
     stop_tx.send_replace(true);
-    let (ingested, ran) = tokio::join!(ingester, jobs);
+    let (ingested, launched, ran) = tokio::join!(ingester, launch, daily);
     ingested.context("the ingester")?;
+    launched.context("the campaigns job")?;
     ran.context("the jobs")?;
     let served = match served {
         Some(r) => r,
@@ -311,10 +189,24 @@ pub async fn start_dashboard(
     tokio::task::JoinHandle<Result<(), dashboard::ApiError>>,
     std::net::SocketAddr,
 )> {
+    spawn_server(|ready| dashboard::serve(options, listen, shutdown, ready)).await
+}
+
+/// A server `start`ed on a task: the task and its address once it listens (`start` calls
+/// `ready` with it), or why it did not start.
+pub async fn spawn_server<F>(
+    start: impl FnOnce(Box<dyn FnOnce(std::net::SocketAddr) + Send>) -> F,
+) -> Result<(
+    tokio::task::JoinHandle<Result<(), dashboard::ApiError>>,
+    std::net::SocketAddr,
+)>
+where
+    F: std::future::Future<Output = Result<(), dashboard::ApiError>> + Send + 'static,
+{
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(dashboard::serve(options, listen, shutdown, move |addr| {
+    let server = tokio::spawn(start(Box::new(move |addr| {
         let _ = addr_tx.send(addr);
-    }));
+    })));
     match addr_rx.await {
         Ok(addr) => Ok((server, addr)),
         Err(_) => {
@@ -323,7 +215,7 @@ pub async fn start_dashboard(
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            Err(anyhow::anyhow!("the dashboard did not start: {why}"))
+            Err(anyhow::anyhow!("the server did not start: {why}"))
         }
     }
 }
@@ -335,19 +227,25 @@ async fn ingest_loop(
     writer_options: WriterOptions,
     stop: watch::Receiver<bool>,
     pipeline: Arc<Pipeline>,
+    commits: watch::Sender<u64>,
 ) {
     let mut backoff = Backoff::new();
     while !*stop.borrow() {
+        let mut told = 0;
         let started = std::time::Instant::now();
         let result = async {
             let writer = LakeWriter::open(&lake, writer_options.clone()).await?;
             ingest::kafka::run(writer, &kafka, stopped(stop.clone()), |s| {
-                pipeline.ingesting(s)
+                pipeline.ingester.ingesting(s);
+                if s.commits != told {
+                    told = s.commits;
+                    commits.send_modify(|c| *c += 1);
+                }
             })
             .await
         }
         .await;
-        pipeline.ingest_ended();
+        pipeline.ingester.ended(result.is_err());
         match result {
             Ok(stats) => {
                 tracing::info!(ingested = %stats.line(), "ingester stopped");
@@ -356,7 +254,6 @@ async fn ingest_loop(
                 }
             }
             Err(e) => {
-                pipeline.ingest_restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "ingester failed; starting it again")
             }
         }
@@ -369,21 +266,59 @@ async fn ingest_loop(
     }
 }
 
-/// The jobs, every `every` while the events table has a version they have not seen, until
-/// `stop`; a failed run is tried again after a backoff.
-async fn jobs_loop(
+/// Which jobs a loop runs and what wakes it.
+struct JobsLoop {
     opts: jobs::Options,
+    /// Waits at most this long between looks at the events table.
     every: Duration,
-    stop: watch::Receiver<bool>,
-    pipeline: Arc<Pipeline>,
-) {
+    /// Woken at once when the in-process ingester commits.
+    commits: Option<watch::Receiver<u64>>,
+    /// Skip a run while the events version is the one the last run saw (the campaigns job
+    /// runs anyway: it also follows the registry's campaigns, and checks both itself).
+    skip_seen: bool,
+}
+
+impl JobsLoop {
+    fn jobs(&self) -> Vec<jobs::Job> {
+        if self.opts.jobs.is_empty() {
+            jobs::Job::ALL.to_vec()
+        } else {
+            self.opts.jobs.clone()
+        }
+    }
+
+    /// Resolves after `every`, at a commit, or at `stop` (true).
+    async fn wait(&mut self, stop: &watch::Receiver<bool>) -> bool {
+        let commit = async {
+            match self.commits.as_mut() {
+                Some(c) => {
+                    if c.changed().await.is_err() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(self.every) => false,
+            _ = commit => false,
+            _ = stopped(stop.clone()) => true,
+        }
+    }
+}
+
+/// Runs a loop's jobs whenever it wakes and the events table has moved on, until `stop`; a
+/// failed run is tried again after a backoff.
+async fn jobs_loop(mut l: JobsLoop, stop: watch::Receiver<bool>, pipeline: Arc<Pipeline>) {
+    let names: Vec<&'static str> = l.jobs().iter().map(|j| j.name()).collect();
+    pipeline.jobs.expect(&names);
     let mut seen: Option<u64> = None;
     let mut backoff = Backoff::new();
     loop {
-        if sleep_or_stop(every, &stop).await {
+        if l.wait(&stop).await {
             return;
         }
-        let version = match opts.lake.open("events").await {
+        let version = match l.opts.lake.open("events").await {
             Ok(Some(t)) => t.version().unwrap_or(0),
             // Nothing ingested yet.
             Ok(None) => continue,
@@ -392,36 +327,26 @@ async fn jobs_loop(
                 continue;
             }
         };
-        pipeline
-            .events_latest
-            .store(version as i64, Ordering::Relaxed);
-        if seen == Some(version) {
+        pipeline.jobs.found_version(version);
+        if l.skip_seen && seen == Some(version) {
             continue;
         }
         let started = std::time::Instant::now();
-        let run = jobs::run(&opts, &jobs::Quiet);
+        pipeline
+            .jobs
+            .starting(&names, chrono::Utc::now().timestamp());
+        let run = jobs::run(&l.opts, &jobs::Quiet);
         let result = tokio::select! {
             r = run => r,
             // A job dropped before its commit leaves its tables as they were.
             _ = stopped(stop.clone()) => return,
         };
-        pipeline
-            .jobs_millis
-            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp();
         match result {
             Ok(summaries) => {
                 backoff.reset();
                 seen = Some(version);
-                pipeline.jobs_ok.fetch_add(1, Ordering::Relaxed);
-                pipeline
-                    .jobs_rows
-                    .fetch_add(summaries.iter().map(|s| s.rows).sum(), Ordering::Relaxed);
-                pipeline
-                    .events_seen
-                    .store(version as i64, Ordering::Relaxed);
-                pipeline
-                    .jobs_last_run
-                    .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+                pipeline.jobs.ran(&summaries, now, Some(l.every));
                 let changed: Vec<String> = summaries
                     .iter()
                     .filter(|s| !s.up_to_date)
@@ -432,8 +357,8 @@ async fn jobs_loop(
                 }
             }
             Err(e) => {
-                pipeline.jobs_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "jobs failed; trying again");
+                pipeline.jobs.failed(&names, started.elapsed());
+                tracing::warn!(error = %e, jobs = %names.join(","), "jobs failed; trying again");
                 if sleep_or_stop(backoff.next(), &stop).await {
                     return;
                 }

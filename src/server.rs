@@ -41,6 +41,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     options.trust_forwarded_proto = args.trust_forwarded_proto;
     options.session_idle = Duration::from_secs(args.session_idle_minutes * 60);
     options.session_max = Duration::from_secs(args.session_max_hours * 3600);
+    options.allowed_lateness = args.allowed_lateness;
     options.live = args.brokers.map(|brokers| dashboard::live::LiveOptions {
         brokers,
         topic: args.topic,

@@ -332,6 +332,24 @@ pub async fn session(lake_dir: &Path) -> SessionContext {
     query::session::session(&lake).await.expect("session")
 }
 
+/// Every metric table's rows (sorted, bitmaps and sketches included) for comparisons.
+pub async fn snapshot(lake: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let ctx = session(lake).await;
+    let mut out = std::collections::BTreeMap::new();
+    for name in lake::tables::METRIC_TABLES {
+        if ctx.table_exist(*name).unwrap() {
+            let rows = query(&ctx, &format!("SELECT * FROM {name}")).await;
+            let mut rows: Vec<String> = rows
+                .into_iter()
+                .map(|r| serde_json::to_string(&r).unwrap())
+                .collect();
+            rows.sort();
+            out.insert(name.to_string(), rows);
+        }
+    }
+    out
+}
+
 /// Runs SQL and returns the rows as JSON objects.
 pub async fn query(
     ctx: &SessionContext,
@@ -502,9 +520,15 @@ impl Server {
     /// `spacepulse ARGS --listen 127.0.0.1:0` (`serve`, `run`): started once it prints its
     /// address.
     pub fn start_command(args: &[&str]) -> Server {
+        Self::start_listening(args, "--listen")
+    }
+
+    /// `spacepulse ARGS FLAG 127.0.0.1:0`: started once it prints the address it listens on
+    /// (`ingest --metrics-listen`).
+    pub fn start_listening(args: &[&str], flag: &str) -> Server {
         let mut child = std::process::Command::new(spacepulse_bin())
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args([flag, "127.0.0.1:0"])
             .env("SPACEPULSE_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -523,6 +547,34 @@ impl Server {
             .unwrap_or_else(|| panic!("no address in {first:?}"))
             .to_string();
         Server { child, addr }
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends `signal` (`-INT`, `-TERM`) and waits at most `limit` for the process to end:
+    /// its exit status, or a panic (after SIGKILL) if it outlived the limit.
+    pub fn signal(mut self, signal: &str, limit: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(sent);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("still running {limit:?} after kill {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, then the exit status.

@@ -39,6 +39,14 @@ enum Credential {
     Session(String),
 }
 
+/// The bearer token of `Authorization: Bearer <token>`, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
+    match credential(headers)? {
+        Credential::Token(t) => Some(t),
+        Credential::Session(_) => None,
+    }
+}
+
 fn credential(headers: &HeaderMap) -> Option<Credential> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;

@@ -1,5 +1,5 @@
-//! The spacepulse server: a JSON API under `/api/v1` for the four roles (operator, analyst,
-//! official account, advertiser), analysts' SQL, account and token administration, the web
+//! The spacepulse server: a JSON API under `/api/v1` for the roles (operator, analyst,
+//! official account, advertiser, and a scraper that reads only `/metrics`), analysts' SQL, account and token administration, the web
 //! pages, live peaks and Prometheus metrics, from one binary.
 //!
 //! Reports read the jobs' metric tables through the query crate's session. The session is
@@ -16,6 +16,7 @@ mod live_api;
 pub mod metrics;
 mod pages;
 mod reports;
+pub mod scrape;
 mod sql;
 mod status;
 mod view;
@@ -64,6 +65,9 @@ pub struct Options {
     pub session_max: Duration,
     /// More metrics for `/metrics` (the pipeline's, under `spacepulse run`).
     pub extra_metrics: Option<Arc<dyn metrics::ExtraMetrics>>,
+    /// How late an event may arrive after the partition watermark has passed its time:
+    /// reports are complete up to the watermark less this.
+    pub allowed_lateness: Duration,
 }
 
 impl Options {
@@ -80,6 +84,7 @@ impl Options {
             session_idle: Duration::from_secs(2 * 3600),
             session_max: Duration::from_secs(12 * 3600),
             extra_metrics: None,
+            allowed_lateness: Duration::from_secs(60),
         }
     }
 }
@@ -104,7 +109,7 @@ pub async fn state(options: Options) -> Result<State, ApiError> {
     let path = Registry::path_for(&options.lake, options.registry.as_deref())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let registry = Registry::open(&path).map_err(|e| ApiError::internal(e.to_string()))?;
-    let view = view::LakeView::open(options.lake.clone(), options.sql_limits).await?;
+    let view = view::LakeView::open(options.lake.clone(), options.sql_limits, options.tz).await?;
     let live = options.live.clone().map(|o| live::Live::new(o, options.tz));
     Ok(Arc::new(AppState {
         options,

@@ -20,6 +20,12 @@ use crate::error::ApiError;
 /// run`), appended to `/metrics` in the text exposition format.
 pub trait ExtraMetrics: Send + Sync + std::fmt::Debug {
     fn render(&self, out: &mut String);
+
+    /// What the process knows beyond the lake, for `GET /api/v1/status`: `{"lag": {partition:
+    /// messages}, "jobs": {job: {last_run, duration_seconds, next_run, ...}}}`.
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// Latency buckets, seconds.
@@ -134,10 +140,10 @@ pub async fn track(AxState(state): AxState<State>, req: Request, next: Next) -> 
     response
 }
 
-/// `GET /metrics` (operator tokens: Prometheus's `authorization` scrape setting).
+/// `GET /metrics` (operator or scraper tokens: Prometheus's `authorization` scrape setting).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn metrics(caller: Caller, AxState(state): AxState<State>) -> Result<Response, ApiError> {
-    caller.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator, Role::Scraper])?;
     let mut out = String::new();
     state.http_metrics.render(&mut out);
     out.push_str(

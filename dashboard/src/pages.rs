@@ -121,6 +121,7 @@ fn nav(c: &Caller) -> String {
         Role::Analyst => links.push(("/platform".into(), "Platform")),
         Role::Official => links.push((format!("/accounts/{}", c.account.id), "My account")),
         Role::Advertiser => links.push((format!("/advertisers/{}", c.account.id), "My ads")),
+        Role::Scraper => links.push(("/metrics".into(), "Metrics")),
     }
     let items: String = links
         .iter()
@@ -181,12 +182,25 @@ fn table(id: &str, rows: &[Value], columns: &[(&str, &str)]) -> String {
                 .iter()
                 .map(|(k, _)| format!("<td data-col=\"{k}\">{}</td>", cell(&r[*k])))
                 .collect();
-            format!("<tr>{cells}</tr>")
+            // A row past the report's `complete_up_to` may still change.
+            if r["provisional"] == Value::Bool(true) {
+                format!(
+                    "<tr class=\"provisional\" title=\"provisional: may still change\">{cells}</tr>"
+                )
+            } else {
+                format!("<tr>{cells}</tr>")
+            }
         })
         .collect();
+    let legend = if rows.iter().any(|r| r["provisional"] == Value::Bool(true)) {
+        "<p class=\"meta\"><span class=\"provisional\">Rows in italics</span> are provisional: \
+         they end after the report is complete and may still change.</p>"
+    } else {
+        ""
+    };
     format!(
         "<div class=\"scroll\"><table id=\"{id}\"><thead><tr>{head}</tr></thead>\
-         <tbody>{body}</tbody></table></div>"
+         <tbody>{body}</tbody></table></div>{legend}"
     )
 }
 
@@ -335,6 +349,7 @@ pub async fn home(Viewer(c): Viewer) -> Response {
         Role::Operator | Role::Analyst => "/platform".to_string(),
         Role::Official => format!("/accounts/{}", c.account.id),
         Role::Advertiser => format!("/advertisers/{}", c.account.id),
+        Role::Scraper => "/metrics".to_string(),
     };
     Redirect::to(&to).into_response()
 }
@@ -589,6 +604,7 @@ pub async fn campaign(
         .collect();
     let body = format!(
         "<h1>Campaign {name}</h1>\
+         <p class=\"meta\">Times in <b>{tz}</b> · complete up to <b id=\"complete-up-to\">{fresh}</b></p>\
          <section><h2>Launch milestones</h2>{ms}\
          <div class=\"chart\" id=\"launch-chart\">{launch_chart}</div>\
          <p class=\"meta\">Users who reserved, counted once each, by seconds after the launch \
@@ -596,6 +612,8 @@ pub async fn campaign(
          <section><h2>Funnel</h2><div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}\
          <details><summary>By platform and region</summary>{st}</details></section>",
         name = esc(&id),
+        tz = esc(state.options.tz.name()),
+        fresh = esc(launch["complete_up_to"].as_str().unwrap_or("no data yet")),
         ms = table(
             "milestones",
             &milestones,

@@ -215,13 +215,19 @@ async fn daily_body(
                     Ok(("text/csv; charset=utf-8".into(), bytes))
                 }
                 Out::Json => {
-                    let rows = view.rows(&sql, &[table]).await?;
+                    let mut rows = view.rows(&sql, &[table]).await?;
+                    let fresh = view
+                        .freshness(table, state.options.allowed_lateness)
+                        .await?;
+                    fresh.mark_rows(&mut rows);
                     let mut report = json!({
                         "report": name,
                         "tz": state.options.tz.name(),
                         "from": from.map(query::tz::format_day),
                         "to": to.map(query::tz::format_day),
-                        "complete_up_to": newest.map(query::tz::format_day),
+                        "newest_day": newest.map(query::tz::format_day),
+                        "complete_up_to": fresh.instant(),
+                        "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
                         "rows": rows,
                     });
                     if let Some((field, totals_sql)) = &extra {
@@ -432,7 +438,15 @@ pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiEr
             &["funnels"],
         )
         .await?;
-    Ok(json!({"campaign_id": id, "rows": rows}))
+    let fresh = view
+        .freshness("funnels", state.options.allowed_lateness)
+        .await?;
+    Ok(json!({
+        "campaign_id": id,
+        "complete_up_to": fresh.instant(),
+        "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
+        "rows": rows,
+    }))
 }
 
 /// The launch: the milestones (+1 s ... +24 h) and the first hour second by second.
@@ -448,11 +462,11 @@ pub async fn launch(
 
 pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiError> {
     let view = state.view.current().await?;
-    let milestones = view
+    let mut milestones = view
         .rows(
             &format!(
-                "SELECT after_seconds, users FROM launch_milestones WHERE campaign_id = {} \
-                 ORDER BY after_seconds",
+                "SELECT after_seconds, users, CAST(start AS BIGINT) AS start_us \
+                 FROM launch_milestones WHERE campaign_id = {} ORDER BY after_seconds",
                 lit(id)
             ),
             &["launch_milestones"],
@@ -468,5 +482,41 @@ pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiEr
             &["launch_curve"],
         )
         .await?;
-    Ok(json!({"campaign_id": id, "milestones": milestones, "curve": curve}))
+    // A milestone still open (its instant after `complete_up_to`) may grow.
+    let fresh = view
+        .freshness("launch_milestones", state.options.allowed_lateness)
+        .await?;
+    let mut start_ms = None;
+    for m in &mut milestones {
+        let start = m["start_us"].as_i64().map(|us| us.div_euclid(1000));
+        start_ms = start_ms.or(start);
+        let at = start
+            .zip(m["after_seconds"].as_i64())
+            .map(|(s, a)| s + a * 1000);
+        if let Some(o) = m.as_object_mut() {
+            o.remove("start_us");
+            o.insert(
+                "provisional".into(),
+                Value::Bool(
+                    fresh
+                        .complete_up_to
+                        .is_none_or(|c| at.is_none_or(|at| at > c)),
+                ),
+            );
+        }
+    }
+    // The first second of the curve that may still grow.
+    let provisional_from_second = match (start_ms, fresh.complete_up_to) {
+        (Some(s), Some(c)) => ((c - s).div_euclid(1000)).clamp(0, jobs::campaigns::CURVE_SECONDS),
+        _ => 0,
+    };
+    Ok(json!({
+        "campaign_id": id,
+        "start": start_ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
+        "complete_up_to": fresh.instant(),
+        "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
+        "provisional_from_second": provisional_from_second,
+        "milestones": milestones,
+        "curve": curve,
+    }))
 }

@@ -1,8 +1,9 @@
 //! `GET /api/v1/status` (operators): where the pipeline stands, from the lake itself. Per
 //! source partition: the offset the events table covers, the events and rejected messages
-//! and commits it became, and the last commit's time; per job: the `events` version its
-//! tables last recorded beside the newest, and their last commit's time; the live consumer's
-//! lag when it runs.
+//! and commits it became, the last commit's time, its event-time watermark and (under `spacepulse
+//! run`) its lag; per job: the `events` version its tables last recorded beside the newest,
+//! their last commit's time, how complete they are, and (under `run`) the last run, its
+//! duration and the next; the live consumer's lag when it runs.
 
 use axum::Json;
 use axum::extract::State as AxState;
@@ -20,7 +21,7 @@ fn instant(ms: Option<i64>) -> Value {
         .map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
 }
 
-#[utoipa::path(get, path = "/status", tag = "operations", responses((status = 200, description = "{events_version, partitions: [{source, partition, covered_offset, events, rejected, commits, last_commit_at}], jobs: [{job, table, events_version_seen, versions_behind, last_commit_at}], live_lag}"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not an operator")), security(("bearer" = []), ("cookie" = [])))]
+#[utoipa::path(get, path = "/status", tag = "operations", responses((status = 200, description = "{events_version, partitions: [{source, partition, covered_offset, events, rejected, commits, last_commit_at, watermark, lag}], jobs: [{job, table, events_version_seen, versions_behind, last_commit_at, watermark, complete_up_to, last_run, duration_seconds, next_run, running_since}], live_lag}"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not an operator")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn status(
     caller: Caller,
     AxState(state): AxState<State>,
@@ -29,10 +30,18 @@ pub async fn status(
     let lake = &state.options.lake;
     let internal = |e: &dyn std::fmt::Display| ApiError::internal(e.to_string());
     let ledger = Ledger::read(lake).await?;
-    let events_version = match lake.open("events").await? {
-        Some(t) => t.version().map(|v| v as i64),
-        None => None,
+    let events = lake.open("events").await?;
+    let events_version = events.as_ref().and_then(|t| t.version().map(|v| v as i64));
+    let watermarks = match &events {
+        Some(t) => lake::txns::app_versions(t, lake::tables::WATERMARK_PREFIX).await?,
+        None => Default::default(),
     };
+    let extra = state
+        .options
+        .extra_metrics
+        .as_ref()
+        .map(|e| e.status())
+        .unwrap_or(Value::Null);
     let partitions: Vec<Value> = ledger
         .partitions
         .iter()
@@ -55,6 +64,12 @@ pub async fn status(
                 "rejected": p.rejected,
                 "commits": p.commits,
                 "last_commit_at": instant(last),
+                "watermark": instant(
+                    watermarks
+                        .get(&lake::tables::watermark_app_id(&p.source, p.partition))
+                        .copied()
+                ),
+                "lag": extra["lag"].get(p.partition.to_string()).cloned().unwrap_or(Value::Null),
             })
         })
         .collect();
@@ -65,7 +80,8 @@ pub async fn status(
             let Some(table) = lake.open(&jobs::publish::table_name(name)).await? else {
                 jobs.push(
                     json!({"job": job.name(), "table": name, "events_version_seen": null,
-                    "versions_behind": null, "last_commit_at": null}),
+                    "versions_behind": null, "last_commit_at": null, "watermark": null,
+                    "complete_up_to": null}),
                 );
                 continue;
             };
@@ -74,12 +90,23 @@ pub async fn status(
                 Some(c) => c.map_err(|e| internal(&e))?.timestamp,
                 None => None,
             };
+            let watermark =
+                lake::tables::covered(&table, &jobs::watermark_app_id(job, state.options.tz))
+                    .await?;
+            let lateness = state.options.allowed_lateness.as_millis() as i64;
+            let run = &extra["jobs"][job.name()];
             jobs.push(json!({
                 "job": job.name(),
                 "table": name,
                 "events_version_seen": seen,
                 "versions_behind": events_version.zip(seen).map(|(e, s)| e - s),
                 "last_commit_at": instant(last),
+                "watermark": instant(watermark),
+                "complete_up_to": instant(watermark.map(|w| w - lateness)),
+                "last_run": run["last_run"],
+                "duration_seconds": run["duration_seconds"],
+                "next_run": run["next_run"],
+                "running_since": run["running_since"],
             }));
         }
     }

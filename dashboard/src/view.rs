@@ -9,12 +9,14 @@ use arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
 use lake::tables::{Lake, METRIC_TABLES};
 use query::guard::{Guarded, Limits};
+use query::tz::ReportTz;
 use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// How often the Delta logs are looked at for new commits.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the Delta logs are looked at for new commits (a request at most this long after
+/// the jobs publish may still get the previous figures).
+const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// A response body: its content type and bytes.
 pub type Cached = Arc<(String, Vec<u8>)>;
@@ -24,6 +26,51 @@ pub struct View {
     pub sql: Guarded,
     fingerprint: String,
     cache: Mutex<HashMap<String, Cached>>,
+    lake: Lake,
+    tz: ReportTz,
+    /// Per metric table, the completeness its job recorded (epoch ms), read once per view.
+    watermarks: tokio::sync::Mutex<HashMap<String, Option<i64>>>,
+}
+
+/// How fresh a report is: the instant up to which every partition's events are in the lake
+/// and the report's job has seen them, less the allowed lateness.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    /// Epoch ms; `None` before the job has recorded one.
+    pub complete_up_to: Option<i64>,
+    pub tz: ReportTz,
+}
+
+impl Freshness {
+    /// `complete_up_to` in the report time zone, RFC 3339.
+    pub fn instant(&self) -> Option<String> {
+        let ms = self.complete_up_to?;
+        let offset = self.tz.offset_us(ms * 1000) / 1_000_000;
+        let fixed = chrono::FixedOffset::east_opt(offset as i32)?;
+        Some(
+            chrono::DateTime::from_timestamp_millis(ms)?
+                .with_timezone(&fixed)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        )
+    }
+
+    /// Whether local day `day` (Date32) may still change: it ends after `complete_up_to`.
+    pub fn provisional(&self, day: i32) -> bool {
+        self.complete_up_to
+            .is_none_or(|c| self.tz.day_start_us(day + 1) / 1000 > c)
+    }
+
+    /// Marks each JSON row by its `day` field (`YYYY-MM-DD`) with `"provisional": bool`.
+    pub fn mark_rows(&self, rows: &mut [Value]) {
+        for r in rows {
+            let Some(day) = r["day"].as_str().and_then(|d| query::tz::parse_day(d).ok()) else {
+                continue;
+            };
+            if let Some(o) = r.as_object_mut() {
+                o.insert("provisional".into(), Value::Bool(self.provisional(day)));
+            }
+        }
+    }
 }
 
 impl View {
@@ -44,6 +91,35 @@ impl View {
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
         to_json(&batches)
+    }
+
+    /// How fresh the figures of metric table `table` are: the completeness its job recorded
+    /// with them, less `lateness`.
+    pub async fn freshness(&self, table: &str, lateness: Duration) -> Result<Freshness, ApiError> {
+        let mut known = self.watermarks.lock().await;
+        let mark = match known.get(table) {
+            Some(m) => *m,
+            None => {
+                let job = jobs::Job::ALL
+                    .into_iter()
+                    .find(|j| j.tables().contains(&table));
+                let mark = match (
+                    job,
+                    self.lake.open(&jobs::publish::table_name(table)).await?,
+                ) {
+                    (Some(job), Some(t)) => {
+                        lake::tables::covered(&t, &jobs::watermark_app_id(job, self.tz)).await?
+                    }
+                    _ => None,
+                };
+                known.insert(table.to_string(), mark);
+                mark
+            }
+        };
+        Ok(Freshness {
+            complete_up_to: mark.map(|m| m.saturating_sub(lateness.as_millis() as i64)),
+            tz: self.tz,
+        })
     }
 
     /// A cached response body (content type, bytes) for `key`, made by `make` on a miss.
@@ -81,16 +157,18 @@ pub fn to_json(batches: &[RecordBatch]) -> Result<Vec<Value>, ApiError> {
 pub struct LakeView {
     lake: Lake,
     limits: Limits,
+    tz: ReportTz,
     current: tokio::sync::RwLock<Arc<View>>,
     checked: Mutex<Instant>,
 }
 
 impl LakeView {
-    pub async fn open(lake: Lake, limits: Limits) -> Result<Self, ApiError> {
-        let view = build(&lake, limits, fingerprint(&lake)).await?;
+    pub async fn open(lake: Lake, limits: Limits, tz: ReportTz) -> Result<Self, ApiError> {
+        let view = build(&lake, limits, tz, fingerprint(&lake)).await?;
         Ok(Self {
             lake,
             limits,
+            tz,
             current: tokio::sync::RwLock::new(Arc::new(view)),
             checked: Mutex::new(Instant::now()),
         })
@@ -111,7 +189,7 @@ impl LakeView {
             if now != self.current.read().await.fingerprint {
                 let mut slot = self.current.write().await;
                 if slot.fingerprint != now {
-                    *slot = Arc::new(build(&self.lake, self.limits, now).await?);
+                    *slot = Arc::new(build(&self.lake, self.limits, self.tz, now).await?);
                     tracing::info!("the lake changed: session reopened, report cache cleared");
                 }
             }
@@ -120,7 +198,12 @@ impl LakeView {
     }
 }
 
-async fn build(lake: &Lake, limits: Limits, fingerprint: String) -> Result<View, ApiError> {
+async fn build(
+    lake: &Lake,
+    limits: Limits,
+    tz: ReportTz,
+    fingerprint: String,
+) -> Result<View, ApiError> {
     let ctx = query::session::session(lake)
         .await
         .map_err(|e| ApiError::internal(format!("opening the lake: {e}")))?;
@@ -129,6 +212,9 @@ async fn build(lake: &Lake, limits: Limits, fingerprint: String) -> Result<View,
         ctx,
         fingerprint,
         cache: Mutex::new(HashMap::new()),
+        lake: lake.clone(),
+        tz,
+        watermarks: tokio::sync::Mutex::new(HashMap::new()),
     })
 }
 

@@ -181,14 +181,37 @@ impl KafkaSink {
 }
 
 /// The blocking body of [`produce_lines`], for callers outside an async runtime.
-pub fn produce_blocking(
+pub fn produce_blocking(config: &ClientConfig, topic: &str, lines: impl BufRead) -> Result<u64> {
+    produce_paced(config, topic, lines, None, None)
+}
+
+/// [`produce_blocking`] at most `rate` messages a second (evenly, in steps of a millisecond),
+/// giving up with [`Error::Stopped`] once `stop` is set.
+pub fn produce_paced(
     config: &ClientConfig,
     topic: &str,
     mut lines: impl BufRead,
+    rate: Option<f64>,
+    stop: Option<Arc<AtomicBool>>,
 ) -> Result<u64> {
     let mut sink = KafkaSink::new(config, topic)?;
+    if let Some(stop) = stop {
+        sink = sink.stop_when(stop);
+    }
+    let started = std::time::Instant::now();
     let mut line = Vec::new();
     loop {
+        if let Some(rate) = rate {
+            // Ahead of the pace: wait until the next message is due.
+            let due = Duration::from_secs_f64(sink.sent as f64 / rate);
+            let elapsed = started.elapsed();
+            if due > elapsed + Duration::from_millis(1) {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+        if sink.stopped() {
+            return Err(Error::Stopped);
+        }
         line.clear();
         if lines.read_until(b'\n', &mut line)? == 0 {
             break;

@@ -173,6 +173,7 @@ pub async fn run(
     mut progress: impl FnMut(&Stats),
 ) -> Result<Stats> {
     let topic = options.topic.as_str();
+    writer.streaming();
     let partitions = topic_partitions(options).await;
     let context = GroupContext {
         topic: topic.to_string(),
@@ -190,6 +191,7 @@ pub async fn run(
     consumer.subscribe(&[&options.topic])?;
     let mut positions: HashMap<i32, Position> = HashMap::new();
     let mut last_tick = Instant::now();
+    let mut told_commits = writer.stats.commits;
     tokio::pin!(shutdown);
 
     loop {
@@ -255,10 +257,14 @@ pub async fn run(
             let ended = writer.finish_flush().await;
             settle(ended, &mut writer, &consumer, topic, &mut positions)?;
         }
-        if last_tick.elapsed() >= Duration::from_secs(1) {
+        // Told each second, and at once after a commit (what runs jobs at launch pace waits
+        // on commits).
+        if last_tick.elapsed() >= Duration::from_secs(1) || writer.stats.commits != told_commits {
             last_tick = Instant::now();
-            let lag = lag(&consumer, topic, &positions);
+            told_commits = writer.stats.commits;
+            let (lag, each) = lag(&consumer, topic, &positions).unzip();
             writer.stats.lag = lag;
+            writer.stats.partition_lag = each.unwrap_or_default();
             progress(&writer.stats);
             if options.until_caught_up && lag == Some(0) {
                 info!("caught up");
@@ -270,7 +276,9 @@ pub async fn run(
     settle(started, &mut writer, &consumer, topic, &mut positions)?;
     let ended = writer.finish_flush().await;
     settle(ended, &mut writer, &consumer, topic, &mut positions)?;
-    writer.stats.lag = lag(&consumer, topic, &positions);
+    let (lag, each) = lag(&consumer, topic, &positions).unzip();
+    writer.stats.lag = lag;
+    writer.stats.partition_lag = each.unwrap_or_default();
     Ok(writer.stats)
 }
 
@@ -374,12 +382,13 @@ fn lag(
     consumer: &StreamConsumer<GroupContext>,
     topic: &str,
     positions: &HashMap<i32, Position>,
-) -> Option<i64> {
+) -> Option<(i64, Vec<(i32, i64)>)> {
     let assignment = consumer.assignment().ok()?;
     if assignment.count() == 0 {
         return None;
     }
     let mut total = 0;
+    let mut each = Vec::new();
     for e in assignment.elements_for_topic(topic) {
         let p = e.partition();
         let seen = consumer
@@ -410,6 +419,8 @@ fn lag(
             },
         };
         total += (high - at).max(0);
+        each.push((p, (high - at).max(0)));
     }
-    Some(total)
+    each.sort_unstable();
+    Some((total, each))
 }

@@ -17,7 +17,6 @@ pub mod error;
 pub mod kafka;
 pub mod maintenance;
 pub mod stats;
-mod txns;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -21,6 +21,65 @@ pub struct Stats {
     pub gaps: u64,
     /// Messages behind the partitions' high watermarks, when known.
     pub lag: Option<i64>,
+    /// The same per assigned partition (empty while unknown).
+    pub partition_lag: Vec<(i32, i64)>,
+    /// Per partition, the event-time watermark (epoch ms) its last commit recorded.
+    pub partition_watermark: Vec<(i32, i64)>,
+    /// Rejected messages by the field at fault (`message` when the message as a whole is).
+    pub rejected_by_field: std::collections::BTreeMap<&'static str, u64>,
+    /// How long commits took, from the buffer's hand-over to the Delta commit.
+    pub commit_seconds: Histogram,
+}
+
+/// A Prometheus histogram of seconds with fixed buckets.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    /// Counts per bucket of [`Histogram::BOUNDS`], not cumulative; the last one is +Inf.
+    pub counts: [u64; 9],
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub const BOUNDS: [f64; 8] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+    pub fn observe(&mut self, seconds: f64) {
+        let i = Self::BOUNDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(Self::BOUNDS.len());
+        self.counts[i] += 1;
+        self.sum += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    fn absorb(&mut self, o: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+        self.sum += o.sum;
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of metric `name`.
+    pub fn render(&self, name: &str, out: &mut String) {
+        use std::fmt::Write;
+        let mut cumulative = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c;
+            let le = Self::BOUNDS
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {}",
+            self.sum,
+            self.count()
+        );
+    }
 }
 
 impl Default for Stats {
@@ -36,6 +95,10 @@ impl Default for Stats {
             fenced: 0,
             gaps: 0,
             lag: None,
+            partition_lag: Vec::new(),
+            partition_watermark: Vec::new(),
+            rejected_by_field: Default::default(),
+            commit_seconds: Histogram::default(),
         }
     }
 }
@@ -51,6 +114,152 @@ impl Stats {
             self.accepted as f64 / secs
         } else {
             0.0
+        }
+    }
+
+    /// Partition `p`'s watermark is at least `w`.
+    pub fn raise_watermark(&mut self, p: i32, w: i64) {
+        let marks = &mut self.partition_watermark;
+        match marks.iter_mut().find(|(q, _)| *q == p) {
+            Some(e) => e.1 = e.1.max(w),
+            None => {
+                marks.push((p, w));
+                marks.sort_unstable();
+            }
+        }
+    }
+
+    /// Adds the counters of a later run of the same process (the latest's gauges win).
+    pub fn absorb(&mut self, o: &Stats) {
+        self.read += o.read;
+        self.accepted += o.accepted;
+        self.rejected += o.rejected;
+        self.skipped += o.skipped;
+        self.commits += o.commits;
+        self.files += o.files;
+        self.fenced += o.fenced;
+        self.gaps += o.gaps;
+        if o.lag.is_some() {
+            self.lag = o.lag;
+            self.partition_lag = o.partition_lag.clone();
+        }
+        for (p, w) in &o.partition_watermark {
+            self.raise_watermark(*p, *w);
+        }
+        for (f, n) in &o.rejected_by_field {
+            *self.rejected_by_field.entry(f).or_default() += n;
+        }
+        self.commit_seconds.absorb(&o.commit_seconds);
+    }
+
+    /// The ingester's metrics in Prometheus's text format; `restarts`: times it failed and
+    /// started again.
+    pub fn render_metrics(&self, restarts: u64, out: &mut String) {
+        use std::fmt::Write;
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            out,
+            "spacepulse_ingest_messages_total",
+            "counter",
+            "Messages the ingester read, by what became of them.",
+        );
+        for (outcome, n) in [
+            ("accepted", self.accepted),
+            ("rejected", self.rejected),
+            ("skipped", self.skipped),
+        ] {
+            let _ = writeln!(
+                out,
+                "spacepulse_ingest_messages_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        family(
+            out,
+            "spacepulse_ingest_rejected_total",
+            "counter",
+            "Rejected messages by the field at fault (message: the message as a whole).",
+        );
+        for (field, n) in &self.rejected_by_field {
+            let _ = writeln!(
+                out,
+                "spacepulse_ingest_rejected_total{{field=\"{field}\"}} {n}"
+            );
+        }
+        for (name, help, v) in [
+            (
+                "spacepulse_ingest_commits_total",
+                "Delta commits of the events and rejected tables.",
+                self.commits,
+            ),
+            (
+                "spacepulse_ingest_files_total",
+                "Parquet files the commits added.",
+                self.files,
+            ),
+            (
+                "spacepulse_ingest_fenced_total",
+                "Buffers dropped because another writer had committed their partitions.",
+                self.fenced,
+            ),
+            (
+                "spacepulse_ingest_gap_offsets_total",
+                "Offsets a partition skipped between two messages it delivered.",
+                self.gaps,
+            ),
+            (
+                "spacepulse_ingest_restarts_total",
+                "Times the ingester failed and started again.",
+                restarts,
+            ),
+        ] {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        family(
+            out,
+            "spacepulse_ingest_commit_duration_seconds",
+            "histogram",
+            "How long a commit took, from the buffer's hand-over to the Delta commit.",
+        );
+        self.commit_seconds
+            .render("spacepulse_ingest_commit_duration_seconds", out);
+        family(
+            out,
+            "spacepulse_ingest_lag_messages",
+            "gauge",
+            "Messages behind the partitions' high watermarks.",
+        );
+        let _ = writeln!(
+            out,
+            "spacepulse_ingest_lag_messages {}",
+            self.lag.map_or("NaN".to_string(), |l| l.to_string())
+        );
+        family(
+            out,
+            "spacepulse_ingest_partition_lag_messages",
+            "gauge",
+            "Messages behind the high watermark, per partition.",
+        );
+        for (p, l) in &self.partition_lag {
+            let _ = writeln!(
+                out,
+                "spacepulse_ingest_partition_lag_messages{{partition=\"{p}\"}} {l}"
+            );
+        }
+        family(
+            out,
+            "spacepulse_ingest_watermark_timestamp_seconds",
+            "gauge",
+            "The newest event time each partition's commits have recorded.",
+        );
+        for (p, w) in &self.partition_watermark {
+            let _ = writeln!(
+                out,
+                "spacepulse_ingest_watermark_timestamp_seconds{{partition=\"{p}\"}} {}",
+                *w as f64 / 1000.0
+            );
         }
     }
 

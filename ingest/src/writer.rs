@@ -15,7 +15,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use lake::decode::{Decoder, Origin, Rejection};
 use lake::event::col;
 use lake::ledger::{COMMIT_INFO_KEY, CommitRanges, SourceRange};
-use lake::tables::{Lake, Table, app_id, covered, parse_app_id};
+use lake::tables::{Lake, Table, app_id, covered, parse_app_id, watermark_app_id};
 
 use crate::stats::Stats;
 use crate::{Error, Result};
@@ -64,6 +64,9 @@ struct Part {
     last: Option<i64>,
     accepted: u64,
     rejected: u64,
+    /// The newest event time (epoch ms, capped at the ingest clock) of the partition in the
+    /// lake and the buffer: recorded with each events commit when the writer streams.
+    watermark: Option<i64>,
 }
 
 /// A committed source partition: its last offset now in the lake.
@@ -80,12 +83,18 @@ struct Tables {
     rejected: DeltaTable,
 }
 
+/// What a background flush hands back: the tables, its result (events and rejected rows
+/// written) and how long its commit took.
+type Flushed = (Tables, Result<(u64, u64)>, Duration);
+
 /// A flush writing and committing in the background while the next buffer fills; the tables
 /// come back with its result.
 struct InFlight {
-    task: tokio::task::JoinHandle<(Tables, Result<(u64, u64)>)>,
+    task: tokio::task::JoinHandle<Flushed>,
     /// The partitions it commits, with their last offsets.
     committing: Vec<Committed>,
+    /// Their event-time watermarks, when the commits record them.
+    watermarks: Vec<(i32, i64)>,
     rows: usize,
     started: Instant,
 }
@@ -105,6 +114,8 @@ pub struct LakeWriter {
     buffered_rows: usize,
     oldest: Option<Instant>,
     options: WriterOptions,
+    /// Whether the sources are streams whose event-time watermarks the commits record.
+    streaming: bool,
     pub stats: Stats,
 }
 
@@ -133,8 +144,16 @@ impl LakeWriter {
             buffered_rows: 0,
             oldest: None,
             options,
+            streaming: false,
             stats: Stats::default(),
         })
+    }
+
+    /// Marks the sources as streams (Kafka topics): each events commit then records, per
+    /// partition, its event-time watermark ([`lake::tables::watermark_app_id`]) from which the
+    /// jobs tell how complete the lake is. Files are whole once committed and record none.
+    pub fn streaming(&mut self) {
+        self.streaming = true;
     }
 
     fn part_index(&self, source: &str, partition: i32) -> Option<usize> {
@@ -153,6 +172,7 @@ impl LakeWriter {
         let app = app_id(source, partition);
         let events_covered = covered(&tables.events, &app).await?;
         let rejected_covered = covered(&tables.rejected, &app).await?;
+        let watermark = covered(&tables.events, &watermark_app_id(source, partition)).await?;
         let part = Part {
             source: source.to_string(),
             partition,
@@ -162,6 +182,7 @@ impl LakeWriter {
             last: None,
             accepted: 0,
             rejected: 0,
+            watermark,
         };
         match self.part_index(source, partition) {
             Some(i) if self.parts[i].last.is_some() => {
@@ -200,7 +221,7 @@ impl LakeWriter {
     pub async fn covered_sources(&mut self, prefix: &str) -> Result<Vec<Committed>> {
         let tables = self.settled_tables().await?;
         tables.events.update_state().await?;
-        let apps = crate::txns::app_versions(&tables.events, "").await?;
+        let apps = lake::txns::app_versions(&tables.events, "").await?;
         Ok(apps
             .iter()
             .filter_map(|(app, &last)| {
@@ -259,7 +280,8 @@ impl LakeWriter {
             offset,
         };
         let outcome = match self.decoder.push(payload, origin, now_ms, store_rejection) {
-            Ok(()) => {
+            Ok(ts_ms) => {
+                part.watermark = part.watermark.max(Some(ts_ms.min(now_ms)));
                 part.accepted += 1;
                 self.stats.accepted += 1;
                 Outcome::Accepted
@@ -269,6 +291,11 @@ impl LakeWriter {
                     part.rejected += 1;
                 }
                 self.stats.rejected += 1;
+                *self
+                    .stats
+                    .rejected_by_field
+                    .entry(r.field.unwrap_or("message"))
+                    .or_default() += 1;
                 Outcome::Rejected(r)
             }
         };
@@ -381,13 +408,24 @@ impl LakeWriter {
         self.buffered_rows = 0;
         self.oldest = None;
         let mut tables = self.tables.take().expect("no flush in flight");
+        let streaming = self.streaming;
+        let watermarks = if streaming {
+            flushing
+                .iter()
+                .filter_map(|p| Some((p.partition, p.watermark?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let task = tokio::spawn(async move {
-            let result = commit_both(&mut tables, &flushing, events, rejected).await;
-            (tables, result)
+            let began = Instant::now();
+            let result = commit_both(&mut tables, &flushing, events, rejected, streaming).await;
+            (tables, result, began.elapsed())
         });
         self.in_flight = Some(InFlight {
             task,
             committing,
+            watermarks,
             rows,
             started: Instant::now(),
         });
@@ -407,7 +445,7 @@ impl LakeWriter {
         let Some(flight) = self.in_flight.take() else {
             return Ok(());
         };
-        let (tables, result) = match flight.task.await {
+        let (tables, result, took) = match flight.task.await {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => return Err(Error::Usage(format!("flush task: {e}"))),
@@ -423,6 +461,10 @@ impl LakeWriter {
             Ok((files, commits)) => {
                 self.stats.files += files;
                 self.stats.commits += commits;
+                self.stats.commit_seconds.observe(took.as_secs_f64());
+                for (p, w) in flight.watermarks {
+                    self.stats.raise_watermark(p, w);
+                }
                 self.committed.extend(flight.committing);
                 Ok(())
             }
@@ -450,6 +492,7 @@ async fn commit_both(
     parts: &[Part],
     events: RecordBatch,
     rejected: RecordBatch,
+    watermarks: bool,
 ) -> Result<(u64, u64)> {
     let (mut files, mut commits) = (0, 0);
     let with_rejects: Vec<(&Part, u64, Option<i64>)> = parts
@@ -463,6 +506,7 @@ async fn commit_both(
             Table::Rejected,
             rejected,
             &with_rejects,
+            false,
         )
         .await?;
         commits += 1;
@@ -472,7 +516,14 @@ async fn commit_both(
         .map(|p| (p, p.accepted, p.events_covered))
         .collect();
     let events = sort_by_ts(events)?;
-    files += commit(&mut tables.events, Table::Events, events, &ranges).await?;
+    files += commit(
+        &mut tables.events,
+        Table::Events,
+        events,
+        &ranges,
+        watermarks,
+    )
+    .await?;
     commits += 1;
     Ok((files, commits))
 }
@@ -493,6 +544,7 @@ async fn commit(
     which: Table,
     batch: RecordBatch,
     ranges: &[(&Part, u64, Option<i64>)],
+    watermarks: bool,
 ) -> Result<u64> {
     table.update_state().await?;
     // Fencing: the table must still cover exactly what this writer last saw it cover.
@@ -525,12 +577,20 @@ async fn commit(
         }
     }
     let files = actions.len() as u64;
-    let txns = ranges
+    let mut txns: Vec<Transaction> = ranges
         .iter()
         .map(|(p, _, _)| {
             Transaction::new(app_id(&p.source, p.partition), p.last.expect("buffered"))
         })
         .collect();
+    if which == Table::Events && watermarks {
+        txns.extend(ranges.iter().filter_map(|(p, _, _)| {
+            Some(Transaction::new(
+                watermark_app_id(&p.source, p.partition),
+                p.watermark?,
+            ))
+        }));
+    }
     let info = CommitRanges {
         ranges: ranges
             .iter()

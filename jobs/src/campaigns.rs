@@ -90,6 +90,52 @@ struct UserEvents {
 
 type PerCampaign = HashMap<String, HashMap<u64, UserEvents>>;
 
+/// What a long-running process (`spacepulse run`) keeps of the campaign events between runs
+/// of the job, so that a run at launch pace reads only the files committed since the last
+/// one instead of every campaign event again. The memory is dropped, and the next run reads
+/// everything, when the events table was replaced, a folded file is no longer live (a
+/// compaction rewrote it), the step types changed, or a run failed or was stopped part way
+/// (the memory is taken out for the run and put back only at its end).
+#[derive(Default)]
+pub struct Memory {
+    folded: std::sync::Mutex<Option<Folded>>,
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memory").finish_non_exhaustive()
+    }
+}
+
+impl Memory {
+    fn take(&self) -> Option<Folded> {
+        self.folded.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn keep(&self, f: Folded) {
+        *self.folded.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// The files folded so far (0 with nothing kept).
+    pub fn files(&self) -> usize {
+        self.folded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |f| f.files.len())
+    }
+}
+
+/// The campaign events of `files`, by campaign and user.
+struct Folded {
+    /// The events table's id (a table deleted and created again has another).
+    table_id: String,
+    /// The event types the fold kept, in the order of their indexes.
+    names: Arc<Vec<String>>,
+    files: std::collections::HashSet<deltalake::Path>,
+    per: BTreeMap<String, HashMap<u64, UserEvents>>,
+}
+
 /// The registry's campaigns, or none for a lake without a local registry.
 pub fn registered(ctx: &Ctx<'_>) -> Result<Vec<Campaign>> {
     let path = match Registry::path_for(&ctx.opts.lake, ctx.opts.registry.as_deref()) {
@@ -170,12 +216,43 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         Ok(())
     };
     // The files with campaign events (by the log's statistics), and in them only the rows
-    // with a campaign: the other columns are decoded around those rows alone.
+    // with a campaign: the other columns are decoded around those rows alone. A process that
+    // keeps a memory between runs reads only the files committed since its last run.
     const COLUMNS: [&str; 6] = ["campaign_id", "user_id", "ts", "type", "platform", "region"];
     let files = files_with(&ctx.events, ctx.opts.tz, "campaign_id")?;
+    let table_id = ctx.events.snapshot()?.metadata().id().to_string();
+    let kept = ctx
+        .opts
+        .memory
+        .as_ref()
+        .and_then(|m| m.campaigns.take())
+        .filter(|f| f.table_id == table_id && *f.names == *names);
+    let mut folded = match kept {
+        // Every file folded before is still live (no compaction rewrote them).
+        Some(f)
+            if f.files.len() <= files.len() && {
+                let live: std::collections::HashSet<&deltalake::Path> =
+                    files.iter().map(|f| &f.path).collect();
+                f.files.iter().all(|p| live.contains(p))
+            } =>
+        {
+            f
+        }
+        _ => Folded {
+            table_id,
+            names: names.clone(),
+            files: Default::default(),
+            per: BTreeMap::new(),
+        },
+    };
+    let new_files: Vec<EventFile> = files
+        .into_iter()
+        .filter(|f| !folded.files.contains(&f.path))
+        .collect();
+    let new_paths: Vec<deltalake::Path> = new_files.iter().map(|f| f.path.clone()).collect();
     let parts = fold_sources(
         &ctx.events,
-        files,
+        new_files,
         PerCampaign::new,
         move |acc: &mut PerCampaign, _file: &EventFile, source: &mut Source| -> Result<()> {
             for batch in source.batches_where_not_null(&COLUMNS, "campaign_id")? {
@@ -185,7 +262,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         },
     )
     .await?;
-    let mut merged: BTreeMap<String, HashMap<u64, UserEvents>> = BTreeMap::new();
+    folded.files.extend(new_paths);
+    let merged = &mut folded.per;
     for part in parts {
         for (c, users) in part {
             let into = merged.entry(c).or_default();
@@ -201,17 +279,17 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         }
     }
     // Registered campaigns without events still get their (empty) funnel.
-    for c in &campaigns {
-        merged.entry(c.id.clone()).or_default();
-    }
+    let mut ids: std::collections::BTreeSet<&String> = merged.keys().collect();
+    ids.extend(campaigns.iter().map(|c| &c.id));
+    let no_events = HashMap::new();
 
-    ctx.progress
-        .start(Job::Campaigns.name(), merged.len() as u64);
+    ctx.progress.start(Job::Campaigns.name(), ids.len() as u64);
     let mut out = Outputs::default();
-    for (id, users) in &merged {
-        let reg = campaigns.iter().find(|c| &c.id == id);
+    for id in &ids {
+        let users = merged.get(*id).unwrap_or(&no_events);
+        let reg = campaigns.iter().find(|c| &c.id == *id);
         let def = Campaign {
-            id: id.clone(),
+            id: (*id).clone(),
             account_id: String::new(),
             // The first reservation, where a launch curve begins (teaser views may come days
             // earlier); the first event for a campaign without reservations.
@@ -226,6 +304,11 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         let campaign = reg.unwrap_or(&def);
         out.campaign(campaign, reg.is_some(), users, &names, reserve)?;
         ctx.progress.advance(Job::Campaigns.name());
+    }
+    let campaigns_out = ids.len();
+    drop(ids);
+    if let Some(m) = &ctx.opts.memory {
+        m.campaigns.keep(folded);
     }
     let mut txns = plan.txns.clone();
     txns.push((registry_app, print));
@@ -246,7 +329,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         )
         .await?;
     }
-    Ok((merged.len(), rows, false))
+    Ok((campaigns_out, rows, false))
 }
 
 /// The earliest event (µs) of the type `ty`, or of any type.

@@ -107,3 +107,33 @@ pub fn days_of(hours: &BTreeSet<Hour>, tz: ReportTz) -> BTreeSet<i32> {
         .flat_map(|(date, hour)| tz.days_of_utc_hour(*date, *hour))
         .collect()
 }
+
+/// How complete `events` is at its loaded version, epoch ms: the smallest event-time watermark
+/// the streamed partitions recorded ([`lake::tables::watermark_app_id`]); with no streamed
+/// partition (a lake filled from files, which are whole once committed), the newest event
+/// time, from the files' statistics (or the end of the newest hour without them). `None` for
+/// an empty table.
+pub async fn watermark(events: &DeltaTable) -> Result<Option<i64>> {
+    let marks = lake::txns::app_versions(events, lake::tables::WATERMARK_PREFIX).await?;
+    if let Some(min) = marks.values().min() {
+        return Ok(Some(*min));
+    }
+    let mut newest: Option<i64> = None;
+    for f in events.snapshot()?.log_data().iter() {
+        let from_stats = f
+            .stats()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|s| {
+                let ts = s["maxValues"]["ts"].as_str()?.to_string();
+                chrono::DateTime::parse_from_rfc3339(&ts).ok()
+            })
+            .map(|t| t.timestamp_millis());
+        let from_hour = || {
+            hour_of_path(&f.path()).and_then(|(d, h)| {
+                Some(d.and_hms_opt(h as u32, 0, 0)?.and_utc().timestamp_millis() + 3_599_999)
+            })
+        };
+        newest = newest.max(from_stats.or_else(from_hour));
+    }
+    Ok(newest)
+}

@@ -112,6 +112,14 @@ pub fn app_id(job: Job, tz: ReportTz) -> String {
     format!("jobs/{}/{}", job.name(), tz)
 }
 
+/// The `txn` application id under which `job`'s tables record how complete the events they
+/// were computed from are: the epoch ms up to which every streamed partition's events had
+/// arrived (the smallest partition watermark), or with no streamed partition the newest event
+/// time (files are whole once committed).
+pub fn watermark_app_id(job: Job, tz: ReportTz) -> String {
+    format!("{}/watermark", app_id(job, tz))
+}
+
 /// Every metric table's path in the lake, the user dictionary's too.
 pub fn metric_tables() -> Vec<String> {
     Job::ALL
@@ -146,6 +154,16 @@ pub struct Options {
     pub full: bool,
     /// The jobs to run; every job when empty.
     pub jobs: Vec<Job>,
+    /// What a long-running process keeps between runs (`None`: every run reads what it
+    /// needs from the lake).
+    pub memory: Option<std::sync::Arc<Memory>>,
+}
+
+/// What a long-running process keeps between runs so that runs at launch pace read only
+/// what was committed since the last one.
+#[derive(Debug, Default)]
+pub struct Memory {
+    pub campaigns: campaigns::Memory,
 }
 
 /// How a job went.
@@ -182,6 +200,8 @@ pub struct Ctx<'a> {
     pub opts: &'a Options,
     pub events: deltalake::DeltaTable,
     pub events_version: i64,
+    /// How complete the events at `events_version` are (see [`watermark_app_id`]).
+    pub watermark: Option<i64>,
     pub scan: scan::Scan,
     pub progress: &'a dyn Progress,
 }
@@ -250,7 +270,11 @@ impl Ctx<'_> {
             },
             days,
             txns: if complete {
-                vec![(app, self.events_version)]
+                let mut t = vec![(app, self.events_version)];
+                if let Some(w) = self.watermark {
+                    t.push((watermark_app_id(job, self.opts.tz), w));
+                }
+                t
             } else {
                 Vec::new()
             },
@@ -295,10 +319,12 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
     let events_version = events.version().unwrap_or(0) as i64;
     let session = query::session::context();
     query::session::register(&session, "events", &events).await?;
+    let watermark = changes::watermark(&events).await?;
     let ctx = Ctx {
         opts,
         events,
         events_version,
+        watermark,
         scan: scan::Scan::new(session, opts.tz),
         progress,
     };

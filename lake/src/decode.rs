@@ -434,7 +434,8 @@ impl Decoder {
         }
     }
 
-    /// Decodes one message. An accepted event is appended to the events builders; a rejected
+    /// Decodes one message. An accepted event is appended to the events builders (its time,
+    /// epoch ms, is returned); a rejected
     /// message is returned and, when `store_rejection` is set (it is not when the rejected
     /// table already holds that offset), appended with its original bytes to the rejected
     /// builders.
@@ -444,11 +445,11 @@ impl Decoder {
         origin: Origin<'_>,
         ingested_at_ms: i64,
         store_rejection: bool,
-    ) -> Result<(), Rejection> {
+    ) -> Result<i64, Rejection> {
         match parse(payload, ingested_at_ms) {
             Ok(ev) => {
                 self.append_event(&ev, origin, ingested_at_ms);
-                Ok(())
+                Ok(ev.ts_ms)
             }
             Err(rejection) => {
                 if store_rejection {

@@ -23,6 +23,8 @@ pub enum Error {
     #[error(transparent)]
     ObjectStore(#[from] object_store::Error),
     #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -13,5 +13,6 @@ pub mod event;
 pub mod ledger;
 pub mod registry;
 pub mod tables;
+pub mod txns;
 
 pub use error::{Error, Result};

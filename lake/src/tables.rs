@@ -48,6 +48,17 @@ pub fn app_id(source: &str, partition: i32) -> String {
     format!("spacepulse/{source}/{partition}")
 }
 
+/// The application id under which the events table records a streamed source partition's
+/// event-time watermark: its version is the newest event time (epoch ms) the partition has
+/// brought into the table, capped at the ingest clock (an event stamped ahead of it does not
+/// move the watermark past the moment it arrived).
+pub fn watermark_app_id(source: &str, partition: i32) -> String {
+    format!("{WATERMARK_PREFIX}{source}/{partition}")
+}
+
+/// The prefix of every [`watermark_app_id`].
+pub const WATERMARK_PREFIX: &str = "watermark/";
+
 /// Splits an [`app_id`] back into source and partition.
 pub fn parse_app_id(app_id: &str) -> Option<(&str, i32)> {
     let rest = app_id.strip_prefix("spacepulse/")?;

@@ -3,12 +3,11 @@
 //! incremental runs against a full recompute, and the SQL functions over the same data.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 
 use chrono::{DateTime, FixedOffset};
 use datasets::generate::{IdSpace, NdjsonSink, Options, generate};
 use serde_json::Value;
-use spacepulse_tests::{http, query, session, spacepulse};
+use spacepulse_tests::{http, query, session, snapshot, spacepulse};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/fixtures");
 
@@ -53,24 +52,6 @@ fn jobs(lake: &str, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["jobs", "run", "--json", "--lake", lake];
     args.extend_from_slice(extra);
     serde_json::from_str(&ok(&args)).expect("summary JSON")
-}
-
-/// Every metric table's rows (sorted, bitmaps and sketches included) for comparisons.
-async fn snapshot(lake: &Path) -> BTreeMap<String, Vec<String>> {
-    let ctx = session(lake).await;
-    let mut out = BTreeMap::new();
-    for name in lake::tables::METRIC_TABLES {
-        if ctx.table_exist(*name).unwrap() {
-            let rows = query(&ctx, &format!("SELECT * FROM {name}")).await;
-            let mut rows: Vec<String> = rows
-                .into_iter()
-                .map(|r| serde_json::to_string(&r).unwrap())
-                .collect();
-            rows.sort();
-            out.insert(name.to_string(), rows);
-        }
-    }
-    out
 }
 
 /// The activity report's total rows, day by day.
@@ -923,6 +904,88 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
     assert_eq!(retention.as_deref(), Some("interval 1 hours"));
     let ctx = session(&lake_dir).await;
     assert_eq!(per_day(&ctx, dau).await, before);
+}
+
+/// The campaigns job as `spacepulse run` runs it, keeping the campaign events in memory
+/// between runs and reading only the files committed since: over many small commits (with
+/// producer retries and late events), a campaign registered part way, and a compaction that
+/// rewrites the folded files, its tables equal a full recompute's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaigns_kept_in_memory_between_runs_equal_a_full_recompute() {
+    let _turn = spacepulse_tests::HEAVY.lock().await;
+    let options = Options {
+        days: 3,
+        scale: 0.0002,
+        dirty: true,
+        ..Options::default()
+    };
+    let mut sink = NdjsonSink(Vec::new());
+    let manifest = generate(&options, &mut sink).unwrap();
+    let lines: Vec<&[u8]> = sink
+        .0
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake = lake_dir.to_str().unwrap();
+    let memory = std::sync::Arc::new(jobs::Memory::default());
+    let opts = jobs::Options {
+        lake: lake::tables::Lake::new(lake).unwrap(),
+        registry: None,
+        tz: "Asia/Shanghai".parse().unwrap(),
+        from: None,
+        to: None,
+        full: false,
+        jobs: vec![jobs::Job::Campaigns],
+        memory: Some(memory.clone()),
+    };
+    let parts = 6;
+    let size = lines.len().div_ceil(parts);
+    let mut kept = Vec::new();
+    for (i, part) in lines.chunks(size).enumerate() {
+        let path = dir.path().join(format!("part{i}.ndjson"));
+        let mut text = part.join(&b"\n"[..]);
+        text.push(b'\n');
+        std::fs::write(&path, text).unwrap();
+        ingest(lake, path.to_str().unwrap());
+        if i == 1 {
+            ok(&[
+                "campaigns",
+                "add",
+                "redmi-launch",
+                "--lake",
+                lake,
+                "--account",
+                "xiaomi",
+                "--start",
+                &manifest.launch.start,
+            ]);
+        }
+        if i == 3 {
+            ok(&["lake", "compact", "--lake", lake]);
+        }
+        jobs::run(&opts, &jobs::Quiet).await.unwrap();
+        kept.push(memory.campaigns.files());
+    }
+    // The memory was used: every run left the files it had folded.
+    assert!(kept.iter().all(|n| *n > 0), "{kept:?}");
+    let campaign_tables = |snap: BTreeMap<String, Vec<String>>| -> BTreeMap<String, Vec<String>> {
+        snap.into_iter()
+            .filter(|(name, _)| name.contains("funnel") || name.contains("launch"))
+            .collect()
+    };
+    let incremental = campaign_tables(snapshot(&lake_dir).await);
+    assert_eq!(incremental.len(), 3, "{:?}", incremental.keys());
+    assert!(incremental.values().all(|rows| !rows.is_empty()));
+    jobs(lake, &["--full", "campaigns"]);
+    let full = campaign_tables(snapshot(&lake_dir).await);
+    for (name, rows) in &full {
+        assert!(
+            incremental[name] == *rows,
+            "{name}: runs kept in memory differ from a full recompute"
+        );
+    }
 }
 
 /// Column `n` per `day` of a query's rows.

@@ -203,6 +203,22 @@ async fn reports_carry_the_jobs_numbers() {
         ]
     );
     assert_eq!(launch["curve"].as_array().unwrap().len(), 3600);
+    // Complete up to the newest event (the lake came from a file: whole once committed, no
+    // stream watermark), 12:00 in Shanghai, less the allowed minute of lateness: the first
+    // hour's milestones are final, +24 h is provisional.
+    assert_eq!(launch["complete_up_to"], "2015-04-28T11:59:00+08:00");
+    assert_eq!(launch["allowed_lateness_seconds"], 60);
+    let provisional: Vec<bool> = launch["milestones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["provisional"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        provisional,
+        [false, false, false, false, false, false, true]
+    );
+    assert_eq!(launch["provisional_from_second"], 3600);
     let (_, funnel) = f
         .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
         .await;
@@ -218,8 +234,11 @@ async fn reports_carry_the_jobs_numbers() {
         .json("/api/v1/accounts/xiaomi/followers?range=7d", "xiaomi")
         .await;
     assert_eq!(followers["tz"], "Asia/Shanghai");
-    assert_eq!(followers["complete_up_to"], "2015-04-28");
+    assert_eq!(followers["newest_day"], "2015-04-28");
+    assert_eq!(followers["complete_up_to"], "2015-04-28T11:59:00+08:00");
     let row = &followers["rows"][0];
+    // The day ends after the report is complete: it may still change.
+    assert_eq!(row["provisional"], true);
     assert_eq!(
         (
             row["follows"].as_i64(),

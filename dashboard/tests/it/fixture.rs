@@ -201,6 +201,7 @@ pub async fn fixture() -> Fixture {
             to: None,
             full: false,
             jobs: Vec::new(),
+            memory: None,
         },
         &jobs::Quiet,
     )

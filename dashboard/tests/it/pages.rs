@@ -188,6 +188,12 @@ async fn the_campaign_page_shows_the_apis_numbers_and_charts() {
     );
     // The fixture's reservations at +0.5 s, +5 s, +30 s and +2 h.
     assert_eq!(page, ["1", "2", "3", "3", "3", "3", "4"]);
+    // How fresh, and which milestone may still grow (+24 h: past the newest event).
+    assert!(p.body.contains(&format!(
+        "id=\"complete-up-to\">{}<",
+        launch["complete_up_to"].as_str().unwrap()
+    )));
+    assert_eq!(p.body.matches("<tr class=\"provisional\"").count(), 1);
     let (_, funnel) = f
         .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
         .await;

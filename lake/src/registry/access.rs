@@ -68,6 +68,8 @@ string_enum!(
         Analyst = "analyst",
         Official = "official",
         Advertiser = "advertiser",
+        // Reads `/metrics` and nothing else (Prometheus's scrape credential).
+        Scraper = "scraper",
     }
 );
 
@@ -77,7 +79,7 @@ impl Role {
         match self {
             Role::Official => AccountKind::Official,
             Role::Advertiser => AccountKind::Advertiser,
-            Role::Operator | Role::Analyst => AccountKind::Staff,
+            Role::Operator | Role::Analyst | Role::Scraper => AccountKind::Staff,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Every `txn` action of a table at once: Delta answers for one app id at a time
-//! ([`lake::tables::covered`]), but backfill needs all the files the lake knows to recognise a
-//! file that continues one of them.
+//! ([`crate::tables::covered`]), but backfill needs all the files the lake knows to recognise a
+//! file that continues one of them, and the jobs every source partition's watermark.
 //!
 //! Read the way Delta replays its log: the latest checkpoint's `txn` rows, then the commits
 //! after it (at most a checkpoint interval of small JSON files), the later version of an app
@@ -41,10 +41,7 @@ struct Txn {
 
 /// The app ids starting with `prefix` that the table's loaded version carries in `txn`
 /// actions, with their versions.
-pub(crate) async fn app_versions(
-    table: &DeltaTable,
-    prefix: &str,
-) -> Result<BTreeMap<String, i64>> {
+pub async fn app_versions(table: &DeltaTable, prefix: &str) -> Result<BTreeMap<String, i64>> {
     let mut versions = BTreeMap::new();
     let Some(latest) = table.version() else {
         return Ok(versions);
@@ -111,7 +108,7 @@ pub(crate) async fn app_versions(
     commits.retain(|v| after.is_none_or(|c| *v > c));
     commits.sort_unstable();
     for version in commits {
-        let actions: Vec<LogLine> = lake::tables::commit_actions(table, version).await?;
+        let actions: Vec<LogLine> = crate::tables::commit_actions(table, version).await?;
         for txn in actions.into_iter().filter_map(|a| a.txn) {
             if txn.app_id.starts_with(prefix) {
                 versions.insert(txn.app_id, txn.version);
