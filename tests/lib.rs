@@ -311,18 +311,23 @@ pub async fn produce_with(
 ) -> u64 {
     let mut text = lines.join("\n");
     text.push('\n');
+    produce_bytes(brokers, topic, config, text.into_bytes()).await
+}
+
+/// [`produce_with`] of newline-separated messages given as bytes (not all of them UTF-8).
+pub async fn produce_bytes(
+    brokers: &str,
+    topic: &str,
+    config: &[(&str, &str)],
+    text: Vec<u8>,
+) -> u64 {
     let config: Vec<_> = config
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    datasets::produce::produce_lines(
-        brokers,
-        topic,
-        &config,
-        std::io::Cursor::new(text.into_bytes()),
-    )
-    .await
-    .expect("produce")
+    datasets::produce::produce_lines(brokers, topic, &config, std::io::Cursor::new(text))
+        .await
+        .expect("produce")
 }
 
 /// The query crate's session over the lake: `events`, `rejected`, every metric table, and the
