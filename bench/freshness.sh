@@ -11,7 +11,8 @@
 # Prints the latency distribution (p50, p95, p99, max) over every reservation, whether the
 # report ended with every reservation counted, and the ingest rate `run` kept.
 # Usage: bench/freshness.sh [SCALE]   (default 1)
-#   SECS=S seconds of launch (default 120), BACKGROUND=R (default 100000), PROFILE=release|dev (default release)
+#   SECS=S seconds of launch (default 120), BACKGROUND=R (default 100000), PROFILE=release|dev (default release),
+#   BG_SCALE=S the background generator's --scale (default 0.001: a pool of 600,000 users)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${1:-1}"
@@ -19,7 +20,7 @@ SECS="${SECS:-120}"
 BACKGROUND="${BACKGROUND:-100000}"
 PROFILE="${PROFILE:-release}"
 CMD="bench/freshness.sh ${1:-}"
-for v in SECS BACKGROUND PROFILE; do
+for v in SECS BACKGROUND PROFILE BG_SCALE; do
   if [ -n "${!v:-}" ]; then CMD="$v=${!v} $CMD"; fi
 done
 CACHE="$HOME/.cache/spacepulse"
@@ -47,7 +48,7 @@ trap cleanup EXIT
 
 # The background: enough of the generator's events for the whole run at BACKGROUND/s.
 ROWS=$(( BACKGROUND * (SECS + 60) ))
-"$BIN" datasets generate --days 1 --rows "$ROWS" --scale 0.01 --out "$WORK/bg" >&2
+"$BIN" datasets generate --days 1 --rows "$ROWS" --scale "${BG_SCALE:-0.001}" --out "$WORK/bg" >&2
 
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (cd "$WORK" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
