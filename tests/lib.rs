@@ -297,6 +297,38 @@ pub fn valid_events(prefix: &str, n: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
+/// Runs `spacepulse ARGS`, expecting success; its standard output.
+pub fn ok(args: &[&str]) -> String {
+    let (code, out, err) = spacepulse(args);
+    assert_eq!(code, 0, "spacepulse {args:?}: {out}{err}");
+    out
+}
+
+/// Registers the generator's launch, `redmi-launch` of the account `xiaomi`, starting at `start`.
+pub fn add_launch(lake: &str, start: &str) {
+    ok(&[
+        "campaigns",
+        "add",
+        "redmi-launch",
+        "--lake",
+        lake,
+        "--account",
+        "xiaomi",
+        "--start",
+        start,
+    ]);
+}
+
+/// Messages joined into newline-terminated bytes.
+pub fn ndjson<T: AsRef<[u8]>>(lines: &[T]) -> Vec<u8> {
+    let mut text = Vec::new();
+    for l in lines {
+        text.extend_from_slice(l.as_ref());
+        text.push(b'\n');
+    }
+    text
+}
+
 /// Produces lines to a topic with the real producer; returns how many were acknowledged.
 pub async fn produce(brokers: &str, topic: &str, lines: &[String]) -> u64 {
     produce_with(brokers, topic, &[], lines).await

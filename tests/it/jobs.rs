@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, FixedOffset};
 use datasets::generate::{IdSpace, NdjsonSink, Options, generate};
 use serde_json::Value;
-use spacepulse_tests::{http, query, session, snapshot, spacepulse};
+use spacepulse_tests::{add_launch, http, ndjson, ok, query, session, snapshot, spacepulse};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/fixtures");
 
@@ -17,12 +17,6 @@ fn fixture(name: &str) -> (String, Value) {
         serde_json::from_slice(&std::fs::read(format!("{FIXTURES}/{name}.expected.json")).unwrap())
             .unwrap();
     (events, expected)
-}
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = spacepulse(args);
-    assert_eq!(code, 0, "spacepulse {args:?}: {out}{err}");
-    out
 }
 
 /// `spacepulse campaigns add ID` for the account `acme`, a 24 h window and `mode`.
@@ -444,22 +438,10 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
     let half = lines.len() / 2;
     for (i, part) in [&lines[..half], &lines[half..]].iter().enumerate() {
         let path = dir.path().join(format!("part{i}.ndjson"));
-        let mut text = part.join(&b"\n"[..]);
-        text.push(b'\n');
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, ndjson(part)).unwrap();
         ingest(lake, path.to_str().unwrap());
         if i == 0 {
-            ok(&[
-                "campaigns",
-                "add",
-                "redmi-launch",
-                "--lake",
-                lake,
-                "--account",
-                "xiaomi",
-                "--start",
-                &manifest.launch.start,
-            ]);
+            add_launch(lake, &manifest.launch.start);
         }
         jobs(lake, &[]);
     }
@@ -945,22 +927,10 @@ async fn campaigns_kept_in_memory_between_runs_equal_a_full_recompute() {
     let mut kept = Vec::new();
     for (i, part) in lines.chunks(size).enumerate() {
         let path = dir.path().join(format!("part{i}.ndjson"));
-        let mut text = part.join(&b"\n"[..]);
-        text.push(b'\n');
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, ndjson(part)).unwrap();
         ingest(lake, path.to_str().unwrap());
         if i == 1 {
-            ok(&[
-                "campaigns",
-                "add",
-                "redmi-launch",
-                "--lake",
-                lake,
-                "--account",
-                "xiaomi",
-                "--start",
-                &manifest.launch.start,
-            ]);
+            add_launch(lake, &manifest.launch.start);
         }
         if i == 3 {
             ok(&["lake", "compact", "--lake", lake]);

@@ -6,15 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use spacepulse_tests::{
-    Broker, HEAVY, Server, create_topic, http, issue_token, produce, spacepulse, staff_token,
-    test_dir, valid_events, wait_for,
+    Broker, HEAVY, Server, add_launch, create_topic, http, issue_token, ndjson, ok, produce,
+    staff_token, test_dir, valid_events, wait_for,
 };
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = spacepulse(args);
-    assert_eq!(code, 0, "spacepulse {args:?}: {err}");
-    out
-}
 
 /// One row of SQL over HTTP as JSON; `None` until the tables exist.
 fn sql_row(addr: &str, token: &str, sql: &str) -> Option<Value> {
@@ -474,17 +468,7 @@ async fn kill_9_during_a_launch_loses_and_doubles_nothing_and_reports_equal_a_fu
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
         .collect();
-    ok(&[
-        "campaigns",
-        "add",
-        "redmi-launch",
-        "--lake",
-        lake,
-        "--account",
-        "xiaomi",
-        "--start",
-        &manifest.launch.start,
-    ]);
+    add_launch(lake, &manifest.launch.start);
     let analyst = staff_token(lake, "analyst");
     let operator = staff_token(lake, "operator");
 
@@ -494,13 +478,11 @@ async fn kill_9_during_a_launch_loses_and_doubles_nothing_and_reports_equal_a_fu
             let mut sent = 0;
             let chunks = lines.chunks(lines.len().div_ceil(20));
             for chunk in chunks {
-                let mut text = chunk.join(&b'\n');
-                text.push(b'\n');
                 sent += spacepulse_tests::produce_bytes(
                     &brokers,
                     "events",
                     &[("batch.num.messages", "1")],
-                    text,
+                    ndjson(chunk),
                 )
                 .await;
                 // A stream, not a bulk load.

@@ -3,13 +3,7 @@
 //! https; state-changing requests from another origin are refused.
 
 use serde_json::Value;
-use spacepulse_tests::{Response, Server, issue_token, request, spacepulse, test_dir};
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = spacepulse(args);
-    assert_eq!(code, 0, "spacepulse {args:?}: {err}");
-    out
-}
+use spacepulse_tests::{Response, Server, issue_token, ok, request, spacepulse, test_dir};
 
 /// A browser-like client of one server: its Host and Origin.
 struct Browser<'a> {
