@@ -4,12 +4,15 @@ use deltalake::DeltaTableError;
 use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 
 /// What stopped an ingest. [`Error::Usage`] is the user's to fix (a bad flag or input path);
+/// [`Error::Internal`] is a bug of spacepulse's own (never a usage error: exit 1, not 2);
 /// [`Error::Fenced`] means another writer committed the same source partition, and the writer
 /// recovers from it by re-reading its position from the lake.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Usage(String),
+    #[error("internal error (a bug in spacepulse): {0}")]
+    Internal(String),
     #[error("{path}: {source}")]
     Input {
         path: String,

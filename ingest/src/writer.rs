@@ -186,7 +186,7 @@ impl LakeWriter {
         };
         match self.part_index(source, partition) {
             Some(i) if self.parts[i].last.is_some() => {
-                return Err(Error::Usage(format!(
+                return Err(Error::Internal(format!(
                     "{app}: re-read while data is buffered"
                 )));
             }
@@ -246,7 +246,7 @@ impl LakeWriter {
         now_ms: i64,
     ) -> Result<Outcome> {
         let Some(i) = self.part_index(source, partition) else {
-            return Err(Error::Usage(format!(
+            return Err(Error::Internal(format!(
                 "{}: not positioned",
                 app_id(source, partition)
             )));
@@ -448,7 +448,7 @@ impl LakeWriter {
         let (tables, result, took) = match flight.task.await {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => return Err(Error::Usage(format!("flush task: {e}"))),
+            Err(e) => return Err(Error::Internal(format!("flush task: {e}"))),
         };
         self.tables = Some(tables);
         tracing::debug!(
@@ -627,4 +627,23 @@ async fn commit(
         .await?;
     table.update_incremental(None).await?;
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller's bug (a push before the partition is positioned) is an internal error, never
+    /// one the user is told to fix with a flag (exit 2).
+    #[tokio::test]
+    async fn a_push_to_an_unpositioned_partition_is_an_internal_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(&dir.path().join("lake").to_string_lossy()).unwrap();
+        let mut writer = LakeWriter::open(&lake, WriterOptions::default())
+            .await
+            .unwrap();
+        let err = writer.push("events", 0, 0, b"{}", 0).unwrap_err();
+        assert!(matches!(err, Error::Internal(_)), "{err:?}");
+        assert!(err.to_string().contains("not positioned"), "{err}");
+    }
 }
