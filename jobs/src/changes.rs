@@ -2,7 +2,7 @@
 //! added since a version, read from the Delta log. Compaction (`dataChange: false`) changes
 //! nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use deltalake::DeltaTable;
@@ -114,9 +114,29 @@ pub fn days_of(hours: &BTreeSet<Hour>, tz: ReportTz) -> BTreeSet<i32> {
 /// time, from the files' statistics (or the end of the newest hour without them). `None` for
 /// an empty table.
 pub async fn watermark(events: &DeltaTable) -> Result<Option<i64>> {
-    let marks = lake::txns::app_versions(events, lake::tables::WATERMARK_PREFIX).await?;
+    let txns = lake::txns::app_versions(events, "").await?;
+    let mut marks: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for (id, version) in &txns {
+        if let Some((source, partition)) = id
+            .strip_prefix(lake::tables::WATERMARK_PREFIX)
+            .and_then(|rest| rest.rsplit_once('/'))
+            .and_then(|(s, p)| Some((s, p.parse::<i32>().ok()?)))
+        {
+            marks.insert((source, partition), *version);
+        }
+    }
     if let Some(min) = marks.values().min() {
-        return Ok(Some(*min));
+        // A partition of a streamed source whose commits hold no watermark (written before
+        // watermarks were recorded, or with no accepted event yet) leaves the table's
+        // completeness unknown: its events may be anywhere behind the others'.
+        let streamed: BTreeSet<&str> = marks.keys().map(|(s, _)| *s).collect();
+        let unknown = txns
+            .keys()
+            .filter_map(|id| lake::tables::parse_app_id(id))
+            .any(|(source, partition)| {
+                streamed.contains(source) && !marks.contains_key(&(source, partition))
+            });
+        return Ok(if unknown { None } else { Some(*min) });
     }
     let mut newest: Option<i64> = None;
     for f in events.snapshot()?.log_data().iter() {

@@ -56,14 +56,16 @@ pub async fn app_versions(table: &DeltaTable, prefix: &str) -> Result<BTreeMap<S
         Err(e) => return Err(e.into()),
     };
     let listed: Vec<ObjectMeta> = match last {
-        Some(LastCheckpoint { version }) => {
+        // A checkpoint newer than the loaded version (written since the table was opened)
+        // says nothing of that version: the whole log is listed then.
+        Some(LastCheckpoint { version }) if version <= latest => {
             let from = Path::from(format!("_delta_log/{version:020}"));
             store
                 .list_with_offset(Some(&log), &from)
                 .try_collect()
                 .await?
         }
-        None => store.list(Some(&log)).try_collect().await?,
+        _ => store.list(Some(&log)).try_collect().await?,
     };
     // Log files are `<version:020>.json` and `<version:020>.checkpoint[.<part>.<parts>].parquet`.
     let mut commits: Vec<u64> = Vec::new();
