@@ -227,3 +227,50 @@ fn a_config_file_sets_defaults_that_variables_and_flags_override() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent.toml"), "{err}");
 }
+
+/// Exit 2 is for usage alone: what the caller named but is not there, a change the registry
+/// already holds, and a registry written by a newer spacepulse exit 1, without the usage hint.
+#[test]
+fn only_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    let add = [
+        "accounts", "add", "acme", "--kind", "official", "--lake", lake,
+    ];
+    let (code, out, err) = spacepulse(&add);
+    assert_eq!(code, 0, "{out}{err}");
+    for (args, says) in [
+        (&add[..], "already exists"),
+        (
+            &[
+                "accounts", "verify", "nobody", "--reason", "x", "--lake", lake,
+            ][..],
+            "no account",
+        ),
+    ] {
+        let (code, _, err) = spacepulse(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("hint:"),
+            "{args:?}: {err}"
+        );
+    }
+    // A wrong value of a flag is still the caller's to fix.
+    let (code, _, err) = spacepulse(&["accounts", "add", "x", "--kind", "emperor", "--lake", lake]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("hint: spacepulse --help"), "{err}");
+
+    // A registry whose schema is newer than this program's (the header's user_version, at
+    // byte 60, big-endian): an operator's matter, not a usage error.
+    let registry = dir.path().join("lake").join("_registry.sqlite");
+    let mut bytes = std::fs::read(&registry).unwrap();
+    bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+    std::fs::write(&registry, bytes).unwrap();
+    let (code, _, err) = spacepulse(&["accounts", "list", "--lake", lake]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("schema version 99") && !err.contains("hint:"),
+        "{err}"
+    );
+}

@@ -17,19 +17,25 @@ use crate::UsageError;
 use crate::cli::{DatasetFormat, DatasetsCommand, IngestArgs, LakeCommand};
 
 /// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // The handlers are installed now, not at the first poll: what a command prints after
+    // calling this is said with the signals already caught.
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// A progress line: a spinner on a terminal, a log line every 10 s otherwise.
@@ -386,19 +392,41 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let stopping = stop.clone();
             let name = topic.clone();
-            let mut producing = tokio::task::spawn_blocking(move || {
-                datasets::produce::produce_paced(&config, &name, lines, rate, Some(stopping))
+            // A thread of its own, not the runtime's blocking pool: a read of standard input
+            // blocks until a line comes, and the runtime's shutdown would wait for it.
+            let (tx, mut producing) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(datasets::produce::produce_paced(
+                    &config,
+                    &name,
+                    lines,
+                    rate,
+                    Some(stopping),
+                ));
             });
+            let signal = shutdown_signal();
+            eprintln!(
+                "producing {} to {topic}{}; Ctrl-C stops",
+                if input.as_os_str() == "-" {
+                    "standard input".to_string()
+                } else {
+                    input.display().to_string()
+                },
+                rate.map(|r| format!(" at {r} messages/s"))
+                    .unwrap_or_default()
+            );
             let n = tokio::select! {
-                r = &mut producing => r??,
-                _ = shutdown_signal() => {
+                r = &mut producing => r.context("the producer thread ended")??,
+                _ = signal => {
                     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                    match producing.await? {
-                        Err(datasets::Error::Stopped) => {
+                    // The producer stops at its next line; one waiting on standard input is
+                    // left behind.
+                    match tokio::time::timeout(Duration::from_secs(5), producing).await {
+                        Ok(Ok(Err(datasets::Error::Stopped))) | Err(_) => {
                             tracing::warn!("interrupted: messages not yet acknowledged may be lost");
                             return Ok(());
                         }
-                        r => r?,
+                        Ok(r) => r.context("the producer thread ended")??,
                     }
                 }
             };

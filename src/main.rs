@@ -94,22 +94,41 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let usage = e.downcast_ref::<UsageError>().is_some()
-                || matches!(
-                    e.downcast_ref::<ingest::Error>(),
-                    Some(ingest::Error::Usage(_) | ingest::Error::Input { .. })
-                )
-                || matches!(
-                    e.downcast_ref::<lake::Error>(),
-                    Some(lake::Error::BadLocation { .. } | lake::Error::Registry(_))
-                )
-                || matches!(e.downcast_ref::<jobs::Error>(), Some(jobs::Error::Usage(_)));
-            if usage {
-                eprintln!("hint: spacepulse --help");
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
+            let class = classify(&e);
+            if class == lake::Class::Internal {
+                tracing::error!(error = %format!("{e:#}"), "internal error (a bug in spacepulse)");
             }
+            if class == lake::Class::BadInput {
+                eprintln!("hint: spacepulse --help");
+            }
+            ExitCode::from(class.exit_code())
         }
     }
+}
+
+/// Who must act on `e`: the first error in its chain that knows its class (a usage error of
+/// this program's own is the caller's); an error no crate classified is outside trouble
+/// (exit 1, never the usage code).
+fn classify(e: &anyhow::Error) -> lake::Class {
+    use lake::Classify;
+    for cause in e.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return lake::Class::BadInput;
+        }
+        let class = None
+            .or_else(|| cause.downcast_ref::<lake::Error>().map(|e| e.class()))
+            .or_else(|| cause.downcast_ref::<ingest::Error>().map(|e| e.class()))
+            .or_else(|| cause.downcast_ref::<jobs::Error>().map(|e| e.class()))
+            .or_else(|| cause.downcast_ref::<query::Error>().map(|e| e.class()))
+            .or_else(|| cause.downcast_ref::<datasets::Error>().map(|e| e.class()))
+            .or_else(|| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .map(lake::error::io_class)
+            });
+        if let Some(class) = class {
+            return class;
+        }
+    }
+    lake::Class::Unavailable
 }

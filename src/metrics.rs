@@ -90,6 +90,11 @@ pub async fn jobs(cmd: JobsCommand) -> Result<()> {
     let result = jobs::run(&opts, &bars).await;
     if let Some(path) = &args.metrics_file {
         let counters = crate::pipeline::Jobs::default();
+        // The counters go on from the previous run's file (a textfile's counters must not
+        // reset at each run); a file that is not there, or not ours, starts them at zero.
+        if let Ok(before) = std::fs::read_to_string(path) {
+            counters.resume(&before);
+        }
         match &result {
             Ok(summaries) => counters.ran(summaries, chrono::Utc::now().timestamp(), None),
             Err(_) => {

@@ -92,6 +92,55 @@ impl Default for Jobs {
 }
 
 impl Jobs {
+    /// Continues the counters of an earlier process's text (a `jobs run --metrics-file` of
+    /// the previous run): runs, time, rows and the last successful run carry on, so that the
+    /// counters only grow and a failed run keeps the last success's timestamp.
+    pub fn resume(&self, text: &str) {
+        let mut jobs = lock(&self.jobs);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let Some((name, labels)) = series.strip_suffix('}').and_then(|s| s.split_once('{'))
+            else {
+                continue;
+            };
+            let label = |key: &str| {
+                labels.split(',').find_map(|kv| {
+                    kv.strip_prefix(key)
+                        .and_then(|v| v.strip_prefix("=\""))
+                        .and_then(|v| v.strip_suffix('"'))
+                })
+            };
+            let Some(job) = label("job").and_then(|j| {
+                jobs::Job::ALL
+                    .into_iter()
+                    .map(|k| k.name())
+                    .find(|n| *n == j)
+            }) else {
+                continue;
+            };
+            if !value.is_finite() || value < 0.0 {
+                continue;
+            }
+            let j = jobs.entry(job).or_default();
+            match (name, label("outcome")) {
+                ("spacepulse_jobs_runs_total", Some("ok")) => j.ok = value as u64,
+                ("spacepulse_jobs_runs_total", Some("failed")) => j.failed = value as u64,
+                ("spacepulse_jobs_run_seconds_total", _) => j.millis = (value * 1000.0) as u64,
+                ("spacepulse_jobs_rows_total", _) => j.rows = value as u64,
+                ("spacepulse_jobs_events_version", _) => j.events_seen = Some(value as i64),
+                ("spacepulse_jobs_last_run_timestamp_seconds", _) => {
+                    j.last_run = Some(value as i64)
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// These jobs will run: they are listed before their first run.
     pub fn expect(&self, names: &[&'static str]) {
         let mut jobs = lock(&self.jobs);
@@ -248,18 +297,87 @@ pub struct Pipeline {
 
 impl dashboard::metrics::ExtraMetrics for Pipeline {
     fn status(&self) -> serde_json::Value {
-        let lag: serde_json::Map<String, serde_json::Value> = self
-            .ingester
-            .totals()
-            .partition_lag
-            .iter()
-            .map(|(p, l)| (p.to_string(), (*l).into()))
-            .collect();
+        // Per topic, per partition: a backfill's partitions (other sources) have no lag.
+        let totals = self.ingester.totals();
+        let mut lag = serde_json::Map::new();
+        if let Some(topic) = totals.topic {
+            let each: serde_json::Map<String, serde_json::Value> = totals
+                .partition_lag
+                .iter()
+                .map(|(p, l)| (p.to_string(), (*l).into()))
+                .collect();
+            lag.insert(topic, each.into());
+        }
         serde_json::json!({"lag": lag, "jobs": self.jobs.status()})
     }
 
     fn render(&self, out: &mut String) {
         self.ingester.render(out);
         self.jobs.render(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map(|v| v.trim().to_string())
+    }
+
+    #[test]
+    fn a_metrics_file_goes_on_from_the_last_one_and_a_failure_keeps_the_last_success() {
+        let first = Jobs::default();
+        let summary = jobs::Summary {
+            job: "activity",
+            days: 3,
+            rows: 40,
+            seconds: 1.5,
+            events_version: 7,
+            up_to_date: false,
+        };
+        first.ran(std::slice::from_ref(&summary), 1_000, None);
+        let mut text = String::new();
+        first.render(&mut text);
+
+        let second = Jobs::default();
+        second.resume(&text);
+        second.ran(&[summary], 2_000, None);
+        let third = Jobs::default();
+        let mut text = String::new();
+        second.render(&mut text);
+        third.resume(&text);
+        third.failed(&["activity"], Duration::from_secs(2));
+        let mut text = String::new();
+        third.render(&mut text);
+
+        let get = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+        assert_eq!(
+            get("spacepulse_jobs_runs_total{job=\"activity\",outcome=\"ok\"}"),
+            "2"
+        );
+        assert_eq!(
+            get("spacepulse_jobs_runs_total{job=\"activity\",outcome=\"failed\"}"),
+            "1"
+        );
+        assert_eq!(get("spacepulse_jobs_rows_total{job=\"activity\"}"), "80");
+        assert_eq!(
+            get("spacepulse_jobs_run_seconds_total{job=\"activity\"}"),
+            "5"
+        );
+        assert_eq!(
+            get("spacepulse_jobs_last_run_timestamp_seconds{job=\"activity\"}"),
+            "2000"
+        );
+        assert_eq!(get("spacepulse_jobs_events_version{job=\"activity\"}"), "7");
+
+        // Text that is not ours starts from zero.
+        let other = Jobs::default();
+        other.resume("garbage\nspacepulse_jobs_runs_total{job=\"nope\",outcome=\"ok\"} 9\n");
+        let mut text = String::new();
+        other.render(&mut text);
+        assert!(!text.contains("nope"), "{text}");
     }
 }

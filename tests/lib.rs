@@ -586,6 +586,14 @@ impl Server {
         Server { child, addr }
     }
 
+    /// A process started by other means, to be stopped as a server is.
+    pub fn process(child: std::process::Child) -> Server {
+        Server {
+            child,
+            addr: String::new(),
+        }
+    }
+
     /// SIGKILL, as a crash or the OOM killer would.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
@@ -655,4 +663,37 @@ pub fn issue_token(lake: &str, role: &str, account: &str) -> String {
     ]);
     assert_eq!(code, 0, "tokens issue: {err}");
     out.trim().to_string()
+}
+
+/// The hand-made fixtures (`datasets/fixtures/NAME.ndjson` beside `NAME.expected.json`), every
+/// one found, sorted by name, whose expected figures have the key `kind` (`days` for activity
+/// fixtures, `campaign` for funnel fixtures): a new case is two new files.
+pub fn fixtures(kind: &str) -> Vec<(String, PathBuf, serde_json::Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/fixtures");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".expected.json"))
+        else {
+            continue;
+        };
+        let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let events = dir.join(format!("{name}.ndjson"));
+        assert!(
+            events.exists(),
+            "{} has no {}",
+            path.display(),
+            events.display()
+        );
+        if expected.get(kind).is_some() {
+            found.push((name.to_string(), events, expected));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!found.is_empty(), "no {kind} fixtures in {}", dir.display());
+    found
 }

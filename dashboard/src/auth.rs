@@ -76,17 +76,29 @@ impl FromRequestParts<State> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
-        let registry = || state.registry.lock().expect("not poisoned");
         let (found, session) = match credential(&parts.headers) {
             None => {
                 return Err(ApiError::unauthorized(
                     "a token is required: send Authorization: Bearer <token>",
                 ));
             }
-            Some(Credential::Token(secret)) => (registry().authenticate(&secret)?, None),
+            Some(Credential::Token(secret)) => (
+                state
+                    .registry
+                    .call(move |r| r.authenticate(&secret))
+                    .await?,
+                None,
+            ),
             Some(Credential::Session(secret)) => {
                 let idle = state.options.session_idle.as_millis() as i64;
-                match registry().session(&secret, idle)? {
+                let found = {
+                    let secret = secret.clone();
+                    state
+                        .registry
+                        .call(move |r| r.session(&secret, idle))
+                        .await?
+                };
+                match found {
                     Some(found) => (Some(found), Some(secret)),
                     None => {
                         return Err(ApiError::unauthorized(
@@ -251,13 +263,17 @@ impl Caller {
     /// Whether the caller may still call: its token not revoked, its account not revoked or
     /// rejected, its login session (if it came with one) not ended. An error reading the
     /// registry counts as no.
-    pub fn is_live(&self, state: &State) -> bool {
-        let registry = state.registry.lock().expect("not poisoned");
-        if let Some(secret) = &self.session {
-            let idle = state.options.session_idle.as_millis() as i64;
-            return matches!(registry.session(secret, idle), Ok(Some(_)));
-        }
-        matches!(registry.token_in_force(&self.token.id), Ok(Some(_)))
+    pub async fn is_live(&self, state: &State) -> bool {
+        let idle = state.options.session_idle.as_millis() as i64;
+        let (session, token) = (self.session.clone(), self.token.id.clone());
+        state
+            .registry
+            .call(move |r| match &session {
+                Some(secret) => r.session(secret, idle).map(|s| s.is_some()),
+                None => r.token_in_force(&token).map(|t| t.is_some()),
+            })
+            .await
+            .unwrap_or(false)
     }
 
     /// The caller's role must be one of `roles`.
@@ -322,9 +338,7 @@ pub async fn list_accounts(
     axum::extract::State(state): axum::extract::State<State>,
 ) -> Result<Json<Vec<Account>>, ApiError> {
     caller.require(&[Role::Operator])?;
-    Ok(Json(
-        state.registry.lock().expect("not poisoned").accounts()?,
-    ))
+    Ok(Json(state.registry.call(|r| r.accounts()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -335,19 +349,18 @@ pub struct NewAccount {
     pub name: String,
 }
 
-#[utoipa::path(post, path = "/accounts", tag = "accounts", request_body = NewAccount, responses((status = 201, description = "The new account, pending verification"), (status = 400, description = "A bad id or kind, or the account exists"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
+#[utoipa::path(post, path = "/accounts", tag = "accounts", request_body = NewAccount, responses((status = 201, description = "The new account, pending verification"), (status = 400, description = "A bad id or kind"), (status = 409, description = "The account exists"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn add_account(
     Operator(caller): Operator,
     axum::extract::State(state): axum::extract::State<State>,
     JsonBody(body): JsonBody<NewAccount>,
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
     let kind: AccountKind = body.kind.parse()?;
-    let account = state.registry.lock().expect("not poisoned").add_account(
-        &body.id,
-        kind,
-        &body.name,
-        &caller.actor(),
-    )?;
+    let actor = caller.actor();
+    let account = state
+        .registry
+        .call(move |r| r.add_account(&body.id, kind, &body.name, &actor))
+        .await?;
     Ok((StatusCode::CREATED, Json(account)))
 }
 
@@ -364,13 +377,16 @@ pub async fn get_account(
     if !own && caller.role() != Role::Operator {
         return Err(ApiError::not_found(format!("no account {id:?}")));
     }
-    let registry = state.registry.lock().expect("not poisoned");
-    let Some(account) = registry.account(&id)? else {
-        return Err(ApiError::not_found(format!("no account {id:?}")));
-    };
-    Ok(Json(
-        json!({"account": account, "audit": registry.audit(&id)?}),
-    ))
+    let found = state
+        .registry
+        .call(move |r| -> Result<_, ApiError> {
+            let Some(account) = r.account(&id)? else {
+                return Err(ApiError::not_found(format!("no account {id:?}")));
+            };
+            Ok(json!({"account": account, "audit": r.audit(&id)?}))
+        })
+        .await?;
+    Ok(Json(found))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -380,7 +396,7 @@ pub struct NewState {
 }
 
 /// Verifies, rejects or revokes an account (operators).
-#[utoipa::path(post, path = "/accounts/{id}/state", tag = "accounts", params(("id" = String, Path, description = "Account id")), request_body = NewState, responses((status = 200, description = "The account in its new state (audited)"), (status = 400, description = "A bad state or an empty reason"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
+#[utoipa::path(post, path = "/accounts/{id}/state", tag = "accounts", params(("id" = String, Path, description = "Account id")), request_body = NewState, responses((status = 200, description = "The account in its new state (audited)"), (status = 400, description = "A bad state or an empty reason"), (status = 409, description = "The account is in that state already"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn set_state(
     Operator(caller): Operator,
     axum::extract::State(state): axum::extract::State<State>,
@@ -388,16 +404,12 @@ pub async fn set_state(
     JsonBody(body): JsonBody<NewState>,
 ) -> Result<Json<Account>, ApiError> {
     let to: VerificationState = body.state.parse()?;
-    let registry = state.registry.lock().expect("not poisoned");
-    if registry.account(&id)?.is_none() {
-        return Err(ApiError::not_found(format!("no account {id:?}")));
-    }
-    Ok(Json(registry.set_state(
-        &id,
-        to,
-        &caller.actor(),
-        &body.reason,
-    )?))
+    let actor = caller.actor();
+    let account = state
+        .registry
+        .call(move |r| r.set_state(&id, to, &actor, &body.reason))
+        .await?;
+    Ok(Json(account))
 }
 
 #[utoipa::path(get, path = "/tokens", tag = "tokens", responses((status = 200, description = "Every token, never a secret"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
@@ -406,7 +418,7 @@ pub async fn list_tokens(
     axum::extract::State(state): axum::extract::State<State>,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     caller.require(&[Role::Operator])?;
-    Ok(Json(state.registry.lock().expect("not poisoned").tokens()?))
+    Ok(Json(state.registry.call(|r| r.tokens()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -418,18 +430,17 @@ pub struct NewToken {
 }
 
 /// Issues a token (operators); the response is the only place its secret appears.
-#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken, responses((status = 201, description = "{token, info}: the secret, shown this once"), (status = 400, description = "A bad role or an unknown account"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken, responses((status = 201, description = "{token, info}: the secret, shown this once"), (status = 400, description = "A bad role, or an account of another kind"), (status = 404, description = "No such account"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn issue_token(
     _: Operator,
     axum::extract::State(state): axum::extract::State<State>,
     JsonBody(body): JsonBody<NewToken>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let role: Role = body.role.parse()?;
-    let token = state.registry.lock().expect("not poisoned").issue_token(
-        role,
-        &body.account_id,
-        &body.label,
-    )?;
+    let token = state
+        .registry
+        .call(move |r| r.issue_token(role, &body.account_id, &body.label))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token.secret, "info": token.info})),
@@ -443,12 +454,11 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(&[Role::Operator])?;
-    if state
-        .registry
-        .lock()
-        .expect("not poisoned")
-        .revoke_token(&id)?
-    {
+    let revoked = {
+        let id = id.clone();
+        state.registry.call(move |r| r.revoke_token(&id)).await?
+    };
+    if revoked {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no live token {id:?}")))

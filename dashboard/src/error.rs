@@ -150,12 +150,23 @@ pub async fn with_request_id(req: Request, next: Next) -> Response {
     response
 }
 
+impl ApiError {
+    /// The one mapping from an error's class to a status: an internal error is a 500 (its
+    /// detail logged, never shown), whatever it says.
+    pub fn classed(class: lake::Class, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(class.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, class.code(), message)
+    }
+}
+
 impl From<lake::Error> for ApiError {
     fn from(e: lake::Error) -> Self {
+        use lake::Classify;
         match e {
-            // The registry's own validation messages are the caller's to fix.
-            lake::Error::Registry(m) => ApiError::bad_request(m),
-            other => ApiError::internal(other.to_string()),
+            // The registry's messages are written for the caller.
+            lake::Error::Registry { class, message } => ApiError::classed(class, message),
+            other => ApiError::classed(other.class(), other.to_string()),
         }
     }
 }

@@ -89,10 +89,40 @@ impl Options {
     }
 }
 
+/// The registry as handlers call it: on the runtime's blocking pool, one call at a time.
+/// SQLite blocks (up to its busy timeout while another process writes), and the async
+/// threads that serve every other request must not.
+pub struct RegistryHandle(Arc<Mutex<Registry>>);
+
+impl RegistryHandle {
+    pub fn new(registry: Registry) -> Self {
+        Self(Arc::new(Mutex::new(registry)))
+    }
+
+    /// Runs `f` with the registry off the async threads.
+    pub async fn call<T, E, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Registry) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Into<ApiError> + Send + 'static,
+    {
+        let registry = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            // A call that panicked left no half-done state behind: SQLite's transactions
+            // are whole or absent.
+            let r = registry.lock().unwrap_or_else(|e| e.into_inner());
+            f(&r)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("a registry call ended: {e}")))?
+        .map_err(Into::into)
+    }
+}
+
 /// What every handler shares.
 pub struct AppState {
     pub options: Options,
-    pub registry: Mutex<Registry>,
+    pub registry: RegistryHandle,
     pub view: view::LakeView,
     /// The live counters when `--brokers` was given.
     pub live: Option<Arc<live::Live>>,
@@ -113,7 +143,7 @@ pub async fn state(options: Options) -> Result<State, ApiError> {
     let live = options.live.clone().map(|o| live::Live::new(o, options.tz));
     Ok(Arc::new(AppState {
         options,
-        registry: Mutex::new(registry),
+        registry: RegistryHandle::new(registry),
         view,
         live,
         http_metrics: metrics::HttpMetrics::default(),

@@ -67,7 +67,7 @@ pub async fn stream(
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            if !caller.is_live(&state) {
+            if !caller.is_live(&state).await {
                 break;
             }
         }

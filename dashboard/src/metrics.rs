@@ -21,8 +21,8 @@ use crate::error::ApiError;
 pub trait ExtraMetrics: Send + Sync + std::fmt::Debug {
     fn render(&self, out: &mut String);
 
-    /// What the process knows beyond the lake, for `GET /api/v1/status`: `{"lag": {partition:
-    /// messages}, "jobs": {job: {last_run, duration_seconds, next_run, ...}}}`.
+    /// What the process knows beyond the lake, for `GET /api/v1/status`: `{"lag": {topic:
+    /// {partition: messages}}, "jobs": {job: {last_run, duration_seconds, next_run, ...}}}`.
     fn status(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
@@ -114,11 +114,7 @@ impl HttpMetrics {
     }
 }
 
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use lake::prometheus_label as label;
 
 /// Times every request; the route is the matched template (`/api/v1/accounts/{id}`), so
 /// ids never become labels; unmatched paths count as `unmatched`.

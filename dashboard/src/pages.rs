@@ -287,15 +287,19 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let token = form.token.trim();
-    let started = {
-        let registry = state.registry.lock().expect("not poisoned");
-        registry.authenticate(token).and_then(|found| match found {
-            Some((t, _)) => registry
-                .start_session(&t.id, state.options.session_max.as_millis() as i64)
-                .map(Some),
-            None => Ok(None),
+    let (token, max) = (
+        token.to_string(),
+        state.options.session_max.as_millis() as i64,
+    );
+    let started = state
+        .registry
+        .call(move |r| {
+            r.authenticate(&token).and_then(|found| match found {
+                Some((t, _)) => r.start_session(&t.id, max).map(Some),
+                None => Ok(None),
+            })
         })
-    };
+        .await;
     match started {
         Ok(Some(secret)) => {
             let mut r = Redirect::to("/").into_response();
@@ -326,13 +330,9 @@ pub async fn login(
 /// the cookie.
 pub async fn logout(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
     if let Some(secret) = crate::auth::session_secret(&headers)
-        && let Err(e) = state
-            .registry
-            .lock()
-            .expect("not poisoned")
-            .end_session(&secret)
+        && let Err(e) = state.registry.call(move |r| r.end_session(&secret)).await
     {
-        return PageError(e.into()).into_response();
+        return PageError(e).into_response();
     }
     let mut r = Redirect::to("/login").into_response();
     for c in crate::auth::logout_cookies() {
@@ -493,7 +493,7 @@ pub async fn account(
             values: r.iter().map(|x| num(&x["followers"])).collect(),
         }],
     );
-    let campaigns = reports::campaigns_value(&state, &id)?;
+    let campaigns = reports::campaigns_value(&state, &id).await?;
     let list: String = campaigns["campaigns"]
         .as_array()
         .cloned()
@@ -561,7 +561,7 @@ pub async fn campaign(
     AxState(state): AxState<State>,
     Path(id): Path<String>,
 ) -> Page {
-    reports::campaign_access(&c, &state, &id)?;
+    reports::campaign_access(&c, &state, &id).await?;
     let funnel = reports::funnel_value(&state, &id).await?;
     let launch = reports::launch_value(&state, &id).await?;
     let steps: Vec<Value> = rows(&funnel)
@@ -737,7 +737,7 @@ pub async fn advertiser(
 /// `GET /admin/accounts`: accounts with their state and buttons to change it (operators).
 pub async fn admin_accounts(Viewer(c): Viewer, AxState(state): AxState<State>) -> Page {
     c.require(&[Role::Operator])?;
-    let accounts = state.registry.lock().expect("not poisoned").accounts()?;
+    let accounts = state.registry.call(|r| r.accounts()).await?;
     let rows: String = accounts
         .iter()
         .map(|a| {
@@ -790,13 +790,11 @@ pub async fn admin_set_state(
 ) -> Page {
     c.require(&[Role::Operator])?;
     let to: VerificationState = form.state.parse().map_err(ApiError::from)?;
-    {
-        let registry = state.registry.lock().expect("not poisoned");
-        if registry.account(&id)?.is_none() {
-            return Err(ApiError::not_found(format!("no account {id:?}")).into());
-        }
-        registry.set_state(&id, to, &c.actor(), &form.reason)?;
-    }
+    let actor = c.actor();
+    state
+        .registry
+        .call(move |r| r.set_state(&id, to, &actor, &form.reason))
+        .await?;
     Ok(Redirect::to("/admin/accounts").into_response())
 }
 

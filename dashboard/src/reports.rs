@@ -360,23 +360,26 @@ pub async fn campaigns(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     caller.tenant(Role::Official, &id)?;
-    Ok(axum::Json(campaigns_value(&state, &id)?))
+    Ok(axum::Json(campaigns_value(&state, &id).await?))
 }
 
-pub(crate) fn campaigns_value(state: &State, id: &str) -> Result<Value, ApiError> {
-    let all = state.registry.lock().expect("not poisoned").campaigns()?;
+pub(crate) async fn campaigns_value(state: &State, id: &str) -> Result<Value, ApiError> {
+    let all = state.registry.call(|r| r.campaigns()).await?;
     let own: Vec<_> = all.into_iter().filter(|c| c.account_id == id).collect();
     Ok(json!({"account_id": id, "campaigns": own}))
 }
 
 /// The campaign's owner may see it (and operators); an unregistered campaign is operators'.
-pub(crate) fn campaign_access(caller: &Caller, state: &State, id: &str) -> Result<(), ApiError> {
-    let owner = state
-        .registry
-        .lock()
-        .expect("not poisoned")
-        .campaign(id)?
-        .map(|c| c.account_id);
+pub(crate) async fn campaign_access(
+    caller: &Caller,
+    state: &State,
+    id: &str,
+) -> Result<(), ApiError> {
+    let owner = {
+        let id = id.to_string();
+        state.registry.call(move |r| r.campaign(&id)).await?
+    }
+    .map(|c| c.account_id);
     // Whoever may not see it gets the answer an unknown campaign gets; only its own
     // (unverified) owner is told why.
     let hidden = || ApiError::not_found(format!("no campaign {id:?}"));
@@ -401,7 +404,7 @@ pub async fn funnel(
     AxState(state): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    campaign_access(&caller, &state, &id)?;
+    campaign_access(&caller, &state, &id).await?;
     cached_json(&state, format!("funnel|{id}"), || funnel_value(&state, &id)).await
 }
 
@@ -456,7 +459,7 @@ pub async fn launch(
     AxState(state): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    campaign_access(&caller, &state, &id)?;
+    campaign_access(&caller, &state, &id).await?;
     cached_json(&state, format!("launch|{id}"), || launch_value(&state, &id)).await
 }
 

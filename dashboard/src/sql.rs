@@ -78,7 +78,7 @@ pub async fn sql(
     let view = state.view.current().await?;
     let started = std::time::Instant::now();
     let result = view.sql.run_as(&caller.token.id, &text).await;
-    audit(&state, &caller, &text, started.elapsed(), &result);
+    audit(&state, &caller, &text, started.elapsed(), &result).await;
     let answer = result?;
     tracing::info!(
         role = %caller.role(),
@@ -113,33 +113,41 @@ pub async fn sql(
 
 /// Writes the query's audit record; a registry that cannot take it is logged, not the
 /// caller's failure.
-fn audit(
+async fn audit(
     state: &State,
     caller: &Caller,
     text: &str,
     took: std::time::Duration,
     result: &Result<query::guard::Answer, query::guard::QueryError>,
 ) {
-    let role = caller.role().to_string();
-    let record = QueryRun {
-        token_id: &caller.token.id,
-        account_id: &caller.account.id,
-        role: &role,
-        sql: text,
-        duration_ms: took.as_millis() as i64,
-        rows: result.as_ref().ok().map(|a| a.rows as i64),
-        outcome: match result {
-            Ok(_) => "ok",
-            Err(e) => e.code(),
-        },
-        request_id: crate::error::request_id(),
+    let (token_id, account_id, role, sql) = (
+        caller.token.id.clone(),
+        caller.account.id.clone(),
+        caller.role().to_string(),
+        text.to_string(),
+    );
+    let rows = result.as_ref().ok().map(|a| a.rows as i64);
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
     };
-    if let Err(e) = state
+    let request_id = crate::error::request_id();
+    let recorded = state
         .registry
-        .lock()
-        .expect("not poisoned")
-        .record_query(&record)
-    {
+        .call(move |r| {
+            r.record_query(&QueryRun {
+                token_id: &token_id,
+                account_id: &account_id,
+                role: &role,
+                sql: &sql,
+                duration_ms: took.as_millis() as i64,
+                rows,
+                outcome,
+                request_id,
+            })
+        })
+        .await;
+    if let Err(e) = recorded {
         tracing::error!(error = %e, "the SQL audit log did not take a record");
     }
 }
@@ -169,8 +177,7 @@ pub async fn audit_log(
     }
     let records = state
         .registry
-        .lock()
-        .expect("not poisoned")
-        .queries(p.token.as_deref(), limit)?;
+        .call(move |r| r.queries(p.token.as_deref(), limit))
+        .await?;
     Ok(axum::Json(serde_json::json!({ "records": records })))
 }

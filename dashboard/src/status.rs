@@ -69,7 +69,10 @@ pub async fn status(
                         .get(&lake::tables::watermark_app_id(&p.source, p.partition))
                         .copied()
                 ),
-                "lag": extra["lag"].get(p.partition.to_string()).cloned().unwrap_or(Value::Null),
+                "lag": extra["lag"][&p.source]
+                    .get(p.partition.to_string())
+                    .cloned()
+                    .unwrap_or(Value::Null),
             })
         })
         .collect();

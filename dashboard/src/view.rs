@@ -26,8 +26,9 @@ pub struct View {
     pub sql: Guarded,
     fingerprint: String,
     cache: Mutex<HashMap<String, Cached>>,
-    lake: Lake,
     tz: ReportTz,
+    /// The metric tables the session reads, at the versions it reads.
+    tables: HashMap<String, deltalake::DeltaTable>,
     /// Per metric table, the completeness its job recorded (epoch ms), read once per view.
     watermarks: tokio::sync::Mutex<HashMap<String, Option<i64>>>,
 }
@@ -103,12 +104,11 @@ impl View {
                 let job = jobs::Job::ALL
                     .into_iter()
                     .find(|j| j.tables().contains(&table));
-                let mark = match (
-                    job,
-                    self.lake.open(&jobs::publish::table_name(table)).await?,
-                ) {
+                // The version the session's queries read, not the newest: a job that
+                // commits after the view was built must not make older figures look fresher.
+                let mark = match (job, self.tables.get(table)) {
                     (Some(job), Some(t)) => {
-                        lake::tables::covered(&t, &jobs::watermark_app_id(job, self.tz)).await?
+                        lake::tables::covered(t, &jobs::watermark_app_id(job, self.tz)).await?
                     }
                     _ => None,
                 };
@@ -204,7 +204,7 @@ async fn build(
     tz: ReportTz,
     fingerprint: String,
 ) -> Result<View, ApiError> {
-    let ctx = query::session::session(lake)
+    let (ctx, tables) = query::session::session_and_tables(lake)
         .await
         .map_err(|e| ApiError::internal(format!("opening the lake: {e}")))?;
     Ok(View {
@@ -212,8 +212,8 @@ async fn build(
         ctx,
         fingerprint,
         cache: Mutex::new(HashMap::new()),
-        lake: lake.clone(),
         tz,
+        tables,
         watermarks: tokio::sync::Mutex::new(HashMap::new()),
     })
 }
@@ -248,4 +248,70 @@ fn fingerprint(lake: &Lake) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ingests `ts_ms`'s event (from a file: complete once committed) and runs the jobs.
+    async fn add_event(lake: &Lake, dir: &std::path::Path, ts_ms: i64) {
+        let file = dir.join(format!("{ts_ms}.ndjson"));
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"event_id":"e{ts_ms}","ts":{ts_ms},"user_id":7,"type":"like","platform":"ios"}}"#
+            ) + "\n",
+        )
+        .unwrap();
+        let mut writer = ingest::writer::LakeWriter::open(lake, Default::default())
+            .await
+            .unwrap();
+        ingest::backfill::run(&mut writer, &file, |_| {})
+            .await
+            .unwrap();
+        let opts = jobs::Options {
+            lake: lake.clone(),
+            registry: None,
+            tz: Default::default(),
+            from: None,
+            to: None,
+            full: false,
+            jobs: vec![jobs::Job::Activity],
+            memory: None,
+        };
+        jobs::run(&opts, &jobs::Quiet).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn freshness_comes_from_the_versions_the_figures_come_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(&dir.path().join("lake").to_string_lossy()).unwrap();
+        let first = 1_430_186_400_000; // 2015-04-28T02:00:00Z
+        add_event(&lake, dir.path(), first).await;
+        let views = LakeView::open(lake.clone(), Limits::default(), ReportTz::default())
+            .await
+            .unwrap();
+        let old = views.current().await.unwrap();
+        // The job commits a day later's figures after the view was built and before the
+        // view is first asked how fresh it is.
+        add_event(&lake, dir.path(), first + 86_400_000).await;
+        let lateness = Duration::from_secs(60);
+        let fresh = old.freshness("activity", lateness).await.unwrap();
+        assert_eq!(fresh.complete_up_to, Some(first - 60_000));
+        let rows = old
+            .rows(
+                "SELECT count(*) AS days FROM activity WHERE breakdown = 'total'",
+                &["activity"],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows[0]["days"], 1);
+        // A view built now has both.
+        let new = build(&lake, Limits::default(), ReportTz::default(), String::new())
+            .await
+            .unwrap();
+        let fresh = new.freshness("activity", lateness).await.unwrap();
+        assert_eq!(fresh.complete_up_to, Some(first + 86_400_000 - 60_000));
+    }
 }

@@ -18,3 +18,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl lake::Classify for Error {
+    fn class(&self) -> lake::Class {
+        match self {
+            Error::Kafka(_) | Error::Undelivered { .. } => lake::Class::Unavailable,
+            Error::Io(e) => lake::error::io_class(e),
+            // Stopped by a signal: not a failure of anyone's.
+            Error::Stopped => lake::Class::Unavailable,
+        }
+    }
+}

@@ -201,16 +201,18 @@ pub fn produce_paced(
     let started = std::time::Instant::now();
     let mut line = Vec::new();
     loop {
+        if sink.stopped() {
+            return Err(Error::Stopped);
+        }
         if let Some(rate) = rate {
             // Ahead of the pace: wait until the next message is due.
             let due = Duration::from_secs_f64(sink.sent as f64 / rate);
             let elapsed = started.elapsed();
+            // In slices, so that a stop is seen at once at a slow pace too.
             if due > elapsed + Duration::from_millis(1) {
-                std::thread::sleep(due - elapsed);
+                std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
+                continue;
             }
-        }
-        if sink.stopped() {
-            return Err(Error::Stopped);
         }
         line.clear();
         if lines.read_until(b'\n', &mut line)? == 0 {

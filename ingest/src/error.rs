@@ -48,3 +48,19 @@ impl From<DeltaTableError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl lake::Classify for Error {
+    fn class(&self) -> lake::Class {
+        use lake::Class;
+        match self {
+            Error::Usage(_) | Error::Input { .. } => Class::BadInput,
+            Error::Internal(_) | Error::Arrow(_) | Error::Parquet(_) => Class::Internal,
+            Error::Fenced(_) => Class::Conflict,
+            Error::Lake(e) => e.class(),
+            Error::Delta(e) => lake::error::delta_class(e),
+            Error::Kafka(_) => Class::Unavailable,
+            Error::ObjectStore(e) => lake::error::object_store_class(e),
+            Error::Io(e) => lake::error::io_class(e),
+        }
+    }
+}

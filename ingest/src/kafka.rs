@@ -192,6 +192,7 @@ pub async fn run(
     let mut positions: HashMap<i32, Position> = HashMap::new();
     let mut last_tick = Instant::now();
     let mut told_commits = writer.stats.commits;
+    writer.stats.topic = Some(topic.to_string());
     tokio::pin!(shutdown);
 
     loop {

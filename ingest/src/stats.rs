@@ -23,6 +23,9 @@ pub struct Stats {
     pub lag: Option<i64>,
     /// The same per assigned partition (empty while unknown).
     pub partition_lag: Vec<(i32, i64)>,
+    /// The topic the partitions of `partition_lag` and `partition_watermark` belong to (a
+    /// Kafka ingest's source), None for a backfill.
+    pub topic: Option<String>,
     /// Per partition, the event-time watermark (epoch ms) its last commit recorded.
     pub partition_watermark: Vec<(i32, i64)>,
     /// Rejected messages by the field at fault (`message` when the message as a whole is).
@@ -96,6 +99,7 @@ impl Default for Stats {
             gaps: 0,
             lag: None,
             partition_lag: Vec::new(),
+            topic: None,
             partition_watermark: Vec::new(),
             rejected_by_field: Default::default(),
             commit_seconds: Histogram::default(),
@@ -139,6 +143,9 @@ impl Stats {
         self.files += o.files;
         self.fenced += o.fenced;
         self.gaps += o.gaps;
+        if o.topic.is_some() {
+            self.topic = o.topic.clone();
+        }
         if o.lag.is_some() {
             self.lag = o.lag;
             self.partition_lag = o.partition_lag.clone();
@@ -242,10 +249,11 @@ impl Stats {
             "gauge",
             "Messages behind the high watermark, per partition.",
         );
+        let topic = self.topic_label();
         for (p, l) in &self.partition_lag {
             let _ = writeln!(
                 out,
-                "spacepulse_ingest_partition_lag_messages{{partition=\"{p}\"}} {l}"
+                "spacepulse_ingest_partition_lag_messages{{{topic}partition=\"{p}\"}} {l}"
             );
         }
         family(
@@ -257,9 +265,18 @@ impl Stats {
         for (p, w) in &self.partition_watermark {
             let _ = writeln!(
                 out,
-                "spacepulse_ingest_watermark_timestamp_seconds{{partition=\"{p}\"}} {}",
+                "spacepulse_ingest_watermark_timestamp_seconds{{{topic}partition=\"{p}\"}} {}",
                 *w as f64 / 1000.0
             );
+        }
+    }
+
+    /// `topic="NAME",` for a per-partition series' labels (the name escaped as Prometheus's
+    /// text format wants), or nothing when the partitions belong to no topic.
+    fn topic_label(&self) -> String {
+        match &self.topic {
+            Some(t) => format!("topic=\"{}\",", lake::prometheus_label(t)),
+            None => String::new(),
         }
     }
 

@@ -59,6 +59,23 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl lake::Classify for Error {
+    fn class(&self) -> lake::Class {
+        use lake::Class;
+        match self {
+            Error::Usage(_) => Class::BadInput,
+            Error::Lake(e) => e.class(),
+            Error::Query(e) => e.class(),
+            Error::Delta(e) => lake::error::delta_class(e),
+            Error::DataFusion(e) => query::datafusion_class(e),
+            Error::ObjectStore(e) => lake::error::object_store_class(e),
+            Error::Io(e) => lake::error::io_class(e),
+            Error::Conflict(_) => Class::Conflict,
+            Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => Class::Internal,
+        }
+    }
+}
+
 /// The jobs, in the order a run takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Job {

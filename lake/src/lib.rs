@@ -15,4 +15,12 @@ pub mod registry;
 pub mod tables;
 pub mod txns;
 
-pub use error::{Error, Result};
+pub use error::{Class, Classify, Error, Result};
+
+/// `s` as a label value in Prometheus's text format (backslash, double quote and newline
+/// escaped), for every process's `/metrics`.
+pub fn prometheus_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -27,3 +27,36 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl lake::Classify for Error {
+    fn class(&self) -> lake::Class {
+        match self {
+            Error::Lake(e) => e.class(),
+            Error::Delta(e) => lake::error::delta_class(e),
+            Error::DataFusion(e) => datafusion_class(e),
+        }
+    }
+}
+
+/// A DataFusion error: what it wraps decides (a lake's, an object store's, a file's); memory
+/// or spill limits are the machine's; the rest (plans over our own tables) is ours.
+pub fn datafusion_class(e: &deltalake::datafusion::error::DataFusionError) -> lake::Class {
+    use deltalake::datafusion::error::DataFusionError as D;
+    match e {
+        D::ResourcesExhausted(_) => lake::Class::Unavailable,
+        D::ObjectStore(e) => lake::error::object_store_class(e),
+        D::IoError(e) => lake::error::io_class(e),
+        D::Context(_, inner) | D::Diagnostic(_, inner) => datafusion_class(inner),
+        D::Shared(inner) => datafusion_class(inner),
+        D::External(inner) => {
+            if let Some(e) = inner.downcast_ref::<lake::Error>() {
+                lake::Classify::class(e)
+            } else if let Some(e) = inner.downcast_ref::<deltalake::DeltaTableError>() {
+                lake::error::delta_class(e)
+            } else {
+                lake::Class::Internal
+            }
+        }
+        _ => lake::Class::Internal,
+    }
+}

@@ -31,6 +31,17 @@ pub async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> R
 /// every metric table that exists under its name (`activity`, `uploads_daily`, ...), and the
 /// registry's `campaigns` when the lake has a registry.
 pub async fn session(lake: &Lake) -> Result<SessionContext> {
+    Ok(session_and_tables(lake).await?.0)
+}
+
+/// [`session`], and the metric tables it registered, by name, at the versions its queries
+/// read (what a report says about its figures comes from the same snapshot as they do).
+pub async fn session_and_tables(
+    lake: &Lake,
+) -> Result<(
+    SessionContext,
+    std::collections::HashMap<String, DeltaTable>,
+)> {
     let ctx = context();
     for name in ["events", "rejected"] {
         if let Some(t) = lake.open(name).await? {
@@ -50,12 +61,14 @@ pub async fn session(lake: &Lake) -> Result<SessionContext> {
     {
         register_campaigns(&ctx, &lake::registry::Registry::open(&path)?.campaigns()?)?;
     }
+    let mut metrics = std::collections::HashMap::new();
     for name in METRIC_TABLES {
         if let Some(t) = lake.open(&format!("metrics/{name}")).await? {
             register(&ctx, name, &t).await?;
+            metrics.insert(name.to_string(), t);
         }
     }
-    Ok(ctx)
+    Ok((ctx, metrics))
 }
 
 /// Registers the registry's campaigns as the table `campaigns`.

@@ -176,6 +176,10 @@ fn check_demo(demo: &Demo, dir: &Path) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "the demo starts Tansu (and the browser test Chromium): scripts/test installs them and runs this tier"
+)]
 fn the_demo_prints_a_url_and_tokens_that_work_and_the_generators_milestones() {
     let dir = test_dir();
     let demo_dir = dir.path().join("demo");
@@ -246,6 +250,10 @@ fn the_demo_prints_a_url_and_tokens_that_work_and_the_generators_milestones() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "the demo starts Tansu (and the browser test Chromium): scripts/test installs them and runs this tier"
+)]
 fn a_signal_during_the_paced_replay_stops_the_demo_at_once() {
     let dir = test_dir();
     let demo_dir = dir.path().join("demo");
@@ -302,6 +310,10 @@ fn exits_within(child: &mut Child, limit: Duration, what: &str) -> std::process:
 /// the demo stops at once instead of waiting on the queue for good. Then a headless demo
 /// that is ready stops on SIGTERM though its standard input stays open.
 #[test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "the demo starts Tansu (and the browser test Chromium): scripts/test installs them and runs this tier"
+)]
 fn signals_stop_the_demo_with_its_broker_gone_and_when_headless() {
     let dir = test_dir();
     let mut broker = Broker::in_memory(dir.path());
@@ -386,6 +398,10 @@ fn artifacts() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "the demo starts Tansu (and the browser test Chromium): scripts/test installs them and runs this tier"
+)]
 async fn a_browser_logs_in_sees_the_launch_and_the_live_counter_rise_against_tansu() {
     let _heavy = HEAVY.lock().await;
     let dir = test_dir();

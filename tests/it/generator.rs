@@ -420,97 +420,102 @@ async fn parquet_output_holds_the_valid_events_in_the_lake_schema() {
     assert!(e.contains("--dirty"), "{e}");
 }
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/fixtures");
-
-fn fixture(name: &str) -> (Vec<lake::decode::Event<'static>>, serde_json::Value) {
-    let text: &'static str = Box::leak(
-        std::fs::read_to_string(format!("{FIXTURES}/{name}.ndjson"))
-            .unwrap()
-            .into_boxed_str(),
-    );
+/// A fixture's events, each valid by the contract.
+fn parse_fixture(name: &str, path: &std::path::Path) -> Vec<lake::decode::Event<'static>> {
+    let text: &'static str = Box::leak(std::fs::read_to_string(path).unwrap().into_boxed_str());
     let now = chrono::Utc::now().timestamp_millis();
-    let events = text
-        .lines()
+    text.lines()
         .map(|l| {
             lake::decode::parse(l.as_bytes(), now).unwrap_or_else(|r| panic!("{name}: {r}: {l}"))
         })
-        .collect();
-    let expected = serde_json::from_str(
-        &std::fs::read_to_string(format!("{FIXTURES}/{name}.expected.json")).unwrap(),
-    )
-    .unwrap();
-    (events, expected)
+        .collect()
 }
 
+/// Every activity fixture's events give its hand-worked days (events, users, uploads).
 #[test]
-fn the_midnight_fixture_matches_its_hand_worked_figures() {
+fn every_activity_fixture_matches_its_hand_worked_figures() {
     let _turn = spacepulse_tests::HEAVY.blocking_lock();
-    let (events, expected) = fixture("shanghai_midnight");
-    assert_eq!(events.len() as u64, expected["messages"].as_u64().unwrap());
-    let mut seen = HashSet::new();
-    let mut days: BTreeMap<String, (u64, HashSet<u64>, u64, u64)> = BTreeMap::new();
-    for e in &events {
-        if !seen.insert(e.event_id.to_string()) {
-            continue;
-        }
-        let d = days.entry(day_of(e.ts_ms)).or_default();
-        d.0 += 1;
-        d.1.insert(e.user_id);
-        if e.event_type == "photo_upload" {
-            d.2 += 1;
-            d.3 += u64::from(e.photos.unwrap());
-        }
-    }
-    assert_eq!(
-        seen.len() as u64,
-        expected["distinct_events"].as_u64().unwrap()
-    );
-    for want in expected["days"].as_array().unwrap() {
-        let d = &days[want["day"].as_str().unwrap()];
-        assert_eq!(d.0, want["events"].as_u64().unwrap(), "{want}");
-        assert_eq!(d.1.len() as u64, want["dau"].as_u64().unwrap(), "{want}");
+    for (name, path, expected) in spacepulse_tests::fixtures("days") {
+        let events = parse_fixture(&name, &path);
         assert_eq!(
-            (d.2, d.3),
-            (
-                want["uploads"].as_u64().unwrap(),
-                want["photos"].as_u64().unwrap()
-            ),
-            "{want}"
+            events.len() as u64,
+            expected["messages"].as_u64().unwrap(),
+            "{name}"
         );
+        let mut seen = HashSet::new();
+        let mut days: BTreeMap<String, (u64, HashSet<u64>, u64, u64)> = BTreeMap::new();
+        for e in &events {
+            if !seen.insert(e.event_id.to_string()) {
+                continue;
+            }
+            let d = days.entry(day_of(e.ts_ms)).or_default();
+            d.0 += 1;
+            d.1.insert(e.user_id);
+            if e.event_type == "photo_upload" {
+                d.2 += 1;
+                d.3 += u64::from(e.photos.unwrap());
+            }
+        }
+        assert_eq!(
+            seen.len() as u64,
+            expected["distinct_events"].as_u64().unwrap(),
+            "{name}"
+        );
+        for want in expected["days"].as_array().unwrap() {
+            let d = &days[want["day"].as_str().unwrap()];
+            assert_eq!(d.0, want["events"].as_u64().unwrap(), "{name}: {want}");
+            assert_eq!(
+                d.1.len() as u64,
+                want["dau"].as_u64().unwrap(),
+                "{name}: {want}"
+            );
+            assert_eq!(
+                (d.2, d.3),
+                (
+                    want["uploads"].as_u64().unwrap(),
+                    want["photos"].as_u64().unwrap()
+                ),
+                "{name}: {want}"
+            );
+        }
     }
 }
 
+/// Every funnel fixture's events give its launch curve: each reserver's first reservation
+/// (where the fixture lists them) and the milestones, counted from the start.
 #[test]
-fn the_funnel_fixture_matches_its_launch_curve() {
+fn every_funnel_fixture_matches_its_launch_curve() {
     let _turn = spacepulse_tests::HEAVY.blocking_lock();
-    let (events, expected) = fixture("funnel_edges");
-    let start = expected["campaign"]["start_ms"].as_i64().unwrap();
-    let mut first: HashMap<u64, i64> = HashMap::new();
-    for e in events
-        .iter()
-        .filter(|e| e.event_type == "reserve" && e.campaign_id.as_deref() == Some("c1"))
-    {
-        let t = first.entry(e.user_id).or_insert(e.ts_ms);
-        *t = (*t).min(e.ts_ms);
-    }
-    let offsets = expected["launch_curve"]["first_reserve_offsets_ms"]
-        .as_object()
-        .unwrap();
-    assert_eq!(first.len(), offsets.len());
-    for (user, off) in offsets {
-        assert_eq!(
-            first[&user.parse::<u64>().unwrap()] - start,
-            off.as_i64().unwrap(),
-            "user {user}"
-        );
-    }
-    for (secs, n) in expected["launch_curve"]["milestones"].as_object().unwrap() {
-        let s: i64 = secs.parse().unwrap();
-        let got = first
-            .values()
-            .filter(|t| **t >= start && **t < start + s * 1000)
-            .count() as u64;
-        assert_eq!(got, n.as_u64().unwrap(), "+{s}s");
+    for (name, path, expected) in spacepulse_tests::fixtures("campaign") {
+        let events = parse_fixture(&name, &path);
+        let id = expected["campaign"]["id"].as_str().unwrap();
+        let start = expected["campaign"]["start_ms"].as_i64().unwrap();
+        let mut first: HashMap<u64, i64> = HashMap::new();
+        for e in events
+            .iter()
+            .filter(|e| e.event_type == "reserve" && e.campaign_id.as_deref() == Some(id))
+        {
+            let t = first.entry(e.user_id).or_insert(e.ts_ms);
+            *t = (*t).min(e.ts_ms);
+        }
+        if let Some(offsets) = expected["launch_curve"]["first_reserve_offsets_ms"].as_object() {
+            assert_eq!(first.len(), offsets.len(), "{name}");
+            for (user, off) in offsets {
+                assert_eq!(
+                    first[&user.parse::<u64>().unwrap()] - start,
+                    off.as_i64().unwrap(),
+                    "{name}: user {user}"
+                );
+            }
+        }
+        for (secs, n) in expected["launch_curve"]["milestones"].as_object().unwrap() {
+            let s: i64 = secs.parse().unwrap();
+            let got = first
+                .values()
+                .filter(|t| **t >= start && **t < start + s * 1000)
+                .count() as u64;
+            assert_eq!(got, n.as_u64().unwrap(), "{name}: +{s}s");
+        }
     }
 }
 

@@ -46,6 +46,10 @@ fn dau_sums(addr: &str, token: &str) -> (i64, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "needs Tansu and Prometheus's promtool: scripts/test installs them and runs this tier"
+)]
 async fn one_process_keeps_the_reports_following_the_topic() {
     let _turn = HEAVY.lock().await;
     let dir = test_dir();
@@ -229,6 +233,20 @@ async fn one_process_keeps_the_reports_following_the_topic() {
     }
     promtool_accepts(&text);
 
+    // Every job has seen the newest events (the daily loop runs on its own clock, so a
+    // stop could otherwise land in the middle of its run, which it drops, as it should).
+    wait_for(
+        Duration::from_secs(60),
+        "every job to have seen the newest events version",
+        || {
+            let (status, body) = http(&addr, "GET", "/api/v1/status", Some(&operator), "");
+            let st: Value = serde_json::from_str(&body).unwrap_or_default();
+            status == 200
+                && st["jobs"]
+                    .as_array()
+                    .is_some_and(|j| j.iter().all(|j| j["versions_behind"] == 0))
+        },
+    );
     // SIGTERM: everything stops, exit 0.
     assert_eq!(server.stop().code(), Some(0));
     // What it committed is whole: a plain `jobs run` finds nothing left to do.
@@ -284,6 +302,10 @@ fn sample(text: &str, line: &str) -> Option<f64> {
 /// node_exporter's textfile collector; `serve` lets the scraper read `/metrics` and nothing
 /// more. promtool accepts each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "needs Tansu and Prometheus's promtool: scripts/test installs them and runs this tier"
+)]
 async fn split_roles_export_their_metrics_to_a_scrape_only_token() {
     let _turn = HEAVY.lock().await;
     let dir = test_dir();
@@ -336,7 +358,7 @@ async fn split_roles_export_their_metrics_to_a_scrape_only_token() {
                 && ["0", "1"].iter().all(|p| {
                     sample(
                         &text,
-                        &format!("spacepulse_ingest_watermark_timestamp_seconds{{partition=\"{p}\"}} "),
+                        &format!("spacepulse_ingest_watermark_timestamp_seconds{{topic=\"events\",partition=\"{p}\"}} "),
                     )
                     .is_some()
                 })
@@ -352,11 +374,11 @@ async fn split_roles_export_their_metrics_to_a_scrape_only_token() {
         ("spacepulse_ingest_rejected_total{field=\"platform\"} ", 1.0),
         ("spacepulse_ingest_rejected_total{field=\"message\"} ", 1.0),
         (
-            "spacepulse_ingest_partition_lag_messages{partition=\"0\"} ",
+            "spacepulse_ingest_partition_lag_messages{topic=\"events\",partition=\"0\"} ",
             0.0,
         ),
         (
-            "spacepulse_ingest_partition_lag_messages{partition=\"1\"} ",
+            "spacepulse_ingest_partition_lag_messages{topic=\"events\",partition=\"1\"} ",
             0.0,
         ),
     ] {
@@ -372,7 +394,7 @@ async fn split_roles_export_their_metrics_to_a_scrape_only_token() {
     for p in ["0", "1"] {
         let w = sample(
             &text,
-            &format!("spacepulse_ingest_watermark_timestamp_seconds{{partition=\"{p}\"}} "),
+            &format!("spacepulse_ingest_watermark_timestamp_seconds{{topic=\"events\",partition=\"{p}\"}} "),
         )
         .unwrap_or_else(|| panic!("no watermark for partition {p} in\n{text}"));
         assert!((1_430_150_400.0..1_430_236_800.0).contains(&w), "{w}");
@@ -416,8 +438,33 @@ async fn split_roles_export_their_metrics_to_a_scrape_only_token() {
             "{job} in\n{text}"
         );
     }
-    assert!(sample(&text, "spacepulse_jobs_rows_total{job=\"activity\"} ").unwrap() > 0.0);
+    let rows = sample(&text, "spacepulse_jobs_rows_total{job=\"activity\"} ").unwrap();
+    assert!(rows > 0.0, "{text}");
     promtool_accepts(&text);
+    // The next run's file goes on counting from this one's (counters never go back).
+    ok(&[
+        "jobs",
+        "run",
+        "--lake",
+        lake,
+        "--metrics-file",
+        file.to_str().unwrap(),
+    ]);
+    let again = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        sample(
+            &again,
+            "spacepulse_jobs_runs_total{job=\"activity\",outcome=\"ok\"} "
+        ),
+        Some(2.0),
+        "{again}"
+    );
+    assert_eq!(
+        sample(&again, "spacepulse_jobs_rows_total{job=\"activity\"} "),
+        Some(rows),
+        "{again}"
+    );
+    promtool_accepts(&again);
 
     // The dashboard: the scraper reads /metrics, and not a report.
     let server = Server::start(&["--lake", lake]);
@@ -441,6 +488,10 @@ async fn split_roles_export_their_metrics_to_a_scrape_only_token() {
 /// event or a rejection), and every metric table, published by runs that were killed part
 /// way, equals a full recompute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "needs Tansu and Prometheus's promtool: scripts/test installs them and runs this tier"
+)]
 async fn kill_9_during_a_launch_loses_and_doubles_nothing_and_reports_equal_a_full_recompute() {
     use datasets::generate::{NdjsonSink, Options, generate};
     let _turn = HEAVY.lock().await;
@@ -603,12 +654,17 @@ fn accepted(text: &str) -> f64 {
 /// it ingests) and `serve` (with a live stream open) within 10 s, exit 0, and lose nothing:
 /// after them all, an ingest to the end holds every produced message exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "needs Tansu and Prometheus's promtool: scripts/test installs them and runs this tier"
+)]
 async fn signals_stop_run_ingest_and_serve_in_every_phase() {
     let _turn = HEAVY.lock().await;
     let dir = test_dir();
     let broker = Broker::in_memory(dir.path());
     let brokers = broker.brokers();
     create_topic(&brokers, "events", 3).await;
+    create_topic(&brokers, "produced", 1).await;
     let lake = dir.path().join("lake");
     let lake = lake.to_str().unwrap();
     let operator = staff_token(lake, "operator");
@@ -728,6 +784,53 @@ async fn signals_stop_run_ingest_and_serve_in_every_phase() {
             Some(0),
             "serve {signal}"
         );
+
+        // datasets produce: waiting for standard input (a pipe that stays open), and
+        // between two messages of a slow pace (one message every 100 s).
+        for paced in [false, true] {
+            let mut args = vec![
+                "datasets",
+                "produce",
+                "--brokers",
+                &brokers,
+                "--topic",
+                "produced",
+                "--input",
+                "-",
+            ];
+            if paced {
+                args.extend(["--rate", "0.01"]);
+            }
+            let mut child = std::process::Command::new(spacepulse_tests::spacepulse_bin())
+                .args(&args)
+                .env("SPACEPULSE_LOG", "warn")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut input = child.stdin.take().unwrap();
+            if paced {
+                let lines = valid_events("paced", 2, 1).join("\n") + "\n";
+                std::io::Write::write_all(&mut input, lines.as_bytes()).unwrap();
+            }
+            let mut said = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+                &mut said,
+            )
+            .unwrap();
+            assert!(said.starts_with("producing"), "{said}");
+            // A paced producer sees the stop between two messages at once; one reading
+            // standard input is left behind after 5 s.
+            let within = if paced { Duration::from_secs(3) } else { limit };
+            assert_eq!(
+                Server::process(child).signal(signal, within).code(),
+                Some(0),
+                "datasets produce {signal} (paced: {paced})"
+            );
+            drop(input);
+        }
     }
 
     // Nothing lost or doubled by any of the stops.

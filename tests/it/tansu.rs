@@ -269,6 +269,10 @@ async fn kill_9_scenario(
 /// sends one message per batch, which makes every offset a batch's start. The 20,000-event run
 /// below covers resuming inside batches on SQLite, which serves them as Kafka does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "needs Tansu, the real broker: scripts/test installs it and runs this tier"
+)]
 async fn kill_9_at_random_moments_200k_events_against_tansu() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = spacepulse_tests::test_dir();
@@ -290,6 +294,10 @@ async fn kill_9_at_random_moments_200k_events_against_tansu() {
 /// reads its lag from librdkafka's statistics: a query per partition and second starved the
 /// loop here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "needs Tansu, the real broker: scripts/test installs it and runs this tier"
+)]
 async fn kill_9_at_random_moments_against_tansu_sqlite() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = spacepulse_tests::test_dir();
@@ -331,6 +339,10 @@ fn accepted_in(summary: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "needs Tansu, the real broker: scripts/test installs it and runs this tier"
+)]
 async fn two_ingesters_in_one_group_split_the_partitions() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = spacepulse_tests::test_dir();
@@ -360,6 +372,10 @@ async fn two_ingesters_in_one_group_split_the_partitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "needs Tansu, the real broker: scripts/test installs it and runs this tier"
+)]
 async fn a_broker_restart_loses_nothing() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
     let dir = spacepulse_tests::test_dir();

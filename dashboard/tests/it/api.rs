@@ -400,6 +400,55 @@ async fn operators_verify_accounts_and_manage_tokens() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&b).contains("official, advertiser, staff"));
+    // The registry's refusals by who must act: one mapping from its class to the status.
+    for (method, uri, body, status, code) in [
+        (
+            "POST",
+            "/api/v1/accounts",
+            json!({"id": "xiaomi", "kind": "official"}),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            "POST",
+            "/api/v1/accounts/xiaomi/state",
+            json!({"state": "verified", "reason": "again"}),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            "POST",
+            "/api/v1/accounts/nobody/state",
+            json!({"state": "verified", "reason": "checked"}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/tokens",
+            json!({"role": "official", "account_id": "nobody"}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/tokens",
+            json!({"role": "official", "account_id": "adv1"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ] {
+        let (s, _, b) = f
+            .call(
+                method,
+                uri,
+                Some("operator"),
+                Some(("application/json", body.to_string())),
+            )
+            .await;
+        let b: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{uri} {b}");
+    }
 }
 
 #[tokio::test]

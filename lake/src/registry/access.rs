@@ -8,8 +8,9 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Registry, bad};
+use super::{Registry, bad, classed, conflict, missing};
 use crate::Result;
+use crate::error::Class;
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -167,7 +168,12 @@ fn now_ms() -> i64 {
 
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| bad(format!("no randomness for a token: {e}")))?;
+    getrandom::fill(&mut buf).map_err(|e| {
+        classed(
+            Class::Unavailable,
+            format!("no randomness for a token: {e}"),
+        )
+    })?;
     Ok(hex::encode(buf))
 }
 
@@ -248,7 +254,7 @@ impl Registry {
             params![id, kind.as_str(), name, state.as_str(), at],
         )?;
         if inserted == 0 {
-            return Err(bad(format!("account {id:?} already exists")));
+            return Err(conflict(format!("account {id:?} already exists")));
         }
         tx.execute(
             "INSERT INTO account_audit (account_id, at_ms, actor, from_state, to_state, reason)
@@ -295,7 +301,7 @@ impl Registry {
     ) -> Result<Account> {
         let account = self
             .account(id)?
-            .ok_or_else(|| bad(format!("no account {id:?}")))?;
+            .ok_or_else(|| missing(format!("no account {id:?}")))?;
         if account.kind == AccountKind::Staff {
             return Err(bad(format!(
                 "account {id:?} is a staff account: revoke its tokens instead"
@@ -305,7 +311,7 @@ impl Registry {
             return Err(bad("reason: say why (it goes in the audit log)"));
         }
         if account.state == to {
-            return Err(bad(format!("account {id:?} is already {to}")));
+            return Err(conflict(format!("account {id:?} is already {to}")));
         }
         if to == VerificationState::Pending {
             return Err(bad("state: an account cannot go back to pending"));
@@ -357,7 +363,7 @@ impl Registry {
     pub fn issue_token(&self, role: Role, account_id: &str, label: &str) -> Result<Token> {
         let account = self
             .account(account_id)?
-            .ok_or_else(|| bad(format!("no account {account_id:?}: add it first")))?;
+            .ok_or_else(|| missing(format!("no account {account_id:?}: add it first")))?;
         if account.kind != role.account_kind() {
             return Err(bad(format!(
                 "role {role}: needs a {} account, and {account_id:?} is {}",
@@ -584,9 +590,12 @@ impl Registry {
             )
             .optional()?;
         let Some(token) = token else { return Ok(None) };
-        let account = self
-            .account(&token.account_id)?
-            .ok_or_else(|| bad(format!("token {} has no account", token.id)))?;
+        let account = self.account(&token.account_id)?.ok_or_else(|| {
+            classed(
+                Class::Internal,
+                format!("token {} has no account", token.id),
+            )
+        })?;
         Ok(Some((token, account)))
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::error::Class;
 use crate::tables::Lake;
 use crate::{Error, Result};
 
@@ -127,8 +128,26 @@ pub struct Registry {
     path: PathBuf,
 }
 
+/// The caller's input is wrong.
 fn bad(what: impl Into<String>) -> Error {
-    Error::Registry(what.into())
+    classed(Class::BadInput, what)
+}
+
+/// What the caller named is not in the registry.
+fn missing(what: impl Into<String>) -> Error {
+    classed(Class::NotFound, what)
+}
+
+/// The registry already holds what the caller would add, or is in that state already.
+fn conflict(what: impl Into<String>) -> Error {
+    classed(Class::Conflict, what)
+}
+
+fn classed(class: Class, what: impl Into<String>) -> Error {
+    Error::Registry {
+        class,
+        message: what.into(),
+    }
 }
 
 impl Registry {
@@ -155,11 +174,14 @@ impl Registry {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version as usize > MIGRATIONS.len() {
-            return Err(bad(format!(
-                "{}: schema version {version} is newer than this spacepulse knows ({})",
-                path.display(),
-                MIGRATIONS.len()
-            )));
+            return Err(classed(
+                Class::Unavailable,
+                format!(
+                    "{}: schema version {version} is newer than this spacepulse knows ({})",
+                    path.display(),
+                    MIGRATIONS.len()
+                ),
+            ));
         }
         let tx = conn.transaction()?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -188,7 +210,7 @@ impl Registry {
             params![c.id, c.account_id, c.start_ms, steps, c.window_ms, c.mode, now],
         )?;
         if inserted == 0 {
-            return Err(bad(format!(
+            return Err(conflict(format!(
                 "campaign {:?} is already registered (remove it first to change it)",
                 c.id
             )));
