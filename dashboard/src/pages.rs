@@ -322,7 +322,7 @@ pub async fn login(
             )
                 .into_response(),
         ),
-        Err(e) => PageError(e.into()).into_response(),
+        Err(e) => PageError(e).into_response(),
     }
 }
 
