@@ -784,53 +784,6 @@ async fn signals_stop_run_ingest_and_serve_in_every_phase() {
             Some(0),
             "serve {signal}"
         );
-
-        // datasets produce: waiting for standard input (a pipe that stays open), and
-        // between two messages of a slow pace (one message every 100 s).
-        for paced in [false, true] {
-            let mut args = vec![
-                "datasets",
-                "produce",
-                "--brokers",
-                &brokers,
-                "--topic",
-                "produced",
-                "--input",
-                "-",
-            ];
-            if paced {
-                args.extend(["--rate", "0.01"]);
-            }
-            let mut child = std::process::Command::new(spacepulse_tests::spacepulse_bin())
-                .args(&args)
-                .env("SPACEPULSE_LOG", "warn")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut input = child.stdin.take().unwrap();
-            if paced {
-                let lines = valid_events("paced", 2, 1).join("\n") + "\n";
-                std::io::Write::write_all(&mut input, lines.as_bytes()).unwrap();
-            }
-            let mut said = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(child.stderr.take().unwrap()),
-                &mut said,
-            )
-            .unwrap();
-            assert!(said.starts_with("producing"), "{said}");
-            // A paced producer sees the stop between two messages at once; one reading
-            // standard input is left behind after 5 s.
-            let within = if paced { Duration::from_secs(3) } else { limit };
-            assert_eq!(
-                Server::process(child).signal(signal, within).code(),
-                Some(0),
-                "datasets produce {signal} (paced: {paced})"
-            );
-            drop(input);
-        }
     }
 
     // Nothing lost or doubled by any of the stops.
