@@ -171,6 +171,10 @@ pub enum AccountsCommand {
         /// A display name.
         #[arg(long, default_value = "")]
         name: String,
+        /// The ISO 4217 currency an advertiser's money is reported in (amount_cents are its
+        /// cents).
+        #[arg(long, default_value = lake::registry::DEFAULT_CURRENCY)]
+        currency: String,
     },
     /// Verify an account: it gets its reports.
     Verify(StateArgs),
@@ -178,6 +182,27 @@ pub enum AccountsCommand {
     Reject(StateArgs),
     /// Revoke a verified account: its reports are closed.
     Revoke(StateArgs),
+    /// Import official accounts' follower baselines from a CSV (header account_id,as_of,
+    /// followers) or Parquet file: followers are then the latest baseline plus the net follows
+    /// since it. as_of is an RFC 3339 instant with its offset, or epoch milliseconds. A file
+    /// already imported (the same bytes) changes nothing; run the accounts job afterwards.
+    ImportFollowers {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        /// The file: .csv or .parquet.
+        file: PathBuf,
+    },
+    /// List the follower baselines' imports (with --json, the baselines too).
+    Baselines {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        registry: RegistryArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the accounts (with --audit ID, that account's audit log).
     List {
         #[command(flatten)]

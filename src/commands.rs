@@ -128,7 +128,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                 dashboard::scrape::serve_metrics(registry, served, listen, shutdown, ready)
             })
             .await?;
-            println!("metrics at http://{addr}/metrics");
+            outln!("metrics at http://{addr}/metrics");
             Some(server)
         }
         None => None,
@@ -167,7 +167,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             .await?
             .map_err(|e| anyhow::anyhow!("the metrics endpoint: {e}"))?;
     }
-    println!(
+    outln!(
         "ingested {} in {:.1}s",
         stats.line(),
         stats.elapsed().as_secs_f64()
@@ -185,17 +185,20 @@ pub async fn lake(cmd: LakeCommand) -> Result<()> {
             let lake = Lake::new(&lake.lake)?;
             let ledger = Ledger::read(&lake).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&ledger)?);
+                outln!("{}", serde_json::to_string_pretty(&ledger)?);
             } else {
-                print!("{}", render_ledger(&ledger, commits));
+                out!("{}", render_ledger(&ledger, commits));
             }
         }
         LakeCommand::Compact { lake, target_mib } => {
             let lake = Lake::new(&lake.lake)?;
             for r in ingest::maintenance::compact(&lake, target_mib << 20).await? {
-                println!(
+                outln!(
                     "{}: {} small files merged into {} in {} partitions",
-                    r.table, r.files_removed, r.files_added, r.partitions_optimized
+                    r.table,
+                    r.files_removed,
+                    r.files_added,
+                    r.partitions_optimized
                 );
             }
         }
@@ -213,7 +216,7 @@ pub async fn lake(cmd: LakeCommand) -> Result<()> {
                 .extend(ingest::maintenance::vacuum_tables(&lake, &names, retain, dry_run).await?);
             for r in reports {
                 let verb = if r.dry_run { "would delete" } else { "deleted" };
-                println!("{}: {verb} {} unreferenced files", r.table, r.files_deleted);
+                outln!("{}: {verb} {} unreferenced files", r.table, r.files_deleted);
             }
         }
     }
@@ -364,7 +367,7 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
                 out.join("manifest.json"),
                 serde_json::to_vec_pretty(&manifest)?,
             )?;
-            println!(
+            outln!(
                 "generated {} messages ({} distinct events, {} users) in {secs:.2}s ({:.0} messages/s) into {}",
                 manifest.rows,
                 manifest.distinct_events,
@@ -405,7 +408,7 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
                 ));
             });
             let signal = shutdown_signal();
-            eprintln!(
+            errln!(
                 "producing {} to {topic}{}; Ctrl-C stops",
                 if input.as_os_str() == "-" {
                     "standard input".to_string()
@@ -430,7 +433,7 @@ pub async fn datasets(cmd: DatasetsCommand) -> Result<()> {
                     }
                 }
             };
-            println!("produced {n} messages to {topic}");
+            outln!("produced {n} messages to {topic}");
         }
     }
     Ok(())

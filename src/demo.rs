@@ -112,7 +112,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             // enough partitions hold the default week (checked after producing).
             mock.create_topic(TOPIC, EMBEDDED_PARTITIONS, 1)
                 .context("creating the events topic")?;
-            println!(
+            outln!(
                 "embedded Kafka broker (librdkafka's mock cluster) at {}",
                 mock.bootstrap_servers()
             );
@@ -145,7 +145,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     print_tokens(&url, &tokens);
 
     if reuse {
-        println!(
+        outln!(
             "reusing {} (its lake and tokens); --reset starts over",
             args.dir.display()
         );
@@ -154,16 +154,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         tokio::select! {
             r = setup(&args, &lake, &brokers, launch_ms) => r?,
             _ = shutdown_signal() => {
-                println!("stopped during setup; run again with --reset to start over");
+                outln!("stopped during setup; run again with --reset to start over");
                 let _ = stop_tx.send(());
                 let _ = server.await;
                 return Ok(());
             }
         }
     }
-    println!("\nready: open {url}/login and paste a token above (Ctrl-C stops)");
+    outln!("\nready: open {url}/login and paste a token above (Ctrl-C stops)");
     if args.headless {
-        println!("(--headless: stops when standard input ends)");
+        outln!("(--headless: stops when standard input ends)");
         tokio::select! {
             _ = shutdown_signal() => {}
             _ = stdin_closed() => {}
@@ -173,7 +173,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     let _ = stop_tx.send(());
     server.await?.map_err(|e| anyhow::anyhow!(e.to_string()))?;
-    println!("stopped");
+    outln!("stopped");
     Ok(())
 }
 
@@ -202,9 +202,9 @@ async fn ensure_topic(brokers: &str) -> Result<()> {
         .with_context(|| format!("--brokers {brokers}: creating topic {TOPIC:?}"))?;
     for r in results {
         match r {
-            Ok(_) => println!("created topic {TOPIC:?} on {brokers}"),
+            Ok(_) => outln!("created topic {TOPIC:?} on {brokers}"),
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                println!("using topic {TOPIC:?} on {brokers}")
+                outln!("using topic {TOPIC:?} on {brokers}")
             }
             Err((t, e)) => bail!("--brokers {brokers}: creating topic {t:?}: {e}"),
         }
@@ -267,17 +267,17 @@ fn read_tokens(dir: &Path) -> Result<Vec<(String, Role, String)>> {
 }
 
 fn print_tokens(url: &str, tokens: &[(String, Role, String)]) {
-    println!("\ndashboard: {url}/  (API: {url}/api/v1, OpenAPI: {url}/api/v1/openapi.json)");
-    println!("tokens (log in at {url}/login, or send Authorization: Bearer TOKEN):");
+    outln!("\ndashboard: {url}/  (API: {url}/api/v1, OpenAPI: {url}/api/v1/openapi.json)");
+    outln!("tokens (log in at {url}/login, or send Authorization: Bearer TOKEN):");
     for (id, role, secret) in tokens {
         let note = match (id.as_str(), role) {
             ("meizu", _) => " (pending verification: its reports answer 403)",
             (_, Role::Official) => " (verified; campaign redmi-launch)",
             _ => "",
         };
-        println!("  {:<10} {:<8} {secret}{note}", role.as_str(), id);
+        outln!("  {:<10} {:<8} {secret}{note}", role.as_str(), id);
     }
-    println!();
+    outln!();
 }
 
 /// Resolves when standard input reaches its end. The read blocks on a thread of its own, not
@@ -333,7 +333,7 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
         data.join("manifest.json"),
         serde_json::to_vec_pretty(&manifest)?,
     )?;
-    println!(
+    outln!(
         "generated {} messages over {} days ({} distinct events, {} retries, malformed ones too) in {:.1}s: {}",
         manifest.rows,
         args.days,
@@ -356,7 +356,7 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
     let sent =
         tokio::task::spawn_blocking(move || replay(&brokers_owned, &file, day_start, speed, &stop))
             .await??;
-    println!(
+    outln!(
         "produced {sent} messages to {TOPIC:?} in {:.1}s",
         started.elapsed().as_secs_f64(),
     );
@@ -379,7 +379,7 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
     })
     .await?;
     progress.finish();
-    println!("ingested {}", stats.line());
+    outln!("ingested {}", stats.line());
 
     // The jobs, exactly as `spacepulse jobs run`.
     let opts = jobs::Options {
@@ -400,7 +400,7 @@ async fn setup(args: &DemoArgs, lake: &Lake, brokers: &str, launch_ms: i64) -> R
         .iter()
         .map(|m| format!("+{}s {}", m.after_seconds, m.distinct_reservers))
         .collect();
-    println!(
+    outln!(
         "the launch of {} by {} at {}: {}",
         l.campaign_id,
         l.account_id,
@@ -483,7 +483,7 @@ fn replay(
         return Ok(sink.finish()?);
     };
     let last = later.last().map_or(first, |(ts, _)| *ts);
-    println!(
+    outln!(
         "replaying the launch day: {} messages at {speed}× real time, about {:.0}s (see /live)",
         later.len(),
         (last - first) as f64 / 1000.0 / speed,

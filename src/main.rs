@@ -1,5 +1,31 @@
 //! `spacepulse`: the command line over the pipeline's crates.
 
+/// `println!` that never panics: a reader that went away (a closed pipe, `| head`) must not
+/// turn a running command into a crash; what it misses is lost, the command goes on.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see `outln!`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see `outln!`).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod baselines;
 mod cli;
 mod commands;
 mod config;
@@ -60,7 +86,7 @@ fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
         Err(msg) => {
-            eprintln!("error: {msg}\nhint: spacepulse --help");
+            errln!("error: {msg}\nhint: spacepulse --help");
             return ExitCode::from(2);
         }
     };
@@ -71,7 +97,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            errln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -86,20 +112,20 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => server::serve(args).await,
             Command::Run(args) => run::run(args).await,
-            Command::Accounts(cmd) => server::accounts(cmd),
+            Command::Accounts(cmd) => server::accounts(cmd).await,
             Command::Tokens(cmd) => server::tokens(cmd),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             let class = classify(&e);
             if class == lake::Class::Internal {
                 tracing::error!(error = %format!("{e:#}"), "internal error (a bug in spacepulse)");
             }
             if class == lake::Class::BadInput {
-                eprintln!("hint: spacepulse --help");
+                errln!("hint: spacepulse --help");
             }
             ExitCode::from(class.exit_code())
         }

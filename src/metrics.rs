@@ -114,7 +114,7 @@ pub async fn jobs(cmd: JobsCommand) -> Result<()> {
     }
     let summaries = result?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        outln!("{}", serde_json::to_string_pretty(&summaries)?);
         return Ok(());
     }
     print_summaries(&summaries, opts.tz);
@@ -134,9 +134,10 @@ fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn print_summaries(summaries: &[jobs::Summary], tz: query::tz::ReportTz) {
     for s in summaries {
         if s.up_to_date {
-            println!(
+            outln!(
                 "{:<12} up to date (events version {})",
-                s.job, s.events_version
+                s.job,
+                s.events_version
             );
         } else {
             let unit = if s.job == "campaigns" {
@@ -144,9 +145,14 @@ pub fn print_summaries(summaries: &[jobs::Summary], tz: query::tz::ReportTz) {
             } else {
                 "days"
             };
-            println!(
+            outln!(
                 "{:<12} {} {unit}, {} rows in {:.2} s (events version {}, {})",
-                s.job, s.days, s.rows, s.seconds, s.events_version, tz
+                s.job,
+                s.days,
+                s.rows,
+                s.seconds,
+                s.events_version,
+                tz
             );
         }
     }
@@ -174,7 +180,7 @@ pub async fn campaigns(cmd: CampaignsCommand) -> Result<()> {
                 mode,
             };
             r.add_campaign(&c)?;
-            println!("registered campaign {} in {}", c.id, r.path().display());
+            outln!("registered campaign {} in {}", c.id, r.path().display());
         }
         CampaignsCommand::List {
             lake,
@@ -183,17 +189,21 @@ pub async fn campaigns(cmd: CampaignsCommand) -> Result<()> {
         } => {
             let list = registry(&lake, &reg)?.campaigns()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
+                outln!(
                     "{:<20} {:<16} {:<26} {:>10} {:<9} steps",
-                    "id", "account", "start (UTC)", "window", "mode"
+                    "id",
+                    "account",
+                    "start (UTC)",
+                    "window",
+                    "mode"
                 );
                 for c in list {
                     let start = chrono::DateTime::from_timestamp_millis(c.start_ms)
                         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "{:<20} {:<16} {:<26} {:>9}s {:<9} {}",
                         c.id,
                         c.account_id,
@@ -213,7 +223,7 @@ pub async fn campaigns(cmd: CampaignsCommand) -> Result<()> {
             if !registry(&lake, &reg)?.remove_campaign(&id)? {
                 return Err(crate::UsageError(format!("no campaign {id:?} is registered")).into());
             }
-            println!("removed campaign {id}");
+            outln!("removed campaign {id}");
         }
     }
     Ok(())
@@ -243,9 +253,9 @@ async fn users(
     if json {
         let mut v = serde_json::to_value(&r)?;
         v["milliseconds"] = ms.into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        outln!(
             "{breakdown}/{segment} {from}..{to} ({} days with activity): {} distinct users exact, {:.0} approximate ({}, ±{:.2}% standard error); {ms:.1} ms",
             r.days,
             r.exact,

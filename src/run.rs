@@ -87,7 +87,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         overrides: args.topic.kafka.clone(),
     });
     let (mut server, addr) = start_dashboard(options, args.listen, stopped(stop.clone())).await?;
-    println!(
+    outln!(
         "serving http://{addr}/ (API under /api/v1); ingesting {:?} from {} into {}; jobs every {:?}; Ctrl-C stops",
         args.topic.topic,
         args.brokers,
@@ -175,7 +175,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => server.await,
     };
     served?.map_err(|e| anyhow::anyhow!("the dashboard: {e}"))?;
-    println!("stopped");
+    outln!("stopped");
     Ok(())
 }
 

@@ -53,11 +53,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.listen,
         crate::commands::shutdown_signal(),
         |addr| {
-            println!("serving http://{addr}/ (API under /api/v1; Ctrl-C stops)");
+            outln!("serving http://{addr}/ (API under /api/v1; Ctrl-C stops)");
         },
     )
     .await?;
-    eprintln!("stopped");
+    errln!("stopped");
     Ok(())
 }
 
@@ -82,24 +82,47 @@ fn public_origin(url: &str) -> Result<String, UsageError> {
 fn state_change(args: StateArgs, to: VerificationState) -> Result<()> {
     let r = registry(&args.lake, &args.registry)?;
     let a = r.set_state(&args.id, to, &cli_actor(), &args.reason)?;
-    println!("{} is {}", a.id, a.state);
+    outln!("{} is {}", a.id, a.state);
     Ok(())
 }
 
-pub fn accounts(cmd: AccountsCommand) -> Result<()> {
+pub async fn accounts(cmd: AccountsCommand) -> Result<()> {
     match cmd {
+        AccountsCommand::ImportFollowers {
+            lake,
+            registry: reg,
+            file,
+        } => crate::baselines::import(&lake, &reg, &file, &cli_actor()).await?,
+        AccountsCommand::Baselines {
+            lake,
+            registry: reg,
+            json,
+        } => crate::baselines::list(&lake, &reg, json)?,
         AccountsCommand::Add {
             lake,
             registry: reg,
             id,
             kind,
             name,
+            currency,
         } => {
             let kind: AccountKind = kind
                 .parse()
                 .map_err(|e: lake::Error| UsageError(format!("--kind: {e}")))?;
-            let a = registry(&lake, &reg)?.add_account(&id, kind, &name, &cli_actor())?;
-            println!("added {} account {} ({})", a.kind, a.id, a.state);
+            lake::registry::check_currency(&currency)
+                .map_err(|e| UsageError(format!("--currency: {e}")))?;
+            let r = registry(&lake, &reg)?;
+            let mut a = r.add_account(&id, kind, &name, &cli_actor())?;
+            if currency != a.currency {
+                a = r.set_currency(&id, &currency)?;
+            }
+            outln!(
+                "added {} account {} ({}, {})",
+                a.kind,
+                a.id,
+                a.state,
+                a.currency
+            );
         }
         AccountsCommand::Verify(a) => state_change(a, VerificationState::Verified)?,
         AccountsCommand::Reject(a) => state_change(a, VerificationState::Rejected)?,
@@ -117,7 +140,7 @@ pub fn accounts(cmd: AccountsCommand) -> Result<()> {
                 }
                 let log = r.audit(&id)?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&log)?);
+                    outln!("{}", serde_json::to_string_pretty(&log)?);
                 } else {
                     for e in log {
                         let at =
@@ -126,9 +149,11 @@ pub fn accounts(cmd: AccountsCommand) -> Result<()> {
                             .from_state
                             .map(|s| s.to_string())
                             .unwrap_or_else(|| "-".into());
-                        println!(
+                        outln!(
                             "{at}  {from} -> {}  by {}: {}",
-                            e.to_state, e.actor, e.reason
+                            e.to_state,
+                            e.actor,
+                            e.reason
                         );
                     }
                 }
@@ -136,11 +161,11 @@ pub fn accounts(cmd: AccountsCommand) -> Result<()> {
             }
             let all = r.accounts()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!("{:<24} {:<11} {:<9} name", "id", "kind", "state");
+                outln!("{:<24} {:<11} {:<9} name", "id", "kind", "state");
                 for a in all {
-                    println!("{:<24} {:<11} {:<9} {}", a.id, a.kind, a.state, a.name);
+                    outln!("{:<24} {:<11} {:<9} {}", a.id, a.kind, a.state, a.name);
                 }
             }
         }
@@ -161,11 +186,13 @@ pub fn tokens(cmd: TokensCommand) -> Result<()> {
                 .parse()
                 .map_err(|e: lake::Error| UsageError(format!("--role: {e}")))?;
             let t = registry(&lake, &reg)?.issue_token(role, &account, &label)?;
-            eprintln!(
+            errln!(
                 "issued {} ({} for {}); the token, shown this once:",
-                t.info.id, t.info.role, t.info.account_id
+                t.info.id,
+                t.info.role,
+                t.info.account_id
             );
-            println!("{}", t.secret);
+            outln!("{}", t.secret);
         }
         TokensCommand::Revoke {
             lake,
@@ -175,7 +202,7 @@ pub fn tokens(cmd: TokensCommand) -> Result<()> {
             if !registry(&lake, &reg)?.revoke_token(&id)? {
                 return Err(UsageError(format!("no live token {id:?}")).into());
             }
-            println!("revoked {id}");
+            outln!("revoked {id}");
         }
         TokensCommand::List {
             lake,
@@ -184,11 +211,14 @@ pub fn tokens(cmd: TokensCommand) -> Result<()> {
         } => {
             let all = registry(&lake, &reg)?.tokens()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!(
+                outln!(
                     "{:<17} {:<10} {:<24} {:<8} label",
-                    "id", "role", "account", "state"
+                    "id",
+                    "role",
+                    "account",
+                    "state"
                 );
                 for t in all {
                     let state = if t.revoked_at_ms.is_some() {
@@ -196,9 +226,13 @@ pub fn tokens(cmd: TokensCommand) -> Result<()> {
                     } else {
                         "live"
                     };
-                    println!(
+                    outln!(
                         "{:<17} {:<10} {:<24} {:<8} {}",
-                        t.id, t.role, t.account_id, state, t.label
+                        t.id,
+                        t.role,
+                        t.account_id,
+                        state,
+                        t.label
                     );
                 }
             }

@@ -106,7 +106,7 @@ async fn shell(
         let _ = editor.load_history(h);
     }
     if interactive {
-        eprintln!("spacepulse SQL shell over the lake; \\? for help, \\q to quit");
+        errln!("spacepulse SQL shell over the lake; \\? for help, \\q to quit");
     }
     let mut out = output(output_path.as_ref())?;
     let mut buffer = String::new();
@@ -132,7 +132,7 @@ async fn shell(
             let mut words = trimmed.split_whitespace();
             match (words.next(), words.next()) {
                 (Some("\\q"), _) => break,
-                (Some("\\?" | "\\h"), _) => eprintln!("{HELP}"),
+                (Some("\\?" | "\\h"), _) => errln!("{HELP}"),
                 (Some("\\d"), None) => {
                     failed |= !statement(ctx, "SHOW TABLES", format, &mut out).await;
                 }
@@ -141,9 +141,9 @@ async fn shell(
                 }
                 (Some("\\f"), Some(name)) => match Format::parse(name).filter(|f| f.is_text()) {
                     Some(f) => format = f,
-                    None => eprintln!("\\f: table, csv, json or ndjson, not {name:?}"),
+                    None => errln!("\\f: table, csv, json or ndjson, not {name:?}"),
                 },
-                _ => eprintln!("unknown command {trimmed:?}; \\? for help"),
+                _ => errln!("unknown command {trimmed:?}; \\? for help"),
             }
             continue;
         }
@@ -178,7 +178,7 @@ async fn statement(ctx: &SessionContext, sql: &str, format: Format, out: &mut dy
     let start = Instant::now();
     match run(ctx, sql, format, out).await {
         Ok(rows) => {
-            eprintln!(
+            errln!(
                 "{rows} row{} in {:.3}s",
                 if rows == 1 { "" } else { "s" },
                 start.elapsed().as_secs_f64()
@@ -186,7 +186,7 @@ async fn statement(ctx: &SessionContext, sql: &str, format: Format, out: &mut dy
             true
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             false
         }
     }

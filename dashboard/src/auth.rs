@@ -347,6 +347,9 @@ pub struct NewAccount {
     pub kind: String,
     #[serde(default)]
     pub name: String,
+    /// ISO 4217; CNY when absent.
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 #[utoipa::path(post, path = "/accounts", tag = "accounts", request_body = NewAccount, responses((status = 201, description = "The new account, pending verification"), (status = 400, description = "A bad id or kind"), (status = 409, description = "The account exists"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
@@ -359,7 +362,17 @@ pub async fn add_account(
     let actor = caller.actor();
     let account = state
         .registry
-        .call(move |r| r.add_account(&body.id, kind, &body.name, &actor))
+        .call(move |r| {
+            if let Some(c) = &body.currency {
+                // Checked before the account exists, so a bad code adds nothing.
+                lake::registry::check_currency(c)?;
+            }
+            let a = r.add_account(&body.id, kind, &body.name, &actor)?;
+            match &body.currency {
+                Some(c) if *c != a.currency => r.set_currency(&body.id, c),
+                _ => Ok(a),
+            }
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(account)))
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 mod pages;
 mod reports;
 pub mod scrape;
+mod shares;
 mod sql;
 mod status;
 mod view;
@@ -202,6 +203,8 @@ fn api() -> (Router<State>, utoipa::openapi::OpenApi) {
         .routes(routes!(reports::advertiser))
         .routes(routes!(auth::list_tokens, auth::issue_token))
         .routes(routes!(auth::revoke_token))
+        .routes(routes!(shares::create, shares::list))
+        .routes(routes!(shares::get, shares::revoke))
         .routes(routes!(live_api::snapshot))
         .routes(routes!(live_api::stream))
         .routes(routes!(live_api::series))
@@ -239,7 +242,14 @@ pub fn router(state: State) -> Router {
         .route("/campaigns/{id}", get(pages::campaign))
         .route("/advertisers/{id}", get(pages::advertiser))
         .route("/admin/accounts", get(pages::admin_accounts))
+        .route("/admin/pipeline", get(pages::admin_pipeline))
         .route("/admin/accounts/{id}/state", post(pages::admin_set_state))
+        .route("/shares", get(shares::page).post(shares::page_create))
+        .route("/shares/{id}/revoke", post(shares::page_revoke))
+        .route(
+            "/s/{secret}",
+            get(shares::open).post(shares::open_with_password),
+        )
         .route("/live", get(pages::live))
         .route("/live/hour.svg", get(pages::live_hour))
         .route("/live/launch.svg", get(pages::live_launch));

@@ -87,7 +87,7 @@ impl FromRequestParts<State> for Viewer {
     }
 }
 
-type Page = Result<Response, PageError>;
+pub(crate) type Page = Result<Response, PageError>;
 
 /// Security headers for every page.
 fn secure(mut r: Response) -> Response {
@@ -117,10 +117,17 @@ fn nav(c: &Caller) -> String {
             links.push(("/platform".into(), "Platform"));
             links.push(("/live".into(), "Live"));
             links.push(("/admin/accounts".into(), "Accounts"));
+            links.push(("/admin/pipeline".into(), "Pipeline"));
         }
         Role::Analyst => links.push(("/platform".into(), "Platform")),
-        Role::Official => links.push((format!("/accounts/{}", c.account.id), "My account")),
-        Role::Advertiser => links.push((format!("/advertisers/{}", c.account.id), "My ads")),
+        Role::Official => {
+            links.push((format!("/accounts/{}", c.account.id), "My account"));
+            links.push(("/shares".into(), "Share links"));
+        }
+        Role::Advertiser => {
+            links.push((format!("/advertisers/{}", c.account.id), "My ads"));
+            links.push(("/shares".into(), "Share links"));
+        }
         Role::Scraper => links.push(("/metrics".into(), "Metrics")),
     }
     let items: String = links
@@ -147,7 +154,12 @@ fn document(title: &str, caller: Option<&Caller>, body: &str) -> Html<String> {
     ))
 }
 
-fn page(title: &str, caller: &Caller, body: &str) -> Page {
+/// A page for a visitor without a login (a shared report): no navigation.
+pub(crate) fn standalone(title: &str, body: &str) -> Response {
+    secure(document(title, None, body).into_response())
+}
+
+pub(crate) fn page(title: &str, caller: &Caller, body: &str) -> Page {
     Ok(secure(document(title, Some(caller), body).into_response()))
 }
 
@@ -164,6 +176,63 @@ fn cell(v: &Value) -> String {
         },
         other => esc(&other.to_string()),
     }
+}
+
+/// A report row as people read it: money in currency units with the currency
+/// (`spend`, `conversion_value`), rates as percentages (`ctr`, `conversion_rate`), frequency
+/// with two decimals, counts with thousands separators.
+fn shown(row: &Value, currency: &str) -> Value {
+    let Some(fields) = row.as_object() else {
+        return row.clone();
+    };
+    let mut out = fields.clone();
+    for (k, v) in fields {
+        let text = match (k.as_str(), v.as_f64()) {
+            ("spend" | "conversion_value", Some(x)) => format!("{currency} {}", grouped(x, 2)),
+            ("ctr" | "conversion_rate", Some(x)) => format!("{:.2} %", x * 100.0),
+            ("frequency", Some(x)) => format!("{x:.2}"),
+            (
+                "impressions"
+                | "clicks"
+                | "conversions"
+                | "unique_reach"
+                | "unique_reach_approx"
+                | "reach",
+                Some(x),
+            ) => grouped(x, 0),
+            _ => continue,
+        };
+        out.insert(k.clone(), Value::String(text));
+    }
+    Value::Object(out)
+}
+
+/// `x` with `decimals` places and a comma between thousands: 1,234,567.89.
+fn grouped(x: f64, decimals: usize) -> String {
+    let s = format!("{:.*}", decimals, x.abs());
+    let (whole, frac) = s.split_once('.').map_or((s.as_str(), ""), |(w, f)| (w, f));
+    let mut digits = String::new();
+    for (i, ch) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            digits.push(',');
+        }
+        digits.push(ch);
+    }
+    let sign = if x < 0.0 && !s.trim_matches(['0', '.']).is_empty() {
+        "-"
+    } else {
+        ""
+    };
+    if frac.is_empty() {
+        format!("{sign}{digits}")
+    } else {
+        format!("{sign}{digits}.{frac}")
+    }
+}
+
+/// The array of a JSON report field (none when absent).
+fn rows_of(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
 }
 
 /// A table of `rows` (JSON objects) with the given columns `(key, heading)`.
@@ -206,6 +275,19 @@ fn table(id: &str, rows: &[Value], columns: &[(&str, &str)]) -> String {
 
 fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
+}
+
+/// A shared report's fixed range, time zone and freshness (no picker: the link fixes them).
+fn shared_bar(report: &Value, state: &State) -> String {
+    let day = |k: &str| esc(report[k].as_str().unwrap_or("…"));
+    format!(
+        "<p class=\"meta\" id=\"shared-range\">Days <b>{}</b> to <b>{}</b> in <b>{}</b> · \
+         complete up to <b id=\"complete-up-to\">{}</b></p>",
+        day("from"),
+        day("to"),
+        esc(state.options.tz.name()),
+        esc(report["complete_up_to"].as_str().unwrap_or("no data yet"))
+    )
 }
 
 /// The range picker, the time zone and the freshness line over a report.
@@ -479,6 +561,18 @@ pub async fn account(
     QueryParams(params): QueryParams<Params>,
 ) -> Page {
     c.tenant(Role::Official, &id)?;
+    let body = account_body(&state, &id, params, false).await?;
+    page(&id, &c, &body)
+}
+
+/// An official account's followers (and, unless `shared`, its campaigns and the range bar).
+pub(crate) async fn account_body(
+    state: &State,
+    id: &str,
+    params: Params,
+    shared: bool,
+) -> Result<String, PageError> {
+    let (state, id) = (state.clone(), id.to_string());
     let report =
         reports::daily_value(&state, reports::followers_report(&id), clone(&params)).await?;
     let r = rows(&report);
@@ -516,16 +610,38 @@ pub async fn account(
             )
         })
         .collect();
-    let body = format!(
-        "<h1>{name}</h1>{bar}<section><h2>Followers</h2><div class=\"chart\">{chart}</div>{t}</section>\
-         <section><h2>Campaigns</h2><ul id=\"campaigns\">{list}</ul></section>",
-        name = esc(&id),
-        bar = range_bar(
-            &format!("/accounts/{}", esc(&id)),
-            &report,
-            &params,
-            &csv_link(&format!("/api/v1/accounts/{id}/followers"), &params)
+    // What the followers figure stands on, as of the range's last day.
+    let stands = match r.last() {
+        Some(last) if last["baseline_followers"].is_i64() => format!(
+            "Followers are the baseline of {} at {} (imported from the platform's records) plus \
+             the net follows since.",
+            last["baseline_followers"],
+            esc(last["baseline_as_of"].as_str().unwrap_or(""))
         ),
+        Some(_) => "Followers are the net follows since the lake's first day: no follower \
+             baseline was imported for this account (spacepulse accounts import-followers)."
+            .to_string(),
+        None => String::new(),
+    };
+    let campaigns_section = if shared {
+        String::new()
+    } else {
+        format!("<section><h2>Campaigns</h2><ul id=\"campaigns\">{list}</ul></section>")
+    };
+    let body = format!(
+        "<h1>{name}</h1>{bar}<section><h2>Followers</h2><p id=\"baseline\">{stands}</p>\
+         <div class=\"chart\">{chart}</div>{t}</section>{campaigns_section}",
+        name = esc(&id),
+        bar = if shared {
+            shared_bar(&report, &state)
+        } else {
+            range_bar(
+                &format!("/accounts/{}", esc(&id)),
+                &report,
+                &params,
+                &csv_link(&format!("/api/v1/accounts/{id}/followers"), &params),
+            )
+        },
         t = table(
             "followers",
             &r,
@@ -535,6 +651,7 @@ pub async fn account(
                 ("unfollows", "Unfollows"),
                 ("net", "Net"),
                 ("followers", "Followers"),
+                ("baseline_followers", "Baseline"),
                 ("reach", "Reach"),
                 ("likes", "Likes"),
                 ("comments", "Comments"),
@@ -542,7 +659,7 @@ pub async fn account(
             ]
         ),
     );
-    page(&id, &c, &body)
+    Ok(body)
 }
 
 /// A milestone's name: +1 s, +1 min, +24 h.
@@ -562,6 +679,17 @@ pub async fn campaign(
     Path(id): Path<String>,
 ) -> Page {
     reports::campaign_access(&c, &state, &id).await?;
+    let body = campaign_body(&state, &id, false).await?;
+    page(&format!("Campaign {id}"), &c, &body)
+}
+
+/// A campaign's launch and funnel (with CSV links unless `shared`).
+pub(crate) async fn campaign_body(
+    state: &State,
+    id: &str,
+    shared: bool,
+) -> Result<String, PageError> {
+    let (state, id) = (state.clone(), id.to_string());
     let funnel = reports::funnel_value(&state, &id).await?;
     let launch = reports::launch_value(&state, &id).await?;
     let steps: Vec<Value> = rows(&funnel)
@@ -576,9 +704,13 @@ pub async fn campaign(
         &steps.iter().map(|r| num(&r["users"])).collect::<Vec<_>>(),
     );
     let curve = launch["curve"].as_array().cloned().unwrap_or_default();
+    // One unit on the axis: minutes and seconds after the launch.
     let labels: Vec<String> = curve
         .iter()
-        .map(|p| after(p["second"].as_i64().unwrap_or(0)))
+        .map(|p| {
+            let s = p["second"].as_i64().unwrap_or(0);
+            format!("+{}:{:02}", s / 60, s % 60)
+        })
         .collect();
     let launch_chart = lines(
         &labels,
@@ -602,14 +734,68 @@ pub async fn campaign(
         .into_iter()
         .filter(|r| r["breakdown"] != "total")
         .collect();
+    // Per platform and per region, each segment's conversion from the first step to the last
+    // (the twelve largest segments).
+    let last_step = steps.iter().filter_map(|r| r["step"].as_i64()).max();
+    let segment_charts: String = ["platform", "region"]
+        .iter()
+        .map(|b| {
+            let mut segs: Vec<(String, f64, f64)> = by_segment
+                .iter()
+                .filter(|r| r["breakdown"] == *b)
+                .filter(|r| r["step"].as_i64() == Some(1))
+                .map(|r| {
+                    let seg = r["segment"].as_str().unwrap_or("").to_string();
+                    let reached = by_segment
+                        .iter()
+                        .find(|x| {
+                            x["breakdown"] == *b
+                                && x["segment"] == r["segment"]
+                                && x["step"].as_i64() == last_step
+                        })
+                        .map_or(0.0, |x| num(&x["conversion_overall"]) * 100.0);
+                    (seg, num(&r["users"]), reached)
+                })
+                .collect();
+            segs.sort_by(|a, b| b.1.total_cmp(&a.1));
+            segs.truncate(12);
+            if segs.is_empty() {
+                return String::new();
+            }
+            format!(
+                "<figure><figcaption>By {b}: % of the first step's users who reached the \
+                 last</figcaption><div class=\"chart\" id=\"funnel-{b}-chart\">{}</div></figure>",
+                bars(
+                    &segs.iter().map(|x| x.0.clone()).collect::<Vec<_>>(),
+                    &segs.iter().map(|x| x.2).collect::<Vec<_>>(),
+                )
+            )
+        })
+        .collect();
+    let (funnel_csv, curve_csv) = if shared {
+        (String::new(), String::new())
+    } else {
+        (
+            format!(
+                " · <a id=\"funnel-csv\" href=\"/api/v1/campaigns/{}/funnel?format=csv\">CSV</a>",
+                esc(&id)
+            ),
+            format!(
+                " · <a id=\"curve-csv\" href=\"/api/v1/campaigns/{}/launch?format=csv\">CSV</a>",
+                esc(&id)
+            ),
+        )
+    };
     let body = format!(
         "<h1>Campaign {name}</h1>\
          <p class=\"meta\">Times in <b>{tz}</b> · complete up to <b id=\"complete-up-to\">{fresh}</b></p>\
          <section><h2>Launch milestones</h2>{ms}\
          <div class=\"chart\" id=\"launch-chart\">{launch_chart}</div>\
-         <p class=\"meta\">Users who reserved, counted once each, by seconds after the launch \
-         (the first hour, second by second).</p></section>\
+         <p class=\"meta\">Users who reserved, counted once each, by minutes and seconds after \
+         the launch (the first hour, second by second){curve_csv}</p></section>\
          <section><h2>Funnel</h2><div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}\
+         <p class=\"meta\">Each user's furthest step within the campaign's window{funnel_csv}</p>\
+         {segment_charts}\
          <details><summary>By platform and region</summary>{st}</details></section>",
         name = esc(&id),
         tz = esc(state.options.tz.name()),
@@ -646,7 +832,7 @@ pub async fn campaign(
             ]
         ),
     );
-    page(&format!("Campaign {id}"), &c, &body)
+    Ok(body)
 }
 
 /// `GET /advertisers/{id}`: impressions, clicks, spend per day and ad, with totals.
@@ -657,8 +843,24 @@ pub async fn advertiser(
     QueryParams(params): QueryParams<Params>,
 ) -> Page {
     c.tenant(Role::Advertiser, &id)?;
-    let report =
-        reports::daily_value(&state, reports::advertiser_report(&id), clone(&params)).await?;
+    let body = advertiser_body(&state, &id, params, false).await?;
+    page(&format!("Advertiser {id}"), &c, &body)
+}
+
+/// An advertiser's totals, ads over the range and days (with the range bar unless `shared`).
+pub(crate) async fn advertiser_body(
+    state: &State,
+    id: &str,
+    params: Params,
+    shared: bool,
+) -> Result<String, PageError> {
+    let (state, id) = (state.clone(), id.to_string());
+    let report = reports::daily_value(
+        &state,
+        reports::advertiser_report(&id, &reports::currency_of(&state, &id).await?),
+        clone(&params),
+    )
+    .await?;
     let r = rows(&report);
     // Per day across ads, for the chart.
     let mut days: Vec<(String, f64, f64)> = Vec::new();
@@ -685,38 +887,91 @@ pub async fn advertiser(
             },
         ],
     );
-    let t = &report["totals"];
+    let cur = report["totals"]["currency"]
+        .as_str()
+        .unwrap_or(lake::registry::DEFAULT_CURRENCY)
+        .to_string();
+    let shown = |v: &Value| shown(v, &cur);
+    let t = shown(&report["totals"]);
+    // Each figure with one line on what it counts.
     let totals = format!(
         "<div class=\"cards\" id=\"totals\">{}</div>",
         [
-            ("impressions", "Impressions"),
-            ("clicks", "Clicks"),
-            ("ctr", "CTR"),
-            ("conversions", "Conversions"),
-            ("spend_cents", "Spend (cents)"),
-            ("conversion_value_cents", "Conversion value (cents)"),
-            ("unique_reach_approx", "Unique reach (HLL++ ±0.81%)"),
-            ("frequency", "Frequency"),
+            (
+                "impressions",
+                "Impressions",
+                "ad impressions, each event id once"
+            ),
+            ("clicks", "Clicks", "ad clicks, each event id once"),
+            ("ctr", "CTR", "clicks ÷ impressions"),
+            (
+                "conversions",
+                "Conversions",
+                "conversions, each event id once"
+            ),
+            ("conversion_rate", "Conversion rate", "conversions ÷ clicks"),
+            ("spend", "Spend", "the amount of impressions and clicks"),
+            (
+                "conversion_value",
+                "Conversion value",
+                "the amount of conversions"
+            ),
+            (
+                "unique_reach",
+                "Unique reach",
+                "distinct users with an impression in the range, exact",
+            ),
+            (
+                "unique_reach_approx",
+                "Unique reach (HLL++)",
+                "the same from HyperLogLog++ sketches, ±0.81 % (one standard error)",
+            ),
+            ("frequency", "Frequency", "impressions ÷ exact unique reach"),
         ]
         .iter()
-        .map(|(k, h)| format!(
-            "<div class=\"card\"><span>{h}</span><b data-total=\"{k}\">{}</b></div>",
+        .map(|(k, h, what)| format!(
+            "<div class=\"card\"><span>{h}</span><b data-total=\"{k}\">{}</b>\
+             <small>{what}</small></div>",
             cell(&t[*k])
         ))
         .collect::<String>()
     );
+    let ads: Vec<Value> = rows_of(&report["ads"]).iter().map(&shown).collect();
+    let days: Vec<Value> = r.iter().map(&shown).collect();
     let body = format!(
-        "<h1>Advertiser {name}</h1>{bar}{totals}<section><div class=\"chart\">{chart}</div>{tbl}</section>",
+        "<h1>Advertiser {name}</h1>{bar}{totals}\
+         <section><h2>Ads over the range</h2>{per_ad}</section>\
+         <section><h2>Per day</h2><div class=\"chart\">{chart}</div>{tbl}</section>",
         name = esc(&id),
-        bar = range_bar(
-            &format!("/advertisers/{}", esc(&id)),
-            &report,
-            &params,
-            &csv_link(&format!("/api/v1/advertisers/{id}/report"), &params)
+        bar = if shared {
+            shared_bar(&report, &state)
+        } else {
+            range_bar(
+                &format!("/advertisers/{}", esc(&id)),
+                &report,
+                &params,
+                &csv_link(&format!("/api/v1/advertisers/{id}/report"), &params),
+            )
+        },
+        per_ad = table(
+            "ads-range",
+            &ads,
+            &[
+                ("ad_id", "Ad"),
+                ("impressions", "Impressions"),
+                ("clicks", "Clicks"),
+                ("ctr", "CTR"),
+                ("conversions", "Conversions"),
+                ("spend", "Spend"),
+                ("conversion_value", "Value"),
+                ("unique_reach", "Unique reach (exact)"),
+                ("unique_reach_approx", "Unique reach (HLL++)"),
+                ("frequency", "Frequency"),
+            ]
         ),
         tbl = table(
             "ads",
-            &r,
+            &days,
             &[
                 ("day", "Day"),
                 ("ad_id", "Ad"),
@@ -724,14 +979,14 @@ pub async fn advertiser(
                 ("clicks", "Clicks"),
                 ("ctr", "CTR"),
                 ("conversions", "Conversions"),
-                ("spend_cents", "Spend (cents)"),
-                ("conversion_value_cents", "Value (cents)"),
+                ("spend", "Spend"),
+                ("conversion_value", "Value"),
                 ("reach", "Reach"),
                 ("frequency", "Frequency"),
             ]
         ),
     );
-    page(&format!("Advertiser {id}"), &c, &body)
+    Ok(body)
 }
 
 /// `GET /admin/accounts`: accounts with their state and buttons to change it (operators).
@@ -796,6 +1051,85 @@ pub async fn admin_set_state(
         .call(move |r| r.set_state(&id, to, &actor, &form.reason))
         .await?;
     Ok(Redirect::to("/admin/accounts").into_response())
+}
+
+/// `GET /admin/pipeline`: the reconciliation ledger for operators. Per source partition the
+/// broker's high watermark (under `spacepulse run`, which reads it) beside the offset the lake
+/// covers; per metric table the `events` version it has seen beside the newest. A gap (a lag,
+/// a table behind) is highlighted.
+pub async fn admin_pipeline(Viewer(c): Viewer, AxState(state): AxState<State>) -> Page {
+    c.require(&[Role::Operator])?;
+    let status = crate::status::status_value(&state).await?;
+    let text = |v: &Value| match v {
+        Value::Null => "–".to_string(),
+        Value::String(s) => esc(s),
+        v => esc(&v.to_string()),
+    };
+    let partitions: String = status["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let lag = p["lag"].as_i64();
+            let high = lag
+                .zip(p["covered_offset"].as_i64())
+                .map(|(l, c)| Value::from(c + l))
+                .unwrap_or(Value::Null);
+            let gap = lag.is_some_and(|l| l > 0);
+            format!(
+                "<tr{}><td data-col=\"source\">{}</td><td data-col=\"partition\">{}</td>\
+                 <td data-col=\"broker_high_watermark\">{}</td><td data-col=\"covered_offset\">{}</td>\
+                 <td data-col=\"lag\">{}</td><td data-col=\"events\">{}</td><td data-col=\"rejected\">{}</td>\
+                 <td data-col=\"watermark\">{}</td></tr>",
+                if gap { " class=\"gap\"" } else { "" },
+                text(&p["source"]),
+                text(&p["partition"]),
+                text(&high),
+                text(&p["covered_offset"]),
+                text(&p["lag"]),
+                text(&p["events"]),
+                text(&p["rejected"]),
+                text(&p["watermark"]),
+            )
+        })
+        .collect();
+    let jobs: String = status["jobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|j| {
+            let behind = j["versions_behind"].as_i64();
+            let gap = behind.is_none_or(|b| b > 0);
+            format!(
+                "<tr{}><td data-col=\"job\">{}</td><td data-col=\"table\">{}</td>\
+                 <td data-col=\"events_version_seen\">{}</td><td data-col=\"versions_behind\">{}</td>\
+                 <td data-col=\"complete_up_to\">{}</td><td data-col=\"last_commit_at\">{}</td></tr>",
+                if gap { " class=\"gap\"" } else { "" },
+                text(&j["job"]),
+                text(&j["table"]),
+                text(&j["events_version_seen"]),
+                text(&j["versions_behind"]),
+                text(&j["complete_up_to"]),
+                text(&j["last_commit_at"]),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<h1>Pipeline</h1><p class=\"meta\">The lake's events table is at version \
+         <b id=\"events-version\">{}</b>. Highlighted rows have a gap: messages the broker holds \
+         that the lake does not cover yet, or a metric table that has not seen the newest events.</p>\
+         <section><h2>Source partitions</h2><table id=\"partitions\"><thead><tr><th>Source</th>\
+         <th>Partition</th><th>Broker high watermark</th><th>Lake covers up to</th><th>Lag</th>\
+         <th>Events</th><th>Rejected</th><th>Event-time watermark</th></tr></thead>\
+         <tbody>{partitions}</tbody></table></section>\
+         <section><h2>Metric tables</h2><table id=\"tables\"><thead><tr><th>Job</th><th>Table</th>\
+         <th>Events version seen</th><th>Versions behind</th><th>Complete up to</th>\
+         <th>Last commit</th></tr></thead><tbody>{jobs}</tbody></table></section>",
+        text(&status["events_version"]),
+    );
+    page("Pipeline", &c, &body)
 }
 
 /// `GET /live`: the operators' live page; the script fills it from the event stream.
@@ -909,6 +1243,25 @@ pub async fn live_launch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_in_units_rates_as_percentages() {
+        assert_eq!(grouped(1_234_567.891, 2), "1,234,567.89");
+        assert_eq!(grouped(999.0, 0), "999");
+        assert_eq!(grouped(-1000.5, 2), "-1,000.50");
+        assert_eq!(grouped(-0.001, 2), "0.00");
+        let row = serde_json::json!({
+            "ad_id": "ad-1", "spend": 760.62, "ctr": 0.0123, "frequency": 2.0 / 3.0,
+            "unique_reach": 12345, "conversion_rate": null
+        });
+        let s = shown(&row, "USD");
+        assert_eq!(s["spend"], "USD 760.62");
+        assert_eq!(s["ctr"], "1.23 %");
+        assert_eq!(s["frequency"], "0.67");
+        assert_eq!(s["unique_reach"], "12,345");
+        assert_eq!(s["ad_id"], "ad-1");
+        assert_eq!(s["conversion_rate"], Value::Null);
+    }
 
     #[test]
     fn escapes_and_names_milestones() {

@@ -28,6 +28,14 @@ pub struct Params {
     pub format: Option<String>,
 }
 
+/// A report's format alone (the campaign reports have no range).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Format {
+    /// `json` (default) or `csv` (the funnel's rows; the launch curve second by second).
+    pub format: Option<String>,
+}
+
 /// A string as a SQL literal.
 fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -106,13 +114,30 @@ enum Out {
     Csv,
 }
 
-fn out(params: &Params) -> Result<Out, ApiError> {
-    match params.format.as_deref() {
+fn out(params: &impl HasFormat) -> Result<Out, ApiError> {
+    match params.format() {
         None | Some("json") => Ok(Out::Json),
         Some("csv") => Ok(Out::Csv),
         Some(other) => Err(ApiError::bad_request(format!(
             "format: expected json or csv, got {other:?}"
         ))),
+    }
+}
+
+/// A query string with a `format`.
+trait HasFormat {
+    fn format(&self) -> Option<&str>;
+}
+
+impl HasFormat for Params {
+    fn format(&self) -> Option<&str> {
+        self.format.as_deref()
+    }
+}
+
+impl HasFormat for Format {
+    fn format(&self) -> Option<&str> {
+        self.format.as_deref()
     }
 }
 
@@ -138,8 +163,16 @@ pub(crate) struct Daily<'a> {
     /// A `WHERE` condition: the tenant's rows, or all.
     filter: String,
     order: &'a str,
-    /// A field of the JSON report and the query (without its day filter) that fills it.
-    totals: Option<(&'a str, String)>,
+    /// Fields of the JSON report over the whole range (see [`Extra`]).
+    totals: Vec<Extra<'a>>,
+}
+
+/// A field of a JSON report over the whole range: the query (without its day filter) that
+/// fills it, one object, or an array of rows with `GROUP BY group`.
+pub(crate) struct Extra<'a> {
+    field: &'a str,
+    sql: String,
+    group: Option<&'a str>,
 }
 
 /// The rows of `SELECT columns FROM table WHERE filter AND <days> ORDER BY order`, with the
@@ -175,8 +208,11 @@ async fn daily_body(
     } = report;
     let filter = filter.as_str();
     let format = out(&params)?;
+    // The queries themselves are in the key: one report's queries differ by tenant and by the
+    // tenant's settings (an advertiser's currency).
+    let extras: String = extra.iter().map(|e| e.sql.as_str()).collect();
     let key = format!(
-        "{name}|{filter}|{:?}|{:?}|{:?}|{:?}",
+        "{name}|{filter}|{columns}|{extras}|{:?}|{:?}|{:?}|{:?}",
         params.range, params.from, params.to, params.format
     );
     let view = state.view.current().await?;
@@ -189,31 +225,10 @@ async fn daily_body(
                 day_filter(from, to)
             );
             match format {
-                Out::Csv => {
-                    if !view.ctx.table_exist(table).unwrap_or(false) {
-                        return Ok(("text/csv; charset=utf-8".into(), Vec::new()));
-                    }
-                    let df = view
-                        .ctx
-                        .sql(&sql)
-                        .await
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
-                    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-                    let batches = df
-                        .collect()
-                        .await
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
-                    // Cells a spreadsheet would evaluate (ad ids and segments come from
-                    // events) are written as text.
-                    let batches = batches
-                        .iter()
-                        .map(query::output::spreadsheet_safe)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
-                    let bytes = query::output::encode(query::output::Format::Csv, schema, &batches)
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
-                    Ok(("text/csv; charset=utf-8".into(), bytes))
-                }
+                Out::Csv => Ok((
+                    "text/csv; charset=utf-8".into(),
+                    csv(&view, &sql, table).await?,
+                )),
                 Out::Json => {
                     let mut rows = view.rows(&sql, &[table]).await?;
                     let fresh = view
@@ -230,11 +245,20 @@ async fn daily_body(
                         "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
                         "rows": rows,
                     });
-                    if let Some((field, totals_sql)) = &extra {
-                        let totals = view
-                            .rows(&format!("{totals_sql}{}", day_filter(from, to)), &[table])
-                            .await?;
-                        report[*field] = totals.into_iter().next().unwrap_or(Value::Null);
+                    for e in &extra {
+                        let sql = format!("{}{}", e.sql, day_filter(from, to));
+                        report[e.field] = match e.group {
+                            Some(g) => {
+                                let sql = format!("{sql} GROUP BY {g} ORDER BY {g}");
+                                Value::Array(view.rows(&sql, &[table]).await?)
+                            }
+                            None => view
+                                .rows(&sql, &[table])
+                                .await?
+                                .into_iter()
+                                .next()
+                                .unwrap_or(Value::Null),
+                        };
                     }
                     Ok((
                         "application/json".into(),
@@ -247,6 +271,50 @@ async fn daily_body(
     Ok(body)
 }
 
+/// The rows of `sql` over `table` as CSV (none when the table does not exist yet). Cells a
+/// spreadsheet would evaluate (ad ids and segments come from events) are written as text.
+async fn csv(view: &crate::view::View, sql: &str, table: &str) -> Result<Vec<u8>, ApiError> {
+    if !view.ctx.table_exist(table).unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let df = view
+        .ctx
+        .sql(sql)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let batches = batches
+        .iter()
+        .map(query::output::spreadsheet_safe)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    query::output::encode(query::output::Format::Csv, schema, &batches)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A campaign report as CSV, cached until the lake changes.
+async fn cached_csv(
+    state: &State,
+    key: String,
+    sql: String,
+    table: &'static str,
+) -> Result<Response, ApiError> {
+    let view = state.view.current().await?;
+    let body = view
+        .cached(key, || async {
+            Ok((
+                "text/csv; charset=utf-8".into(),
+                csv(&view, &sql, table).await?,
+            ))
+        })
+        .await?;
+    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
+}
+
 /// DAU, WAU, MAU, DAU/MAU and new users per day, overall and by platform group.
 pub(crate) fn activity_report() -> Daily<'static> {
     Daily {
@@ -256,7 +324,7 @@ pub(crate) fn activity_report() -> Daily<'static> {
          dau_approx, wau_approx, mau_approx, estimator, hll_precision, hll_relative_error",
         filter: "breakdown IN ('total', 'platform_group')".into(),
         order: "day, breakdown DESC, segment",
-        totals: None,
+        totals: Vec::new(),
     }
 }
 
@@ -269,7 +337,7 @@ pub(crate) fn uploads_report() -> Daily<'static> {
          peak_minute, peak_minute_photos, peak_hour, peak_hour_photos",
         filter: "true".into(),
         order: "day",
-        totals: None,
+        totals: Vec::new(),
     }
 }
 
@@ -279,34 +347,55 @@ pub(crate) fn followers_report(id: &str) -> Daily<'static> {
         name: "followers",
         table: "accounts_daily",
         columns: "CAST(day AS VARCHAR) AS day, follows, unfollows, net, followers, reach, reach_approx, \
-         likes, comments, engagement",
+         likes, comments, engagement, baseline_followers, \
+         to_char(baseline_as_of, '%Y-%m-%dT%H:%M:%SZ') AS baseline_as_of",
         filter: format!("account_id = {}", lit(id)),
         order: "day",
-        totals: None,
+        totals: Vec::new(),
     }
 }
 
-/// An advertiser's ads per day, with totals and the unique reach of the whole range (HLL++
-/// merged from the daily sketches).
-pub(crate) fn advertiser_report(id: &str) -> Daily<'static> {
+/// An advertiser's ads per day, with totals and each ad's over the range: unique reach exact
+/// (the union of the daily reach bitmaps) with its HLL++ estimate beside it, frequency as
+/// impressions per exactly reached user.
+pub(crate) fn advertiser_report(id: &str, currency: &str) -> Daily<'static> {
     let filter = format!("advertiser_id = {}", lit(id));
-    let totals = format!(
-        "SELECT sum(impressions) AS impressions, sum(clicks) AS clicks, \
-         CAST(sum(clicks) AS DOUBLE) / sum(impressions) AS ctr, sum(conversions) AS conversions, \
+    let figures = format!(
+        "{cur} AS currency, sum(impressions) AS impressions, sum(clicks) AS clicks, \
+         CAST(sum(clicks) AS DOUBLE) / NULLIF(sum(impressions), 0) AS ctr, \
+         sum(conversions) AS conversions, \
+         CAST(sum(conversions) AS DOUBLE) / NULLIF(sum(clicks), 0) AS conversion_rate, \
          sum(spend_cents) AS spend_cents, sum(conversion_value_cents) AS conversion_value_cents, \
-         round(hll_count(hll_merge(reach_hll))) AS unique_reach_approx, \
-         sum(impressions) / hll_count(hll_merge(reach_hll)) AS frequency, \
-         'HyperLogLog++ p=14' AS unique_reach_estimator, 0.008125 AS unique_reach_relative_error \
-         FROM advertisers_daily WHERE {filter}"
+         CAST(sum(spend_cents) AS DOUBLE) / 100 AS spend, \
+         CAST(sum(conversion_value_cents) AS DOUBLE) / 100 AS conversion_value, \
+         bitmap_count(bitmap_union(reach_bitmap)) AS unique_reach, \
+         CAST(sum(impressions) AS DOUBLE) / NULLIF(bitmap_count(bitmap_union(reach_bitmap)), 0) \
+         AS frequency, round(hll_count(hll_merge(reach_hll))) AS unique_reach_approx, \
+         'HyperLogLog++ p=14' AS unique_reach_estimator, \
+         0.008125 AS unique_reach_relative_error",
+        cur = lit(currency)
     );
     Daily {
         name: "advertiser",
         table: "advertisers_daily",
         columns: "CAST(day AS VARCHAR) AS day, ad_id, impressions, clicks, ctr, conversions, \
-         conversion_rate, spend_cents, conversion_value_cents, reach, reach_approx, frequency",
+         conversion_rate, spend_cents, CAST(spend_cents AS DOUBLE) / 100 AS spend, \
+         conversion_value_cents, CAST(conversion_value_cents AS DOUBLE) / 100 AS conversion_value, \
+         reach, reach_approx, frequency",
+        totals: vec![
+            Extra {
+                field: "totals",
+                sql: format!("SELECT {figures} FROM advertisers_daily WHERE {filter}"),
+                group: None,
+            },
+            Extra {
+                field: "ads",
+                sql: format!("SELECT ad_id, {figures} FROM advertisers_daily WHERE {filter}"),
+                group: Some("ad_id"),
+            },
+        ],
         filter,
         order: "day, ad_id",
-        totals: Some(("totals", totals)),
     }
 }
 
@@ -349,7 +438,19 @@ pub async fn advertiser(
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, ApiError> {
     caller.tenant(Role::Advertiser, &id)?;
-    daily(&state, advertiser_report(&id), params).await
+    let currency = currency_of(&state, &id).await?;
+    daily(&state, advertiser_report(&id, &currency), params).await
+}
+
+/// The currency an advertiser's money is reported in (the registry's; CNY for an advertiser
+/// id only events name).
+pub(crate) async fn currency_of(state: &State, id: &str) -> Result<String, ApiError> {
+    let id = id.to_string();
+    let account = state.registry.call(move |r| r.account(&id)).await?;
+    Ok(account.map_or_else(
+        || lake::registry::DEFAULT_CURRENCY.to_string(),
+        |a| a.currency,
+    ))
 }
 
 /// The campaigns an official account owns (the registry's).
@@ -398,14 +499,41 @@ pub(crate) async fn campaign_access(
 
 /// The funnel: users per step, conversion, drop-off and time to convert, overall and by
 /// platform and region.
-#[utoipa::path(get, path = "/campaigns/{id}/funnel", tag = "reports", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, description = "Users per step, conversion, drop-off, time to convert; total, by platform and by region"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
+#[utoipa::path(get, path = "/campaigns/{id}/funnel", tag = "reports", params(("id" = String, Path, description = "Campaign id"), Format), responses((status = 200, description = "Users per step, conversion, drop-off, time to convert; total, by platform and by region (JSON or CSV)"), (status = 400, description = "A bad format"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn funnel(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
+    QueryParams(format): QueryParams<Format>,
 ) -> Result<Response, ApiError> {
     campaign_access(&caller, &state, &id).await?;
+    if let Out::Csv = out(&format)? {
+        return cached_csv(
+            &state,
+            format!("funnel.csv|{id}"),
+            funnel_sql(&id),
+            "funnels",
+        )
+        .await;
+    }
     cached_json(&state, format!("funnel|{id}"), || funnel_value(&state, &id)).await
+}
+
+fn funnel_sql(id: &str) -> String {
+    format!(
+        "SELECT breakdown, segment, step, step_type, users, conversion_from_previous, \
+         conversion_overall, drop_off, median_seconds_from_previous, \
+         p90_seconds_from_previous, window_ms, mode, registered \
+         FROM funnels WHERE campaign_id = {} ORDER BY breakdown DESC, segment, step",
+        lit(id)
+    )
+}
+
+fn curve_sql(id: &str) -> String {
+    format!(
+        "SELECT second, new_users, users FROM launch_curve WHERE campaign_id = {} ORDER BY second",
+        lit(id)
+    )
 }
 
 /// A JSON report, cached until the lake changes (as the daily reports are).
@@ -429,18 +557,7 @@ where
 
 pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiError> {
     let view = state.view.current().await?;
-    let rows = view
-        .rows(
-            &format!(
-                "SELECT breakdown, segment, step, step_type, users, conversion_from_previous, \
-                 conversion_overall, drop_off, median_seconds_from_previous, \
-                 p90_seconds_from_previous, window_ms, mode, registered \
-                 FROM funnels WHERE campaign_id = {} ORDER BY breakdown DESC, segment, step",
-                lit(id)
-            ),
-            &["funnels"],
-        )
-        .await?;
+    let rows = view.rows(&funnel_sql(id), &["funnels"]).await?;
     let fresh = view
         .freshness("funnels", state.options.allowed_lateness)
         .await?;
@@ -453,13 +570,23 @@ pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiEr
 }
 
 /// The launch: the milestones (+1 s ... +24 h) and the first hour second by second.
-#[utoipa::path(get, path = "/campaigns/{id}/launch", tag = "reports", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, description = "Milestones (+1 s ... +24 h) and the first hour second by second"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
+#[utoipa::path(get, path = "/campaigns/{id}/launch", tag = "reports", params(("id" = String, Path, description = "Campaign id"), Format), responses((status = 200, description = "Milestones (+1 s ... +24 h) and the first hour second by second (JSON; CSV: the curve)"), (status = 400, description = "A bad format"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn launch(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
+    QueryParams(format): QueryParams<Format>,
 ) -> Result<Response, ApiError> {
     campaign_access(&caller, &state, &id).await?;
+    if let Out::Csv = out(&format)? {
+        return cached_csv(
+            &state,
+            format!("curve.csv|{id}"),
+            curve_sql(&id),
+            "launch_curve",
+        )
+        .await;
+    }
     cached_json(&state, format!("launch|{id}"), || launch_value(&state, &id)).await
 }
 
@@ -475,16 +602,7 @@ pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiEr
             &["launch_milestones"],
         )
         .await?;
-    let curve = view
-        .rows(
-            &format!(
-                "SELECT second, new_users, users FROM launch_curve WHERE campaign_id = {} \
-                 ORDER BY second",
-                lit(id)
-            ),
-            &["launch_curve"],
-        )
-        .await?;
+    let curve = view.rows(&curve_sql(id), &["launch_curve"]).await?;
     // A milestone still open (its instant after `complete_up_to`) may grow.
     let fresh = view
         .freshness("launch_milestones", state.options.allowed_lateness)

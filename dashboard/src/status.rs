@@ -27,6 +27,11 @@ pub async fn status(
     AxState(state): AxState<State>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Operator])?;
+    Ok(Json(status_value(&state).await?))
+}
+
+/// Where the pipeline stands (the body of `GET /status`).
+pub(crate) async fn status_value(state: &State) -> Result<Value, ApiError> {
     let lake = &state.options.lake;
     let internal = |e: &dyn std::fmt::Display| ApiError::internal(e.to_string());
     let ledger = Ledger::read(lake).await?;
@@ -113,11 +118,11 @@ pub async fn status(
             }));
         }
     }
-    Ok(Json(json!({
+    Ok(json!({
         "events_version": events_version,
         "tz": state.options.tz.name(),
         "partitions": partitions,
         "jobs": jobs,
         "live_lag": state.live.as_ref().and_then(|l| l.lag()),
-    })))
+    }))
 }

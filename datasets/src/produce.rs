@@ -120,8 +120,11 @@ impl KafkaSink {
             .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
-    /// Enqueues one message, waiting while librdkafka's queue is full.
+    /// Enqueues one message, waiting while librdkafka's queue is full. Fails as soon as a
+    /// message already sent was not delivered (its `message.timeout.ms` passed): a broker that
+    /// times out every request would otherwise take the queue's whole length in timeouts.
     pub fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<()> {
+        self.undelivered()?;
         loop {
             let mut record = BaseRecord::to(&self.topic).payload(payload);
             if let Some(k) = key {
@@ -133,6 +136,7 @@ impl KafkaSink {
                     if self.stopped() {
                         return Err(Error::Stopped);
                     }
+                    self.undelivered()?;
                     // Back-pressure: the background thread drains the queue.
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -160,6 +164,12 @@ impl KafkaSink {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.undelivered()?;
+        Ok(self.sent)
+    }
+
+    /// [`Error::Undelivered`] once a delivery report said a message was lost.
+    fn undelivered(&self) -> Result<()> {
         let failed = self.producer.context().failed.load(Ordering::Relaxed);
         if failed > 0 {
             let first = self
@@ -176,7 +186,7 @@ impl KafkaSink {
                 first,
             });
         }
-        Ok(self.sent)
+        Ok(())
     }
 }
 

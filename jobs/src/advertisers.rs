@@ -1,6 +1,7 @@
 //! Advertisers: per advertiser, ad and report day, impressions, clicks, CTR, conversions,
 //! conversion rate, spend (`amount_cents` of impressions and clicks), conversion value,
-//! unique reach (exact, and an HLL++ sketch that merges over ranges) and frequency.
+//! unique reach (exact, with the reached users' bitmap that unions exactly over any range, and
+//! an HLL++ sketch that merges over ranges) and frequency.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,9 +11,11 @@ use arrow::array::{
     RecordBatch, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef};
-use query::sketch::{HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_of, hll_relative_error};
+use query::sketch::{
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_of, bitmap_to_bytes, hll_relative_error,
+};
 
-use crate::publish::{publish, schema};
+use crate::publish::{has_columns, publish, schema};
 use crate::scan::{distinct, event_key, ints, strs, types};
 use crate::{Ctx, Job, Result};
 
@@ -37,6 +40,9 @@ pub fn table_schema() -> SchemaRef {
         Field::new("hll_precision", DataType::Int32, false),
         Field::new("hll_relative_error", DataType::Float64, false),
         Field::new("reach_hll", DataType::Binary, false),
+        // The reached users (a serialized RoaringTreemap): `bitmap_count(bitmap_union(..))`
+        // is the exact unique reach of any range.
+        Field::new("reach_bitmap", DataType::Binary, false),
     ])
 }
 
@@ -116,8 +122,14 @@ async fn day_ads(ctx: &Ctx<'_>, day: i32) -> Result<Vec<((String, String), Ad)>>
 }
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
-    let plan = ctx.plan(Job::Advertisers).await?;
-    if plan.up_to_date {
+    // A table written before its columns changed is rewritten whole.
+    let current = has_columns(&ctx.opts.lake, TABLE, &table_schema()).await?;
+    let plan = if current {
+        ctx.plan(Job::Advertisers).await?
+    } else {
+        ctx.plan_everything(Job::Advertisers).await?
+    };
+    if plan.up_to_date && current {
         return Ok((0, 0, true));
     }
     ctx.progress
@@ -134,6 +146,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let mut prec_b = Int32Builder::new();
     let mut rse_b = Float64Builder::new();
     let mut hll_b = BinaryBuilder::new();
+    let mut bitmap_b = BinaryBuilder::new();
     for &day in &plan.days {
         for ((adv, ad), mut a) in day_ads(ctx, day).await? {
             let (impressions, impression_cost) = distinct(&mut a.impressions);
@@ -167,6 +180,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
             prec_b.append_value(HLL_PRECISION as i32);
             rse_b.append_value(hll_relative_error());
             hll_b.append_value(hll.to_bytes());
+            bitmap_b.append_value(bitmap_to_bytes(&reached));
         }
         ctx.progress.advance(Job::Advertisers.name());
     }
@@ -192,6 +206,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         Arc::new(prec_b.finish()),
         Arc::new(rse_b.finish()),
         Arc::new(hll_b.finish()),
+        Arc::new(bitmap_b.finish()),
     ];
     let batch = RecordBatch::try_new(table_schema(), cols)?;
     let rows = batch.num_rows() as u64;

@@ -136,16 +136,24 @@ struct Folded {
     per: BTreeMap<String, HashMap<u64, UserEvents>>,
 }
 
-/// The registry's campaigns, or none for a lake without a local registry.
-pub fn registered(ctx: &Ctx<'_>) -> Result<Vec<Campaign>> {
+/// The registry, or none for a lake without a local registry.
+pub fn registry(ctx: &Ctx<'_>) -> Result<Option<Registry>> {
     let path = match Registry::path_for(&ctx.opts.lake, ctx.opts.registry.as_deref()) {
         Ok(p) => p,
-        Err(_) => return Ok(Vec::new()),
+        Err(_) => return Ok(None),
     };
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    Ok(Registry::open(&path)?.campaigns()?)
+    Ok(Some(Registry::open(&path)?))
+}
+
+/// The registry's campaigns, or none for a lake without a local registry.
+pub fn registered(ctx: &Ctx<'_>) -> Result<Vec<Campaign>> {
+    match registry(ctx)? {
+        Some(r) => Ok(r.campaigns()?),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn fingerprint(campaigns: &[Campaign]) -> i64 {

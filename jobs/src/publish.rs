@@ -11,7 +11,7 @@ use arrow::datatypes::SchemaRef;
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
@@ -44,6 +44,23 @@ pub async fn seen(lake: &Lake, name: &str, app: &str) -> Result<Option<i64>> {
         Some(t) => Ok(covered(&t, app).await?),
         None => Ok(None),
     }
+}
+
+/// Whether metric table `name` is missing or has `schema`'s columns: a table written by an
+/// older spacepulse is rewritten whole by a full recompute.
+pub async fn has_columns(lake: &Lake, name: &str, schema: &SchemaRef) -> Result<bool> {
+    let Some(table) = lake.open(&table_name(name)).await? else {
+        return Ok(true);
+    };
+    let wanted: StructType = schema.as_ref().try_into_kernel()?;
+    Ok(columns(table.snapshot()?.schema().as_ref()) == columns(&wanted))
+}
+
+/// A schema's column names and types.
+fn columns(s: &StructType) -> Vec<(String, deltalake::kernel::DataType)> {
+    s.fields()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect()
 }
 
 /// Replaces `scope` of metric table `name` with `batches` in one commit carrying `txns`.
@@ -93,10 +110,29 @@ pub async fn publish_after(
             )));
         }
     }
+    // A job whose columns changed since the table was written replaces it whole, with its
+    // new schema in the same commit.
+    let wanted: StructType = schema.as_ref().try_into_kernel()?;
+    let evolved = columns(table.snapshot()?.schema().as_ref()) != columns(&wanted);
+    if evolved && *scope != Scope::All {
+        return Err(crate::Error::Internal(format!(
+            "{path}: its columns changed; only a full recompute may rewrite it"
+        )));
+    }
     let writer = writer_properties(&schema, &batches);
     let mut tasks = tokio::task::JoinSet::new();
     for part in by_writer(&batches, daily)? {
-        let mut w = RecordBatchWriter::for_table(&table)?.with_writer_properties(writer.clone());
+        let w = if evolved {
+            RecordBatchWriter::try_new(
+                table.table_url().as_str(),
+                schema.clone(),
+                Some(partition_by.clone()),
+                None,
+            )?
+        } else {
+            RecordBatchWriter::for_table(&table)?
+        };
+        let mut w = w.with_writer_properties(writer.clone());
         tasks.spawn(async move {
             for batch in part {
                 w.write(batch).await?;
@@ -117,6 +153,15 @@ pub async fn publish_after(
         Scope::Append => Some(BTreeSet::new()),
     };
     let snapshot = table.snapshot()?;
+    if evolved {
+        actions.push(Action::Metadata(
+            snapshot
+                .metadata()
+                .clone()
+                .with_schema(&wanted)
+                .map_err(deltalake::DeltaTableError::from)?,
+        ));
+    }
     for f in snapshot.log_data().iter() {
         let day = f.partition_values_map().get("day").cloned().flatten();
         let hit = match (&replaced, day) {

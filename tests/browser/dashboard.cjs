@@ -69,7 +69,32 @@ async function login(browser, token, viewport) {
     found.phone_overflow_px = overflow;
     if (overflow > 0) throw new Error(`the page is ${overflow}px wider than a phone`);
     await page.screenshot({ path: path.join(shots, "launch-phone.png"), fullPage: true });
+
+    // A share link to the campaign behind a password, opened by someone without a login.
+    await page.setViewportSize({ width: 1200, height: 900 });
+    await page.goto(url + "/shares");
+    await page.selectOption('#new-share select[name="what"]', "campaign:" + campaign);
+    await page.fill('#new-share input[name="password"]', "board meeting 2015");
+    await Promise.all([page.waitForNavigation(), page.click("#create-share")]);
+    const link = await page.getAttribute("#new-link", "href");
+    if (!/^\/s\/spl_[0-9a-f]{64}$/.test(link)) throw new Error("share link: " + link);
     await context.close();
+    const visitor = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+    const v = await visitor.newPage();
+    await v.goto(url + link);
+    await v.fill('input[name="password"]', "not it");
+    await Promise.all([v.waitForNavigation(), v.click("button")]);
+    if (!(await v.textContent("main")).includes("Wrong password")) throw new Error("a wrong password opened the link");
+    await v.fill('input[name="password"]', "board meeting 2015");
+    await Promise.all([v.waitForNavigation(), v.click("button")]);
+    await v.waitForSelector("#milestones");
+    found.shared_milestones = await v.$$eval('#milestones td[data-col="users"]', (tds) => tds.map((t) => t.textContent));
+    if (JSON.stringify(found.shared_milestones) !== JSON.stringify(found.milestones)) {
+      throw new Error("the shared page's milestones differ from the owner's");
+    }
+    if (await v.locator("nav").count() > 0) throw new Error("a shared page shows navigation");
+    await v.screenshot({ path: path.join(shots, "shared.png"), fullPage: true });
+    await visitor.close();
 
     // An operator: the live page's counter rises while events are produced.
     const op = await login(browser, env("SPACEPULSE_OPERATOR_TOKEN"), { width: 1200, height: 900 });

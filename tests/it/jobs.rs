@@ -528,6 +528,8 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
     type AdKey = (String, String, String);
     let mut ads: BTreeMap<AdKey, (i64, i64, i64, i64)> = BTreeMap::new();
     let mut reservers: HashMap<u64, i64> = HashMap::new();
+    // (advertiser, ad) -> users with an impression, every day (the exact reach of the range)
+    let mut reached: BTreeMap<(String, String), HashSet<u64>> = BTreeMap::new();
     for e in &distinct {
         let day = shanghai_day(e.ts_ms);
         users.entry(day.clone()).or_default().insert(e.user);
@@ -559,7 +561,11 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
                 match e.ty.as_str() {
                     "ad_impression" => {
                         a.0 += 1;
-                        a.3 += e.amount
+                        a.3 += e.amount;
+                        reached
+                            .entry((e.advertiser.clone().unwrap(), e.ad.clone().unwrap()))
+                            .or_default()
+                            .insert(e.user);
                     }
                     "ad_click" => {
                         a.1 += 1;
@@ -712,6 +718,41 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
             r["spend_cents"].as_i64().unwrap(),
         );
         assert_eq!(got, ads[&key], "{key:?}");
+    }
+    // Unique reach over the whole range, per ad and per advertiser: the daily bitmaps' union
+    // equals the distinct users, though users come back on several days.
+    let per_ad = query(
+        &ctx,
+        "SELECT advertiser_id, ad_id, bitmap_count(bitmap_union(reach_bitmap)) AS reach, \
+         sum(reach) AS daily_sum FROM advertisers_daily GROUP BY advertiser_id, ad_id",
+    )
+    .await;
+    assert_eq!(per_ad.len(), reached.len());
+    let mut returning = false;
+    for r in &per_ad {
+        let key = (
+            r["advertiser_id"].as_str().unwrap().to_string(),
+            r["ad_id"].as_str().unwrap().to_string(),
+        );
+        let want = reached[&key].len() as i64;
+        assert_eq!(r["reach"].as_i64().unwrap(), want, "{key:?}");
+        returning |= r["daily_sum"].as_i64().unwrap() > want;
+    }
+    assert!(returning, "some user saw an ad on two days");
+    let per_advertiser = query(
+        &ctx,
+        "SELECT advertiser_id, bitmap_count(bitmap_union(reach_bitmap)) AS reach \
+         FROM advertisers_daily GROUP BY advertiser_id",
+    )
+    .await;
+    for r in &per_advertiser {
+        let id = r["advertiser_id"].as_str().unwrap();
+        let want: HashSet<u64> = reached
+            .iter()
+            .filter(|((a, _), _)| a == id)
+            .flat_map(|(_, u)| u.iter().copied())
+            .collect();
+        assert_eq!(r["reach"].as_i64().unwrap(), want.len() as i64, "{id}");
     }
 
     // The launch: milestones equal the manifest's and the oracle's.
@@ -1261,4 +1302,202 @@ fn serve_answers_tokens_over_http() {
     }
     // SIGTERM: a graceful stop, exit 0.
     assert_eq!(server.stop().code(), Some(0));
+}
+
+/// Follower baselines from the platform's records: a CSV baseline in the middle of a day counts
+/// only the follows after its instant; a Parquet baseline on a day the account did nothing
+/// shows on that day and restarts the running figure; importing the same file again changes
+/// nothing; an incremental run on late events carries the baseline's figure forward; a bad
+/// file names its row and column and imports nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_baselines_restart_the_running_figure_from_csv_and_parquet_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake = lake_dir.to_str().unwrap();
+    // 00:00 Shanghai time on 2015-04-28, 04-29, 04-30, 05-01.
+    let day = |d: i64, hours: f64| 1_430_150_400_000 + d * 86_400_000 + (hours * 3.6e6) as i64;
+    let event = |id: &str, ts: i64, user: u64, ty: &str| {
+        format!(
+            r#"{{"event_id":"{id}","ts":{ts},"user_id":{user},"type":"{ty}","platform":"ios","account_id":"brand"}}"#
+        )
+    };
+    let mut lines = vec![
+        event("f1", day(0, 1.0), 1, "follow"),
+        event("f2", day(0, 2.0), 2, "follow"),
+        event("f3", day(0, 3.0), 3, "follow"),
+        event("f3", day(0, 3.0), 3, "follow"), // a retry: counted once
+        event("f4", day(1, 1.0), 4, "follow"),
+        event("f5", day(1, 5.0), 5, "follow"),
+        event("u1", day(1, 6.0), 1, "unfollow"),
+        // Nothing on 04-30.
+    ];
+    for u in 7..=10 {
+        lines.push(event(&format!("f{u}"), day(3, 1.0), u, "follow"));
+    }
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, ndjson(&lines)).unwrap();
+    ingest(lake, events.to_str().unwrap());
+    ok(&[
+        "accounts", "add", "brand", "--kind", "official", "--lake", lake,
+    ]);
+    let followers = || async {
+        let ctx = session(&lake_dir).await;
+        query(
+            &ctx,
+            "SELECT CAST(day AS VARCHAR) AS day, follows, followers, baseline_followers, \
+             CAST(baseline_as_of AS BIGINT) / 1000 AS as_of_ms FROM accounts_daily \
+             WHERE account_id = 'brand' ORDER BY day",
+        )
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_string(),
+                r["followers"].as_i64().unwrap(),
+                r.get("baseline_followers").and_then(Value::as_i64),
+                r.get("as_of_ms").and_then(Value::as_i64),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let row =
+        |d: &str, f: i64, b: Option<(i64, i64)>| (d.to_string(), f, b.map(|b| b.0), b.map(|b| b.1));
+    jobs(lake, &["accounts"]);
+    assert_eq!(
+        followers().await,
+        vec![
+            row("2015-04-28", 3, None),
+            row("2015-04-29", 4, None),
+            row("2015-05-01", 8, None),
+        ]
+    );
+
+    // 1,000 followers at 03:00 on 04-29: the follow at 05:00 and the unfollow at 06:00 count.
+    let csv = dir.path().join("followers.csv");
+    std::fs::write(
+        &csv,
+        "as_of,account_id,followers\n2015-04-29T03:00:00+08:00,brand,1000\n",
+    )
+    .unwrap();
+    let out = ok(&[
+        "accounts",
+        "import-followers",
+        csv.to_str().unwrap(),
+        "--lake",
+        lake,
+    ]);
+    assert!(
+        out.contains("imported 1 follower baselines of 1 accounts"),
+        "{out}"
+    );
+    jobs(lake, &["accounts"]);
+    let csv_at = day(1, 3.0);
+    assert_eq!(
+        followers().await,
+        vec![
+            row("2015-04-28", 3, None),
+            row("2015-04-29", 1000, Some((1000, csv_at))),
+            row("2015-05-01", 1004, Some((1000, csv_at))),
+        ]
+    );
+    let again = ok(&[
+        "accounts",
+        "import-followers",
+        csv.to_str().unwrap(),
+        "--lake",
+        lake,
+    ]);
+    assert!(again.contains("nothing changed"), "{again}");
+
+    // 5,000 at noon on 04-30, a day the account did nothing, from Parquet with a timestamp.
+    let parquet = dir.path().join("followers.parquet");
+    {
+        use std::sync::Arc;
+        let pq_at = day(2, 12.0);
+        let batch = arrow::array::RecordBatch::try_from_iter(vec![
+            (
+                "account_id",
+                Arc::new(arrow::array::StringArray::from(vec!["brand"])) as arrow::array::ArrayRef,
+            ),
+            (
+                "as_of",
+                Arc::new(
+                    arrow::array::TimestampMillisecondArray::from(vec![pq_at]).with_timezone("UTC"),
+                ),
+            ),
+            (
+                "followers",
+                Arc::new(arrow::array::Int32Array::from(vec![5000])),
+            ),
+        ])
+        .unwrap();
+        let file = std::fs::File::create(&parquet).unwrap();
+        let mut w =
+            deltalake::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    ok(&[
+        "accounts",
+        "import-followers",
+        parquet.to_str().unwrap(),
+        "--lake",
+        lake,
+    ]);
+    jobs(lake, &["accounts"]);
+    let pq_at = day(2, 12.0);
+    let want = vec![
+        row("2015-04-28", 3, None),
+        row("2015-04-29", 1000, Some((1000, csv_at))),
+        row("2015-04-30", 5000, Some((5000, pq_at))),
+        row("2015-05-01", 5004, Some((5000, pq_at))),
+    ];
+    assert_eq!(followers().await, want);
+
+    // Late events: an unfollow on 04-28 changes that day only; a follow late on 04-30 (after
+    // the baseline) counts on top of it. The run is incremental and agrees with a full one.
+    let late = dir.path().join("late.ndjson");
+    std::fs::write(
+        &late,
+        ndjson(&[
+            event("u2", day(0, 4.0), 2, "unfollow"),
+            event("f11", day(2, 20.0), 11, "follow"),
+        ]),
+    )
+    .unwrap();
+    ingest(lake, late.to_str().unwrap());
+    jobs(lake, &["accounts"]);
+    let want = vec![
+        row("2015-04-28", 2, None),
+        row("2015-04-29", 1000, Some((1000, csv_at))),
+        row("2015-04-30", 5001, Some((5000, pq_at))),
+        row("2015-05-01", 5005, Some((5000, pq_at))),
+    ];
+    assert_eq!(followers().await, want);
+    jobs(lake, &["--full", "accounts"]);
+    assert_eq!(followers().await, want);
+
+    // A bad file: its row and column named, exit 2, nothing imported.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "account_id,as_of,followers\nbrand,2015-05-01T00:00:00Z,7\nbrand,yesterday,9\n",
+    )
+    .unwrap();
+    let (code, _, err) = spacepulse(&[
+        "accounts",
+        "import-followers",
+        bad.to_str().unwrap(),
+        "--lake",
+        lake,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("row 2: as_of: expected an RFC 3339 instant"),
+        "{err}"
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(&["accounts", "baselines", "--json", "--lake", lake])).unwrap();
+    assert_eq!(listed["imports"].as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed["baselines"].as_array().unwrap().len(), 2, "{listed}");
 }

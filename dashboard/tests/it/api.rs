@@ -251,6 +251,16 @@ async fn reports_carry_the_jobs_numbers() {
     assert_eq!(ads["totals"]["impressions"], 3);
     assert_eq!(ads["totals"]["clicks"], 1);
     assert_eq!(ads["totals"]["unique_reach_approx"], 2.0);
+    // Exact beside the estimate; frequency from the exact reach; money in units.
+    assert_eq!(ads["totals"]["unique_reach"], 2);
+    assert_eq!(ads["totals"]["frequency"], 1.5);
+    assert_eq!(ads["totals"]["currency"], "CNY");
+    assert_eq!(
+        (ads["totals"]["spend"].as_f64().unwrap() * 100.0).round(),
+        ads["totals"]["spend_cents"].as_f64().unwrap()
+    );
+    assert_eq!(ads["ads"][0]["ad_id"], "a1");
+    assert_eq!(ads["ads"][0]["unique_reach"], 2);
     assert!(
         ads["rows"]
             .as_array()
@@ -621,6 +631,10 @@ fn may_call(method: &str, path: &str, who: &str, own: bool) -> bool {
     if path.starts_with("/api/v1/platform/") || path == "/api/v1/sql" {
         return staff;
     }
+    // A verified tenant lists its own share links (a link id no one made is a 404 to all).
+    if path == "/api/v1/shares" {
+        return ["xiaomi", "huawei", "adv1", "adv2"].contains(&who);
+    }
     // A verified tenant's own reports; the pending brand's are refused with 403 (it is told
     // why), never answered.
     let report = path.ends_with("/followers")
@@ -669,6 +683,7 @@ async fn every_described_route_refuses_whoever_may_not_call_it() {
                     Some("campaigns") => path.replace("{id}", fill[1]),
                     Some("advertisers") => path.replace("{id}", fill[2]),
                     Some("tokens") => path.replace("{id}", "tok_nonexistent"),
+                    Some("shares") => path.replace("{id}", "shr_nonexistent"),
                     _ => path.replace("{id}", fill[0]),
                 }
                 .replace("{campaign}", fill[1]);
@@ -705,6 +720,7 @@ async fn every_described_route_refuses_whoever_may_not_call_it() {
                     if method == "GET"
                         && known
                         && !path.contains("/live")
+                        && !path.contains("/shares/")
                         && may_call(&method, path, who, owner == who)
                     {
                         assert!(status.is_success(), "{what}: refused");

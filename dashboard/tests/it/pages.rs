@@ -5,6 +5,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::fixture::{Fixture, fixture};
@@ -416,4 +417,330 @@ async fn metrics_count_requests_by_route() {
     assert!(text.contains("spacepulse_live_enabled 0"), "{text}");
     // No token or secret is a label.
     assert!(!text.contains("spt_"), "{text}");
+}
+
+/// The advertiser's page: money in its currency's units, rates as percentages, the exact
+/// unique reach beside the HLL++ estimate, each figure saying what it counts, and each ad over
+/// the range; the account's page says what its followers stand on.
+#[tokio::test]
+async fn the_advertiser_page_reads_as_money_and_percentages() {
+    let f = fixture().await;
+    let cookie = login(&f, "adv1").await;
+    let p = get(&f, "/advertisers/adv1", Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    // 3 impressions at 10 cents and a click at 50: CNY 0.80.
+    assert!(
+        p.body.contains("<b data-total=\"spend\">CNY 0.80</b>"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body.contains("<b data-total=\"ctr\">33.33 %</b>"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body.contains("<b data-total=\"unique_reach\">2</b>"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body.contains("<b data-total=\"frequency\">1.50</b>"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body.contains("impressions ÷ exact unique reach"),
+        "{}",
+        p.body
+    );
+    assert_eq!(column(&p.body, "ads-range", "ad_id"), ["a1"]);
+    assert_eq!(column(&p.body, "ads-range", "unique_reach"), ["2"]);
+    assert_eq!(column(&p.body, "ads", "spend"), ["CNY 0.80"]);
+
+    let cookie = login(&f, "xiaomi").await;
+    let p = get(&f, "/accounts/xiaomi", Some(&cookie)).await;
+    assert!(
+        p.body
+            .contains("no follower baseline was imported for this account"),
+        "{}",
+        p.body
+    );
+}
+
+/// The campaign page: the curve's axis in one unit (minutes:seconds after the launch), CSV of
+/// the funnel and of the curve, and the funnel by platform and by region as charts.
+#[tokio::test]
+async fn the_campaign_page_has_its_csv_and_segment_charts() {
+    let f = fixture().await;
+    let cookie = login(&f, "xiaomi").await;
+    let p = get(&f, "/campaigns/redmi-launch", Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    for id in [
+        "id=\"funnel-csv\"",
+        "id=\"curve-csv\"",
+        "id=\"funnel-platform-chart\"",
+        "id=\"funnel-region-chart\"",
+    ] {
+        assert!(p.body.contains(id), "{id}: {}", p.body);
+    }
+    assert!(!p.body.contains("+1000 s"), "{}", p.body);
+
+    let (s, ct, csv) = f
+        .call(
+            "GET",
+            "/api/v1/campaigns/redmi-launch/funnel?format=csv",
+            Some("xiaomi"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/csv"), "{ct}");
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(
+        csv.starts_with("breakdown,segment,step,step_type,users"),
+        "{csv}"
+    );
+    let (_, json) = f
+        .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
+        .await;
+    assert_eq!(
+        csv.lines().count() - 1,
+        json["rows"].as_array().unwrap().len()
+    );
+    let (s, _, curve) = f
+        .call(
+            "GET",
+            "/api/v1/campaigns/redmi-launch/launch?format=csv",
+            Some("xiaomi"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let curve = String::from_utf8(curve).unwrap();
+    assert!(curve.starts_with("second,new_users,users\n"), "{curve}");
+    assert_eq!(curve.lines().count(), 1 + 3600);
+    let (s, _, body) = f
+        .call(
+            "GET",
+            "/api/v1/campaigns/redmi-launch/launch?format=xml",
+            Some("xiaomi"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("format"));
+    // Another tenant gets no CSV either.
+    let (s, _, _) = f
+        .call(
+            "GET",
+            "/api/v1/campaigns/redmi-launch/funnel?format=csv",
+            Some("adv1"),
+            None,
+        )
+        .await;
+    assert!(
+        s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND,
+        "{s}"
+    );
+}
+
+/// Share links, tried from every role and from no login: a tenant links its own report only,
+/// the link opens without a login and shows that report alone (no navigation, no other
+/// account's data), a password link asks for it and refuses a wrong one, the audit log
+/// records it all, and a revoked link opens no more.
+#[tokio::test]
+async fn a_share_link_opens_one_report_without_a_login_until_revoked() {
+    let f = fixture().await;
+    let post = |who: &'static str, body: Value| {
+        let f = &f;
+        async move {
+            let (s, _, b) = f
+                .call(
+                    "POST",
+                    "/api/v1/shares",
+                    Some(who),
+                    Some(("application/json", body.to_string())),
+                )
+                .await;
+            (
+                s,
+                serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let followers = serde_json::json!({"report": "followers", "id": "xiaomi", "range": "7d"});
+    // Only the verified tenant whose report it is.
+    for (who, want) in [
+        ("operator", StatusCode::FORBIDDEN),
+        ("analyst", StatusCode::FORBIDDEN),
+        ("pending", StatusCode::FORBIDDEN),
+        ("huawei", StatusCode::NOT_FOUND),
+        ("adv1", StatusCode::NOT_FOUND),
+    ] {
+        let (s, body) = post(who, followers.clone()).await;
+        assert_eq!(s, want, "{who}: {body}");
+        assert!(body["error"].is_string(), "{who}: {body}");
+    }
+    let (s, _, _) = f
+        .call(
+            "POST",
+            "/api/v1/shares",
+            None,
+            Some(("application/json", followers.to_string())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    for bad in [
+        serde_json::json!({"report": "everything", "id": "xiaomi"}),
+        serde_json::json!({"report": "followers", "id": "xiaomi", "range": "1y"}),
+        serde_json::json!({"report": "followers", "id": "xiaomi", "expires_in_hours": 100000}),
+        serde_json::json!({"report": "followers", "id": "xiaomi", "password": "short"}),
+    ] {
+        let (s, body) = post("xiaomi", bad.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+
+    let (s, made) = post("xiaomi", followers.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let url = made["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with("/s/spl_") && url.len() == "/s/spl_".len() + 64,
+        "{url}"
+    );
+    let p = get(&f, &url, None).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("shared by <b>xiaomi</b>"), "{}", p.body);
+    assert!(p.body.contains("id=\"shared-range\""), "{}", p.body);
+    assert_eq!(column(&p.body, "followers", "follows"), ["3"]);
+    // The report alone: no navigation, no campaigns list, no range picker, no logout.
+    for absent in [
+        "<nav>",
+        "id=\"campaigns\"",
+        "type=\"date\"",
+        "/logout",
+        "huawei",
+    ] {
+        assert!(!p.body.contains(absent), "{absent}: {}", p.body);
+    }
+    assert_eq!(p.headers["x-robots-tag"], "noindex, nofollow");
+    assert_eq!(p.headers["cache-control"], "no-store");
+    // A made-up secret finds nothing.
+    let p = get(&f, &format!("/s/spl_{}", "0".repeat(64)), None).await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+
+    // A campaign behind a password.
+    let (s, made) = post(
+        "xiaomi",
+        serde_json::json!({"report": "campaign", "id": "redmi-launch", "password": "board meeting"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let locked = made["url"].as_str().unwrap().to_string();
+    let p = get(&f, &locked, None).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("type=\"password\""), "{}", p.body);
+    assert!(!p.body.contains("<table"), "{}", p.body);
+    let try_password = |pw: &str| {
+        Request::post(locked.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("password={}", pw.replace(' ', "+"))))
+            .unwrap()
+    };
+    let p = send(&f, try_password("board")).await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(p.body.contains("Wrong password") && !p.body.contains("<table"));
+    let p = send(&f, try_password("board meeting")).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert_eq!(
+        column(&p.body, "milestones", "after").len(),
+        7,
+        "{}",
+        p.body
+    );
+    assert!(!p.body.contains("format=csv"), "{}", p.body);
+
+    // Lists: each tenant its own, operators all; the audit log of the password link.
+    let (_, mine) = f.json("/api/v1/shares", "xiaomi").await;
+    assert_eq!(mine.as_array().unwrap().len(), 2, "{mine}");
+    assert!(
+        mine.to_string().find("spl_").is_none(),
+        "no secret in a list: {mine}"
+    );
+    let (_, theirs) = f.json("/api/v1/shares", "adv1").await;
+    assert_eq!(theirs.as_array().unwrap().len(), 0);
+    let (_, all) = f.json("/api/v1/shares", "operator").await;
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let (s, _) = f.json("/api/v1/shares", "analyst").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let locked_id = made["link"]["id"].as_str().unwrap().to_string();
+    let (_, detail) = f
+        .json(&format!("/api/v1/shares/{locked_id}"), "xiaomi")
+        .await;
+    let actions: Vec<&str> = detail["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "wrong password", "opened"]);
+    let (s, _) = f
+        .json(&format!("/api/v1/shares/{locked_id}"), "huawei")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Revoked: another tenant cannot, the owner can; the link opens no more.
+    let link_id = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["report"] == "followers")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uri = format!("/api/v1/shares/{link_id}");
+    let (s, _, _) = f.call("DELETE", &uri, Some("adv1"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = f.call("DELETE", &uri, Some("xiaomi"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = f.call("DELETE", &uri, Some("xiaomi"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let p = get(&f, &url, None).await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND, "{}", p.body);
+    assert!(p.body.contains("not valid"), "{}", p.body);
+}
+
+/// The operators' reconciliation page: every source partition with the lake's covered offset,
+/// every metric table with the events version it has seen; refused to anyone else.
+#[tokio::test]
+async fn the_pipeline_page_reconciles_partitions_and_tables() {
+    let f = fixture().await;
+    let cookie = login(&f, "operator").await;
+    let p = get(&f, "/admin/pipeline", Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let (_, status) = f.json("/api/v1/status", "operator").await;
+    let partitions = status["partitions"].as_array().unwrap();
+    assert!(!partitions.is_empty());
+    assert_eq!(
+        column(&p.body, "partitions", "covered_offset"),
+        partitions
+            .iter()
+            .map(|x| x["covered_offset"].to_string())
+            .collect::<Vec<_>>()
+    );
+    let tables = column(&p.body, "tables", "table");
+    assert_eq!(tables.len(), status["jobs"].as_array().unwrap().len());
+    // The fixture ran every job on the newest events: no table is behind.
+    assert!(
+        column(&p.body, "tables", "versions_behind")
+            .iter()
+            .all(|v| v == "0")
+    );
+    assert!(!p.body.contains("class=\"gap\""), "{}", p.body);
+    for who in ["analyst", "xiaomi", "adv1"] {
+        let cookie = login(&f, who).await;
+        let p = get(&f, "/admin/pipeline", Some(&cookie)).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{who}");
+    }
 }

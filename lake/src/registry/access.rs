@@ -6,7 +6,6 @@
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{Registry, bad, classed, conflict, missing};
 use crate::Result;
@@ -92,6 +91,8 @@ pub struct Account {
     pub name: String,
     pub state: VerificationState,
     pub created_at_ms: i64,
+    /// The ISO 4217 code an advertiser's money is reported in (`amount_cents` are its cents).
+    pub currency: String,
 }
 
 /// One change of an account's state: who, when, why.
@@ -162,11 +163,11 @@ pub struct Token {
     pub info: TokenInfo,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+pub(super) fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| {
         classed(
@@ -178,7 +179,7 @@ fn random_hex(bytes: usize) -> Result<String> {
 }
 
 fn hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    super::sha256_hex(secret.as_bytes())
 }
 
 fn valid_id(id: &str) -> bool {
@@ -206,6 +207,7 @@ fn row_to_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
         name: r.get(2)?,
         state: parse(r.get(3)?)?,
         created_at_ms: r.get(4)?,
+        currency: r.get(5)?,
     })
 }
 
@@ -220,8 +222,21 @@ fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "id, kind, name, state, created_at_ms";
+const ACCOUNT_COLUMNS: &str = "id, kind, name, state, created_at_ms, currency";
 const TOKEN_COLUMNS: &str = "id, role, account_id, label, created_at_ms, revoked_at_ms";
+
+/// Fails unless `currency` looks like an ISO 4217 code: three capital letters.
+pub fn check_currency(currency: &str) -> Result<()> {
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(bad(format!(
+            "currency {currency:?}: expected an ISO 4217 code of three capital letters (CNY)"
+        )));
+    }
+    Ok(())
+}
+
+/// The currency of an account that names none.
+pub const DEFAULT_CURRENCY: &str = "CNY";
 
 /// How a session's secret starts (a token's starts `spt_`).
 pub const SESSION_PREFIX: &str = "sps_";
@@ -268,7 +283,22 @@ impl Registry {
             name: name.into(),
             state,
             created_at_ms: at,
+            currency: DEFAULT_CURRENCY.into(),
         })
+    }
+
+    /// Sets the currency an account's money is reported in: an ISO 4217 code (CNY, USD, ...).
+    pub fn set_currency(&self, id: &str, currency: &str) -> Result<Account> {
+        check_currency(currency)?;
+        let changed = self.conn.execute(
+            "UPDATE accounts SET currency = ?2 WHERE id = ?1",
+            params![id, currency],
+        )?;
+        if changed == 0 {
+            return Err(missing(format!("no account {id:?}")));
+        }
+        self.account(id)?
+            .ok_or_else(|| missing(format!("no account {id:?}")))
     }
 
     pub fn account(&self, id: &str) -> Result<Option<Account>> {

@@ -14,9 +14,15 @@ use crate::tables::Lake;
 use crate::{Error, Result};
 
 mod access;
+mod baselines;
+mod shares;
 pub use access::{
-    Account, AccountKind, Audit, QueryRecord, QueryRun, Role, SESSION_PREFIX, Token, TokenInfo,
-    VerificationState,
+    Account, AccountKind, Audit, DEFAULT_CURRENCY, QueryRecord, QueryRun, Role, SESSION_PREFIX,
+    Token, TokenInfo, VerificationState, check_currency,
+};
+pub use baselines::{Baseline, BaselineImport, BaselineRow, Imported};
+pub use shares::{
+    MAX_SHARE_MS, NewShare, Opened, SHARE_PREFIX, ShareEvent, ShareLink, SharedReport, SharedSecret,
 };
 
 /// The registry file's name in a local lake.
@@ -120,12 +126,24 @@ const MIGRATIONS: &[&str] = &[
         request_id TEXT
     );
     CREATE INDEX sql_audit_by_token ON sql_audit(token_id, seq);",
+    // Official accounts' follower baselines, from imported files.
+    baselines::MIGRATION,
+    // The currency an advertiser's money is reported in.
+    "ALTER TABLE accounts ADD COLUMN currency TEXT NOT NULL DEFAULT 'CNY';",
+    // Read-only links to one report, for people without an account.
+    shares::MIGRATION,
 ];
 
 /// An open registry.
 pub struct Registry {
     conn: Connection,
     path: PathBuf,
+}
+
+/// The SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// The caller's input is wrong.
