@@ -586,6 +586,14 @@ impl Server {
         Server { child, addr }
     }
 
+    /// A process started by other means, to be stopped as a server is.
+    pub fn process(child: std::process::Child) -> Server {
+        Server {
+            child,
+            addr: String::new(),
+        }
+    }
+
     /// SIGKILL, as a crash or the OOM killer would.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

@@ -56,6 +56,7 @@ async fn one_process_keeps_the_reports_following_the_topic() {
     let mut broker = Broker::start(dir.path());
     let brokers = broker.brokers();
     create_topic(&brokers, "events", 3).await;
+    create_topic(&brokers, "produced", 1).await;
     let lake = dir.path().join("lake");
     let lake = lake.to_str().unwrap();
     let token = staff_token(lake, "analyst");
@@ -779,6 +780,61 @@ async fn signals_stop_run_ingest_and_serve_in_every_phase() {
             Some(0),
             "serve {signal}"
         );
+
+        // datasets produce: waiting for standard input (a pipe that stays open), and
+        // between two messages of a slow pace (one message every 100 s).
+        for paced in [false, true] {
+            let mut args = vec![
+                "datasets",
+                "produce",
+                "--brokers",
+                &brokers,
+                "--topic",
+                "produced",
+                "--input",
+                "-",
+            ];
+            if paced {
+                args.extend(["--rate", "0.01"]);
+            }
+            let mut child = std::process::Command::new(spacepulse_tests::spacepulse_bin())
+                .args(&args)
+                .env("SPACEPULSE_LOG", "warn")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut input = child.stdin.take().unwrap();
+            if paced {
+                let lines = valid_events("paced", 2, 1).join("\n") + "\n";
+                std::io::Write::write_all(&mut input, lines.as_bytes()).unwrap();
+            }
+            // The first line on standard error says it is producing; the rest is drained
+            // on a thread, so the command never writes to a closed pipe.
+            let (said_tx, said_rx) = std::sync::mpsc::channel();
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+                let _ = said_tx.send(lines.next());
+                for _ in lines {}
+            });
+            let said = said_rx
+                .recv_timeout(limit)
+                .expect("datasets produce said nothing")
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            assert!(said.starts_with("producing"), "{said}");
+            // A paced producer sees the stop between two messages at once; one reading
+            // standard input is left behind.
+            let within = if paced { Duration::from_secs(3) } else { limit };
+            assert_eq!(
+                Server::process(child).signal(signal, within).code(),
+                Some(0),
+                "datasets produce {signal} (paced: {paced})"
+            );
+            drop(input);
+        }
     }
 
     // Nothing lost or doubled by any of the stops.

@@ -130,7 +130,7 @@ pub struct ShareEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened {
     /// The link is live and the password (if any) right.
-    Open(ShareLink),
+    Open(Box<ShareLink>),
     /// The link needs a password and none was given.
     NeedsPassword,
     /// The password given was wrong.
@@ -346,7 +346,7 @@ impl Registry {
             }
         }
         audit(&self.conn, &link.id, at, visitor, "opened")?;
-        Ok(Opened::Open(link))
+        Ok(Opened::Open(Box::new(link)))
     }
 
     /// A link's audit log, oldest first.
@@ -491,7 +491,7 @@ mod tests {
         assert!(s.secret.starts_with(SHARE_PREFIX) && s.secret.len() == 4 + 64);
         assert_eq!(
             r.open_share(&s.secret, None, "visitor").unwrap(),
-            Opened::Open(s.link.clone())
+            Opened::Open(Box::new(s.link.clone()))
         );
         assert_eq!(r.open_share("spl_00", None, "v").unwrap(), Opened::Gone);
         assert_eq!(r.shares(Some("huawei")).unwrap(), vec![]);
