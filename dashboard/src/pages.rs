@@ -277,6 +277,22 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// Over a daily report: the range picker and CSV link of its page and API paths, or the fixed
+/// range of a shared one.
+fn report_bar(
+    shared: bool,
+    state: &State,
+    report: &Value,
+    params: &Params,
+    (page, api): (&str, &str),
+) -> String {
+    if shared {
+        shared_bar(report, state)
+    } else {
+        range_bar(page, report, params, &csv_link(api, params))
+    }
+}
+
 /// A shared report's fixed range, time zone and freshness (no picker: the link fixes them).
 fn shared_bar(report: &Value, state: &State) -> String {
     let day = |k: &str| esc(report[k].as_str().unwrap_or("…"));
@@ -632,16 +648,16 @@ pub(crate) async fn account_body(
         "<h1>{name}</h1>{bar}<section><h2>Followers</h2><p id=\"baseline\">{stands}</p>\
          <div class=\"chart\">{chart}</div>{t}</section>{campaigns_section}",
         name = esc(&id),
-        bar = if shared {
-            shared_bar(&report, &state)
-        } else {
-            range_bar(
+        bar = report_bar(
+            shared,
+            &state,
+            &report,
+            &params,
+            (
                 &format!("/accounts/{}", esc(&id)),
-                &report,
-                &params,
-                &csv_link(&format!("/api/v1/accounts/{id}/followers"), &params),
-            )
-        },
+                &format!("/api/v1/accounts/{id}/followers"),
+            ),
+        ),
         t = table(
             "followers",
             &r,
@@ -719,6 +735,22 @@ pub(crate) async fn campaign_body(
             values: curve.iter().map(|p| num(&p["users"])).collect(),
         }],
     );
+    let f = &launch["forecast"];
+    let forecast = match f["method"].as_str() {
+        Some("observed") => String::new(),
+        Some(method) => format!(
+            "<p class=\"meta\" id=\"forecast\">Forecast at +24 h from the first {}: \
+             <b>{}</b> users (80 % interval {} to {}); {method}.</p>",
+            {
+                let s = f["from_second"].as_i64().unwrap_or(0);
+                format!("{}:{:02}", s / 60, s % 60)
+            },
+            grouped(num(&f["users_24h"]), 0),
+            grouped(num(&f["low"]), 0),
+            grouped(num(&f["high"]), 0),
+        ),
+        None => String::new(),
+    };
     let milestones: Vec<Value> = launch["milestones"]
         .as_array()
         .cloned()
@@ -789,7 +821,7 @@ pub(crate) async fn campaign_body(
     let body = format!(
         "<h1>Campaign {name}</h1>\
          <p class=\"meta\">Times in <b>{tz}</b> · complete up to <b id=\"complete-up-to\">{fresh}</b></p>\
-         <section><h2>Launch milestones</h2>{ms}\
+         <section><h2>Launch milestones</h2>{ms}{forecast}\
          <div class=\"chart\" id=\"launch-chart\">{launch_chart}</div>\
          <p class=\"meta\">Users who reserved, counted once each, by minutes and seconds after \
          the launch (the first hour, second by second){curve_csv}</p></section>\
@@ -943,16 +975,16 @@ pub(crate) async fn advertiser_body(
          <section><h2>Ads over the range</h2>{per_ad}</section>\
          <section><h2>Per day</h2><div class=\"chart\">{chart}</div>{tbl}</section>",
         name = esc(&id),
-        bar = if shared {
-            shared_bar(&report, &state)
-        } else {
-            range_bar(
+        bar = report_bar(
+            shared,
+            &state,
+            &report,
+            &params,
+            (
                 &format!("/advertisers/{}", esc(&id)),
-                &report,
-                &params,
-                &csv_link(&format!("/api/v1/advertisers/{id}/report"), &params),
-            )
-        },
+                &format!("/api/v1/advertisers/{id}/report"),
+            ),
+        ),
         per_ad = table(
             "ads-range",
             &ads,

@@ -631,8 +631,39 @@ pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiEr
         (Some(s), Some(c)) => ((c - s).div_euclid(1000)).clamp(0, jobs::campaigns::CURVE_SECONDS),
         _ => 0,
     };
+    // The +24 h forecast from the complete seconds of the curve (a curve point's users are
+    // those by the end of its second); once +24 h is complete, the figure itself.
+    let day = milestones
+        .iter()
+        .find(|m| m["after_seconds"].as_i64() == Some(86_400))
+        .filter(|m| m["provisional"] == Value::Bool(false))
+        .and_then(|m| m["users"].as_u64());
+    let points: Vec<(i64, u64)> = curve
+        .iter()
+        .filter_map(|p| Some((p["second"].as_i64()? + 1, p["users"].as_u64()?)))
+        .collect();
+    let forecast = match day {
+        Some(users) => query::forecast::forecast(&[(86_400, users)], 86_400),
+        None => query::forecast::forecast(
+            &points,
+            provisional_from_second.min(jobs::campaigns::CURVE_SECONDS),
+        ),
+    }
+    .map(|f| {
+        json!({
+            "from_second": f.from_second,
+            "observed": f.observed,
+            "users_24h": f.users_24h.round(),
+            "low": f.low.round(),
+            "high": f.high.round(),
+            "interval": "80 %",
+            "stretch": f.stretch,
+            "method": f.method,
+        })
+    });
     Ok(json!({
         "campaign_id": id,
+        "forecast": forecast,
         "start": start_ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
         "complete_up_to": fresh.instant(),
         "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),

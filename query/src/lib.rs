@@ -7,6 +7,7 @@
 //! (HyperLogLog++ with a fixed-seed hash, roaring bitmaps). [`tz`] cuts instants into days of
 //! the report time zone.
 
+pub mod forecast;
 pub mod functions;
 pub mod funnel;
 pub mod guard;

@@ -219,6 +219,17 @@ async fn reports_carry_the_jobs_numbers() {
         [false, false, false, false, false, false, true]
     );
     assert_eq!(launch["provisional_from_second"], 3600);
+    // +24 h is still open: a forecast from the complete first hour, its interval around it.
+    let fc = &launch["forecast"];
+    assert_eq!(fc["from_second"], 3600, "{fc}");
+    assert_eq!(fc["observed"], 3, "{fc}");
+    let (low, point, high) = (
+        fc["low"].as_f64().unwrap(),
+        fc["users_24h"].as_f64().unwrap(),
+        fc["high"].as_f64().unwrap(),
+    );
+    assert!(3.0 <= low && low <= point && point <= high, "{fc}");
+    assert_eq!(fc["interval"], "80 %");
     let (_, funnel) = f
         .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
         .await;

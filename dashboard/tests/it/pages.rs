@@ -481,6 +481,7 @@ async fn the_campaign_page_has_its_csv_and_segment_charts() {
         "id=\"curve-csv\"",
         "id=\"funnel-platform-chart\"",
         "id=\"funnel-region-chart\"",
+        "id=\"forecast\"",
     ] {
         assert!(p.body.contains(id), "{id}: {}", p.body);
     }

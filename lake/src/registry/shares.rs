@@ -471,6 +471,15 @@ mod tests {
         (dir, r)
     }
 
+    /// A link's audit log, its actions alone.
+    fn actions(r: &Registry, id: &str) -> Vec<String> {
+        r.share_audit(id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    }
+
     fn new(account: &str, report: SharedReport, target: &str) -> NewShare {
         NewShare {
             account_id: account.into(),
@@ -500,13 +509,7 @@ mod tests {
         assert!(!r.revoke_share(&s.link.id, Some("huawei"), "h").unwrap());
         assert!(r.revoke_share(&s.link.id, Some("xiaomi"), "x").unwrap());
         assert_eq!(r.open_share(&s.secret, None, "v").unwrap(), Opened::Gone);
-        let log: Vec<String> = r
-            .share_audit(&s.link.id)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.action)
-            .collect();
-        assert_eq!(log, ["created", "opened", "revoked"]);
+        assert_eq!(actions(&r, &s.link.id), ["created", "opened", "revoked"]);
     }
 
     #[test]
@@ -567,12 +570,9 @@ mod tests {
             r.open_share(&s.secret, Some("board meeting"), "v").unwrap(),
             Opened::Open(_)
         ));
-        let log: Vec<String> = r
-            .share_audit(&s.link.id)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.action)
-            .collect();
-        assert_eq!(log, ["created", "wrong password", "opened"]);
+        assert_eq!(
+            actions(&r, &s.link.id),
+            ["created", "wrong password", "opened"]
+        );
     }
 }
