@@ -273,6 +273,15 @@ fn table(id: &str, rows: &[Value], columns: &[(&str, &str)]) -> String {
     )
 }
 
+/// What each column of a table counts, one line each.
+fn what_counts(id: &str, items: &[(&str, &str)]) -> String {
+    let rows: String = items
+        .iter()
+        .map(|(term, what)| format!("<dt>{}</dt><dd>{}</dd>", esc(term), esc(what)))
+        .collect();
+    format!("<dl class=\"counts\" id=\"{id}-counts\">{rows}</dl>")
+}
+
 fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
@@ -646,7 +655,33 @@ pub(crate) async fn account_body(
     };
     let body = format!(
         "<h1>{name}</h1>{bar}<section><h2>Followers</h2><p id=\"baseline\">{stands}</p>\
-         <div class=\"chart\">{chart}</div>{t}</section>{campaigns_section}",
+         <div class=\"chart\">{chart}</div>{t}{counts}</section>{campaigns_section}",
+        counts = what_counts(
+            "followers",
+            &[
+                (
+                    "Follows, unfollows",
+                    "follow and unfollow events of the day, each event id once"
+                ),
+                ("Net", "follows − unfollows"),
+                (
+                    "Followers",
+                    "at the day's end: the baseline it stands on plus the net follows since"
+                ),
+                (
+                    "Baseline",
+                    "the imported follower figure the day stands on (none: since the lake's first day)"
+                ),
+                (
+                    "Reach",
+                    "distinct users who viewed a page of the account or of its campaigns that day, exact",
+                ),
+                (
+                    "Engagement",
+                    "likes + comments carrying the account, each event id once"
+                ),
+            ],
+        ),
         name = esc(&id),
         bar = report_bar(
             shared,
@@ -825,11 +860,30 @@ pub(crate) async fn campaign_body(
          <div class=\"chart\" id=\"launch-chart\">{launch_chart}</div>\
          <p class=\"meta\">Users who reserved, counted once each, by minutes and seconds after \
          the launch (the first hour, second by second){curve_csv}</p></section>\
-         <section><h2>Funnel</h2><div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}\
+         <section><h2>Funnel</h2><div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}{funnel_counts}\
          <p class=\"meta\">Each user's furthest step within the campaign's window{funnel_csv}</p>\
          {segment_charts}\
          <details><summary>By platform and region</summary>{st}</details></section>",
         name = esc(&id),
+        funnel_counts = what_counts(
+            "funnel",
+            &[
+                (
+                    "Users",
+                    "distinct users who reached at least this step within the window"
+                ),
+                (
+                    "From previous",
+                    "users at this step ÷ users at the step before"
+                ),
+                ("Overall", "users at this step ÷ users at the first step"),
+                ("Drop-off", "users lost since the previous step"),
+                (
+                    "Median s, p90 s",
+                    "seconds between the previous step and this one in each user's counted chain"
+                ),
+            ],
+        ),
         tz = esc(state.options.tz.name()),
         fresh = esc(launch["complete_up_to"].as_str().unwrap_or("no data yet")),
         ms = table(

@@ -466,6 +466,7 @@ async fn the_advertiser_page_reads_as_money_and_percentages() {
         "{}",
         p.body
     );
+    assert!(p.body.contains("id=\"followers-counts\""), "{}", p.body);
 }
 
 /// The campaign page: the curve's axis in one unit (minutes:seconds after the launch), CSV of
