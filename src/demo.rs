@@ -161,15 +161,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             }
         }
     }
+    // Caught before "ready" is said: a signal sent as soon as it is read is not lost (tokio
+    // tells a signal only to the listeners that existed when it came).
+    let signal = shutdown_signal();
     outln!("\nready: open {url}/login and paste a token above (Ctrl-C stops)");
     if args.headless {
         outln!("(--headless: stops when standard input ends)");
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = signal => {}
             _ = stdin_closed() => {}
         }
     } else {
-        shutdown_signal().await;
+        signal.await;
     }
     let _ = stop_tx.send(());
     server.await?.map_err(|e| anyhow::anyhow!(e.to_string()))?;

@@ -73,6 +73,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let lake = Lake::new(&args.lake.lake)?;
     let (stop_tx, stop) = watch::channel(false);
+    // Caught from here on: a signal sent once the "serving" line is out is never lost.
+    let signal = crate::commands::shutdown_signal();
 
     let pipeline = Arc::new(Pipeline::default());
     let mut options = dashboard::Options::new(lake.clone());
@@ -161,7 +163,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     // Runs until a signal, or until the dashboard stops on its own (it cannot go on).
     let served = tokio::select! {
-        _ = crate::commands::shutdown_signal() => None,
+        _ = signal => None,
         r = &mut server => Some(r),
     };
     tracing::info!("stopping: the ingester commits what it holds, the jobs and the server finish");
