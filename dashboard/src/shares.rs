@@ -258,11 +258,16 @@ fn password_form(secret: &str, status: StatusCode, note: &str) -> Response {
     )
 }
 
+/// An instant (epoch ms) as RFC 3339 in UTC, to the second.
+fn utc_seconds(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
 /// A shared page: the report alone, no navigation, saying what it is and until when.
 fn frame(status: StatusCode, title: &str, body: &str, link: &ShareLink) -> Response {
-    let until = chrono::DateTime::from_timestamp_millis(link.expires_at_ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default();
+    let until = utc_seconds(link.expires_at_ms);
     plain(
         status,
         title,
@@ -402,11 +407,6 @@ async fn links_page(state: &State, c: &Caller, note: &str) -> Result<String, pag
     let rows: String = links
         .iter()
         .map(|l| {
-            let when = |ms: i64| {
-                chrono::DateTime::from_timestamp_millis(ms)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default()
-            };
             let status = match l.revoked_at_ms {
                 Some(_) => "revoked",
                 None if l.expires_at_ms <= now => "expired",
@@ -429,7 +429,7 @@ async fn links_page(state: &State, c: &Caller, note: &str) -> Result<String, pag
                 esc(&l.target),
                 esc(l.range.as_deref().unwrap_or("all days")),
                 if l.password { "yes" } else { "no" },
-                when(l.expires_at_ms),
+                utc_seconds(l.expires_at_ms),
             )
         })
         .collect();
