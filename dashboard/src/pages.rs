@@ -713,6 +713,67 @@ pub(crate) async fn account_body(
     Ok(body)
 }
 
+/// A duration in the largest whole unit: 10 s, 1 min, 6 h, 7 d.
+fn span(seconds: i64) -> String {
+    match seconds {
+        s if s > 0 && s % 86_400 == 0 => format!("{} d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// The time-to-convert histograms, one per step after the first.
+fn time_to_convert(funnel: &Value) -> String {
+    let times = funnel["time_to_convert"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut steps: Vec<(i64, String)> = times
+        .iter()
+        .map(|t| {
+            (
+                t["step"].as_i64().unwrap_or(0),
+                t["step_type"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    steps.dedup();
+    let charts: String = steps
+        .iter()
+        .map(|(step, ty)| {
+            let buckets: Vec<&Value> = times
+                .iter()
+                .filter(|t| t["step"].as_i64() == Some(*step))
+                .collect();
+            let labels: Vec<String> = buckets
+                .iter()
+                .map(|b| match b["to_seconds"].as_i64() {
+                    Some(to) => format!(
+                        "{}–{}",
+                        span(b["from_seconds"].as_i64().unwrap_or(0)),
+                        span(to)
+                    ),
+                    None => format!("≥ {}", span(b["from_seconds"].as_i64().unwrap_or(0))),
+                })
+                .collect();
+            format!(
+                "<figure><figcaption>Step {step} ({ty}): users by the time from the step before\
+                 </figcaption><div class=\"chart\" id=\"time-to-convert-{step}\">{}</div></figure>",
+                bars(
+                    &labels,
+                    &buckets.iter().map(|b| num(&b["users"])).collect::<Vec<_>>()
+                ),
+                ty = esc(ty),
+            )
+        })
+        .collect();
+    if charts.is_empty() {
+        return String::new();
+    }
+    format!("<h3>Time to convert</h3>{charts}")
+}
+
 /// A milestone's name: +1 s, +1 min, +24 h.
 pub fn after(seconds: i64) -> String {
     match seconds {
@@ -804,7 +865,7 @@ pub(crate) async fn campaign_body(
     // Per platform and per region, each segment's conversion from the first step to the last
     // (the twelve largest segments).
     let last_step = steps.iter().filter_map(|r| r["step"].as_i64()).max();
-    let segment_charts: String = ["platform", "region"]
+    let segment_charts: String = ["platform", "region", "hour"]
         .iter()
         .map(|b| {
             let mut segs: Vec<(String, f64, f64)> = by_segment
@@ -824,14 +885,25 @@ pub(crate) async fn campaign_body(
                     (seg, num(&r["users"]), reached)
                 })
                 .collect();
-            segs.sort_by(|a, b| b.1.total_cmp(&a.1));
-            segs.truncate(12);
+            // Hours in order, all of them; other segments by size, the twelve largest.
+            if *b == "hour" {
+                segs.sort_by(|a, b| a.0.cmp(&b.0));
+            } else {
+                segs.sort_by(|a, b| b.1.total_cmp(&a.1));
+                segs.truncate(12);
+            }
             if segs.is_empty() {
                 return String::new();
             }
+            let by = if *b == "hour" {
+                format!("hour of the first view ({})", state.options.tz.name())
+            } else {
+                b.to_string()
+            };
             format!(
-                "<figure><figcaption>By {b}: % of the first step's users who reached the \
+                "<figure><figcaption>By {}: % of the first step's users who reached the \
                  last</figcaption><div class=\"chart\" id=\"funnel-{b}-chart\">{}</div></figure>",
+                esc(&by),
                 bars(
                     &segs.iter().map(|x| x.0.clone()).collect::<Vec<_>>(),
                     &segs.iter().map(|x| x.2).collect::<Vec<_>>(),
@@ -862,8 +934,9 @@ pub(crate) async fn campaign_body(
          the launch (the first hour, second by second){curve_csv}</p></section>\
          <section><h2>Funnel</h2><div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}{funnel_counts}\
          <p class=\"meta\">Each user's furthest step within the campaign's window{funnel_csv}</p>\
-         {segment_charts}\
-         <details><summary>By platform and region</summary>{st}</details></section>",
+         {segment_charts}{times}\
+         <details><summary>By platform, region and hour of the first view</summary>{st}</details></section>",
+        times = time_to_convert(&funnel),
         name = esc(&id),
         funnel_counts = what_counts(
             "funnel",
@@ -878,6 +951,14 @@ pub(crate) async fn campaign_body(
                 ),
                 ("Overall", "users at this step ÷ users at the first step"),
                 ("Drop-off", "users lost since the previous step"),
+                (
+                    "Window closed",
+                    "of those, users who did this step's event after the previous one, but past the window"
+                ),
+                (
+                    "Never came back",
+                    "of those, users who never did this step's event after the previous one"
+                ),
                 (
                     "Median s, p90 s",
                     "seconds between the previous step and this one in each user's counted chain"
@@ -901,6 +982,8 @@ pub(crate) async fn campaign_body(
                 ("conversion_from_previous", "From previous"),
                 ("conversion_overall", "Overall"),
                 ("drop_off", "Drop-off"),
+                ("dropped_window_closed", "Window closed"),
+                ("dropped_never_came_back", "Never came back"),
                 ("median_seconds_from_previous", "Median s"),
                 ("p90_seconds_from_previous", "p90 s"),
             ]
@@ -915,6 +998,9 @@ pub(crate) async fn campaign_body(
                 ("step_type", "Event"),
                 ("users", "Users"),
                 ("conversion_overall", "Overall"),
+                ("drop_off", "Drop-off"),
+                ("dropped_window_closed", "Window closed"),
+                ("dropped_never_came_back", "Never came back"),
             ]
         ),
     );

@@ -522,7 +522,8 @@ pub async fn funnel(
 fn funnel_sql(id: &str) -> String {
     format!(
         "SELECT breakdown, segment, step, step_type, users, conversion_from_previous, \
-         conversion_overall, drop_off, median_seconds_from_previous, \
+         conversion_overall, drop_off, dropped_window_closed, dropped_never_came_back, \
+         median_seconds_from_previous, \
          p90_seconds_from_previous, window_ms, mode, registered \
          FROM funnels WHERE campaign_id = {} ORDER BY breakdown DESC, segment, step",
         lit(id)
@@ -558,6 +559,16 @@ where
 pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiError> {
     let view = state.view.current().await?;
     let rows = view.rows(&funnel_sql(id), &["funnels"]).await?;
+    let times = view
+        .rows(
+            &format!(
+                "SELECT step, step_type, from_seconds, to_seconds, users FROM funnel_times \
+                 WHERE campaign_id = {} ORDER BY step, from_seconds",
+                lit(id)
+            ),
+            &["funnel_times"],
+        )
+        .await?;
     let fresh = view
         .freshness("funnels", state.options.allowed_lateness)
         .await?;
@@ -565,7 +576,9 @@ pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiEr
         "campaign_id": id,
         "complete_up_to": fresh.instant(),
         "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
+        "time_zone": state.options.tz.name(),
         "rows": rows,
+        "time_to_convert": times,
     }))
 }
 

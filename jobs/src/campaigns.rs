@@ -18,10 +18,10 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use lake::registry::{Campaign, DEFAULT_MODE, DEFAULT_STEPS, DEFAULT_WINDOW_MS, Registry};
-use query::funnel::{FunnelMode, quantile, reach};
-use query::tz::SEC_US;
+use query::funnel::{FunnelMode, MAX_STEPS, Reached, quantile, reach};
+use query::tz::{HOUR_US, LocalClock, SEC_US};
 
-use crate::publish::{Scope, publish, schema, seen};
+use crate::publish::{Scope, has_columns, publish, schema, seen};
 use crate::scan::{EventFile, Source, files_with, fold_sources, ints, strs, times};
 use crate::{Ctx, Error, Job, Result};
 
@@ -54,9 +54,34 @@ pub fn funnels_schema() -> SchemaRef {
         Field::new("conversion_from_previous", DataType::Float64, true),
         Field::new("conversion_overall", DataType::Float64, true),
         Field::new("drop_off", DataType::Int64, true),
+        Field::new("dropped_window_closed", DataType::Int64, true),
+        Field::new("dropped_never_came_back", DataType::Int64, true),
         Field::new("median_seconds_from_previous", DataType::Float64, true),
         Field::new("p90_seconds_from_previous", DataType::Float64, true),
     ])
+}
+
+/// The time-to-convert distribution: per campaign and step (from the second), how many users
+/// took `[from_seconds, to_seconds)` from the previous step to this one.
+pub fn funnel_times_schema() -> SchemaRef {
+    schema(vec![
+        Field::new("campaign_id", DataType::Utf8, false),
+        Field::new("step", DataType::Int32, false),
+        Field::new("step_type", DataType::Utf8, false),
+        Field::new("from_seconds", DataType::Int64, false),
+        Field::new("to_seconds", DataType::Int64, true),
+        Field::new("users", DataType::Int64, false),
+    ])
+}
+
+/// The lower bounds (seconds) of the time-to-convert buckets; the last is open.
+pub const TIME_BUCKETS: [i64; 8] = [0, 10, 60, 600, 3600, 6 * 3600, 86_400, 7 * 86_400];
+
+/// The bucket of a time to convert (µs).
+fn time_bucket(us: i64) -> usize {
+    TIME_BUCKETS
+        .partition_point(|b| *b * SEC_US <= us)
+        .saturating_sub(1)
 }
 
 pub fn milestones_schema() -> SchemaRef {
@@ -170,7 +195,9 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     for t in Job::Campaigns.tables() {
         registry_seen &= seen(&ctx.opts.lake, t, &registry_app).await? == Some(print);
     }
-    if plan.up_to_date && registry_seen && !ctx.opts.full {
+    // A table written before its columns changed is rewritten.
+    let current = has_columns(&ctx.opts.lake, "funnels", &funnels_schema()).await?;
+    if plan.up_to_date && registry_seen && current && !ctx.opts.full {
         return Ok((0, 0, true));
     }
 
@@ -293,6 +320,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
 
     ctx.progress.start(Job::Campaigns.name(), ids.len() as u64);
     let mut out = Outputs::default();
+    let mut clock = LocalClock::new(ctx.opts.tz);
     for id in &ids {
         let users = merged.get(*id).unwrap_or(&no_events);
         let reg = campaigns.iter().find(|c| &c.id == *id);
@@ -310,7 +338,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
             mode: DEFAULT_MODE.to_string(),
         };
         let campaign = reg.unwrap_or(&def);
-        out.campaign(campaign, reg.is_some(), users, &names, reserve)?;
+        out.campaign(campaign, reg.is_some(), users, &names, reserve, &mut clock)?;
         ctx.progress.advance(Job::Campaigns.name());
     }
     let campaigns_out = ids.len();
@@ -320,10 +348,11 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     }
     let mut txns = plan.txns.clone();
     txns.push((registry_app, print));
-    let (f, m, c) = out.finish()?;
-    let rows = (f.num_rows() + m.num_rows() + c.num_rows()) as u64;
+    let (f, t, m, c) = out.finish()?;
+    let rows = (f.num_rows() + t.num_rows() + m.num_rows() + c.num_rows()) as u64;
     for (name, schema, batch) in [
         ("funnels", funnels_schema(), f),
+        ("funnel_times", funnel_times_schema(), t),
         ("launch_milestones", milestones_schema(), m),
         ("launch_curve", curve_schema(), c),
     ] {
@@ -366,8 +395,16 @@ struct Outputs {
     f_conv_prev: Float64Builder,
     f_conv_all: Float64Builder,
     f_drop: Int64Builder,
+    f_window_closed: Int64Builder,
+    f_never: Int64Builder,
     f_median: Float64Builder,
     f_p90: Float64Builder,
+    t_campaign: StringBuilder,
+    t_step: Int32Builder,
+    t_step_type: StringBuilder,
+    t_from: Int64Builder,
+    t_to: Int64Builder,
+    t_users: Int64Builder,
     m_campaign: StringBuilder,
     m_account: StringBuilder,
     m_start: TimestampMicrosecondBuilder,
@@ -385,6 +422,30 @@ struct Outputs {
 struct StepStats {
     users: Vec<i64>,
     seconds: Vec<Vec<i64>>,
+    /// `[k]`: users who reached step `k` (0-based) but not `k + 1` and did step `k + 1`'s
+    /// event after their step `k`, too late for the window.
+    window_closed: Vec<i64>,
+}
+
+impl StepStats {
+    fn sized(&mut self, steps: usize) -> &mut Self {
+        if self.users.is_empty() {
+            self.users = vec![0; steps];
+            self.seconds = vec![Vec::new(); steps];
+            self.window_closed = vec![0; steps];
+        }
+        self
+    }
+}
+
+/// Whether a user who stopped at `r.level` (of more steps) did the next step's event at or
+/// after their last counted step, only past the window: the window closed on them, where a
+/// user without such an event never came back for the next step.
+fn window_closed(evs: &[(i64, u64)], r: &Reached) -> bool {
+    let (Some(&last), next) = (r.times.last(), 1u64 << r.level) else {
+        return false;
+    };
+    evs.iter().any(|&(ts, mask)| mask & next != 0 && ts >= last)
 }
 
 impl Outputs {
@@ -395,6 +456,7 @@ impl Outputs {
         users: &HashMap<u64, UserEvents>,
         names: &[String],
         reserve: u8,
+        clock: &mut LocalClock,
     ) -> Result<()> {
         let mode: FunnelMode = c.mode.parse().map_err(Error::Usage)?;
         let steps = c.steps.len();
@@ -434,33 +496,37 @@ impl Outputs {
             if r.level == 0 {
                 continue;
             }
-            let (platform, region) = u
+            let closed = r.level < steps.min(MAX_STEPS) && window_closed(&evs, &r);
+            let (platform, region, hour) = u
                 .first
                 .as_ref()
-                .map(|f| (f.1.clone(), f.2.clone()))
-                .unwrap_or_else(|| ("other".into(), "unknown".into()));
+                .map(|f| {
+                    let hour = clock.local_us(f.0).div_euclid(HOUR_US).rem_euclid(24);
+                    (f.1.clone(), f.2.clone(), format!("{hour:02}"))
+                })
+                .unwrap_or_else(|| ("other".into(), "unknown".into(), "00".into()));
             for key in [
                 ("total", "all".to_string()),
                 ("platform", platform),
                 ("region", region),
+                ("hour", hour),
             ] {
-                let s = segments.entry(key).or_default();
-                if s.users.is_empty() {
-                    s.users = vec![0; steps];
-                    s.seconds = vec![Vec::new(); steps];
-                }
+                let s = segments.entry(key).or_default().sized(steps);
                 for k in 0..r.level {
                     s.users[k] += 1;
                     if k > 0 {
                         s.seconds[k].push(r.times[k] - r.times[k - 1]);
                     }
                 }
+                if closed {
+                    s.window_closed[r.level - 1] += 1;
+                }
             }
         }
         for ((breakdown, segment), mut s) in segments {
-            if s.users.is_empty() {
-                s.users = vec![0; steps];
-                s.seconds = vec![Vec::new(); steps];
+            s.sized(steps);
+            if breakdown == "total" {
+                self.times(c, &s);
             }
             for k in 0..steps {
                 self.f_campaign.append_value(&c.id);
@@ -480,11 +546,16 @@ impl Outputs {
                 if k == 0 {
                     self.f_conv_prev.append_null();
                     self.f_drop.append_null();
+                    self.f_window_closed.append_null();
+                    self.f_never.append_null();
                     self.f_median.append_null();
                     self.f_p90.append_null();
                 } else {
                     self.f_conv_prev.append_option(ratio(users, s.users[k - 1]));
-                    self.f_drop.append_value(s.users[k - 1] - users);
+                    let dropped = s.users[k - 1] - users;
+                    self.f_drop.append_value(dropped);
+                    self.f_window_closed.append_value(s.window_closed[k - 1]);
+                    self.f_never.append_value(dropped - s.window_closed[k - 1]);
                     let times = &mut s.seconds[k];
                     times.sort_unstable();
                     let secs = |q| quantile(times, q).map(|us| us as f64 / SEC_US as f64);
@@ -520,7 +591,25 @@ impl Outputs {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(RecordBatch, RecordBatch, RecordBatch)> {
+    /// The time-to-convert distribution of each step after the first.
+    fn times(&mut self, c: &Campaign, s: &StepStats) {
+        for k in 1..s.seconds.len() {
+            let mut counts = [0i64; TIME_BUCKETS.len()];
+            for us in &s.seconds[k] {
+                counts[time_bucket(*us)] += 1;
+            }
+            for (b, n) in counts.iter().enumerate() {
+                self.t_campaign.append_value(&c.id);
+                self.t_step.append_value(k as i32 + 1);
+                self.t_step_type.append_value(&c.steps[k]);
+                self.t_from.append_value(TIME_BUCKETS[b]);
+                self.t_to.append_option(TIME_BUCKETS.get(b + 1).copied());
+                self.t_users.append_value(*n);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<(RecordBatch, RecordBatch, RecordBatch, RecordBatch)> {
         let utc = |b: &mut TimestampMicrosecondBuilder| -> ArrayRef {
             Arc::new(b.finish().with_timezone("UTC"))
         };
@@ -539,8 +628,18 @@ impl Outputs {
             Arc::new(self.f_conv_prev.finish()),
             Arc::new(self.f_conv_all.finish()),
             Arc::new(self.f_drop.finish()),
+            Arc::new(self.f_window_closed.finish()),
+            Arc::new(self.f_never.finish()),
             Arc::new(self.f_median.finish()),
             Arc::new(self.f_p90.finish()),
+        ];
+        let t: Vec<ArrayRef> = vec![
+            Arc::new(self.t_campaign.finish()),
+            Arc::new(self.t_step.finish()),
+            Arc::new(self.t_step_type.finish()),
+            Arc::new(self.t_from.finish()),
+            Arc::new(self.t_to.finish()),
+            Arc::new(self.t_users.finish()),
         ];
         let m: Vec<ArrayRef> = vec![
             Arc::new(self.m_campaign.finish()),
@@ -558,8 +657,42 @@ impl Outputs {
         ];
         Ok((
             RecordBatch::try_new(funnels_schema(), f)?,
+            RecordBatch::try_new(funnel_times_schema(), t)?,
             RecordBatch::try_new(milestones_schema(), m)?,
             RecordBatch::try_new(curve_schema(), c)?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_buckets_are_half_open() {
+        assert_eq!(time_bucket(0), 0);
+        assert_eq!(time_bucket(10 * SEC_US - 1), 0);
+        assert_eq!(time_bucket(10 * SEC_US), 1);
+        assert_eq!(time_bucket(3600 * SEC_US), 4);
+        assert_eq!(time_bucket(30 * 86_400 * SEC_US), TIME_BUCKETS.len() - 1);
+    }
+
+    #[test]
+    fn a_late_next_step_is_the_window_closing() {
+        let window = 100;
+        // Viewed at 0, reserved at 150: past the window.
+        let mut late = vec![(0, 0b01), (150, 0b10)];
+        let r = reach(&mut late, 2, window, FunnelMode::Furthest);
+        assert_eq!(r.level, 1);
+        assert!(window_closed(&late, &r));
+        // Reserved before viewing, never after: never came back.
+        let mut before = vec![(10, 0b01), (5, 0b10)];
+        let r = reach(&mut before, 2, window, FunnelMode::Furthest);
+        assert_eq!(r.level, 1);
+        assert!(!window_closed(&before, &r));
+        // Only viewed.
+        let mut only = vec![(0, 0b01)];
+        let r = reach(&mut only, 2, window, FunnelMode::Furthest);
+        assert!(!window_closed(&only, &r));
     }
 }

@@ -116,7 +116,12 @@ impl Job {
                 "uploads_by_hour",
                 "campaign_peaks",
             ],
-            Job::Campaigns => &["funnels", "launch_milestones", "launch_curve"],
+            Job::Campaigns => &[
+                "funnels",
+                "funnel_times",
+                "launch_milestones",
+                "launch_curve",
+            ],
             Job::Accounts => &["accounts_daily"],
             Job::Advertisers => &["advertisers_daily"],
         }

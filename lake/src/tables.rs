@@ -75,6 +75,7 @@ pub const METRIC_TABLES: &[&str] = &[
     "uploads_by_hour",
     "campaign_peaks",
     "funnels",
+    "funnel_times",
     "launch_milestones",
     "launch_curve",
     "accounts_daily",

@@ -222,6 +222,40 @@ async fn funnels_and_launch_curves_match_the_hand_worked_figures() {
     .await;
     let sums: Vec<Value> = by_platform.iter().map(|r| r["users"].clone()).collect();
     assert_eq!(Value::from(sums), expected["users_per_step_furthest"]);
+    // By hour of the first view (in the report time zone), and why users dropped.
+    let by_hour = query(
+        &ctx,
+        "SELECT segment, users FROM funnels WHERE campaign_id = 'c1' AND breakdown = 'hour' AND step = 1",
+    )
+    .await;
+    assert_eq!(by_hour.len(), 1, "{by_hour:?}");
+    assert_eq!(
+        by_hour[0]["users"],
+        expected["first_view_hour"][by_hour[0]["segment"].as_str().unwrap()]
+    );
+    assert_drop_reasons(&ctx, &expected["drop_reasons_furthest"]).await;
+    let times = query(
+        &ctx,
+        "SELECT step, from_seconds, users FROM funnel_times WHERE campaign_id = 'c1' ORDER BY step, from_seconds",
+    )
+    .await;
+    let bounds = expected["time_to_convert_buckets_from_seconds"]
+        .as_array()
+        .unwrap();
+    for step in ["2", "3"] {
+        let got: Vec<_> = times
+            .iter()
+            .filter(|r| r["step"].as_i64() == step.parse().ok())
+            .collect();
+        let from: Vec<Value> = got.iter().map(|r| r["from_seconds"].clone()).collect();
+        assert_eq!(&from, bounds, "step {step}");
+        let users: Vec<Value> = got.iter().map(|r| r["users"].clone()).collect();
+        assert_eq!(
+            Value::from(users),
+            expected["time_to_convert_furthest"][step],
+            "step {step}"
+        );
+    }
 
     let milestones = query(
         &ctx,
@@ -256,6 +290,7 @@ async fn funnels_and_launch_curves_match_the_hand_worked_figures() {
         Value::from(users_per_step(&ctx, "c1").await),
         expected["users_per_step_first"]
     );
+    assert_drop_reasons(&ctx, &expected["drop_reasons_first"]).await;
     // Bad input to the registry is a usage error naming the field.
     let (code, _, err) = spacepulse(&[
         "campaigns",
@@ -275,6 +310,26 @@ async fn funnels_and_launch_curves_match_the_hand_worked_figures() {
     let (code, _, err) = spacepulse(&["jobs", "run", "--lake", lake, "--tz", "Mars/Base"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--tz") && err.contains("Mars/Base"), "{err}");
+}
+
+/// The split of each step's drop-off of campaign c1 into window-closed and never-came-back.
+async fn assert_drop_reasons(ctx: &deltalake::datafusion::prelude::SessionContext, want: &Value) {
+    let rows = query(
+        ctx,
+        "SELECT step, drop_off, dropped_window_closed, dropped_never_came_back FROM funnels \
+         WHERE campaign_id = 'c1' AND breakdown = 'total' AND step > 1 ORDER BY step",
+    )
+    .await;
+    assert_eq!(rows.len(), want.as_object().unwrap().len());
+    for r in &rows {
+        let w = &want[r["step"].to_string()];
+        assert_eq!(r["dropped_window_closed"], w["window_closed"], "{r:?}");
+        assert_eq!(r["dropped_never_came_back"], w["never_came_back"], "{r:?}");
+        assert_eq!(
+            r["drop_off"].as_i64(),
+            Some(w["window_closed"].as_i64().unwrap() + w["never_came_back"].as_i64().unwrap())
+        );
+    }
 }
 
 /// Every funnel fixture (a launch's funnel takes the campaign's events before its start:
@@ -1030,7 +1085,7 @@ async fn campaigns_kept_in_memory_between_runs_equal_a_full_recompute() {
             .collect()
     };
     let incremental = campaign_tables(snapshot(&lake_dir).await);
-    assert_eq!(incremental.len(), 3, "{:?}", incremental.keys());
+    assert_eq!(incremental.len(), 4, "{:?}", incremental.keys());
     assert!(incremental.values().all(|rows| !rows.is_empty()));
     jobs(lake, &["--full", "campaigns"]);
     let full = campaign_tables(snapshot(&lake_dir).await);

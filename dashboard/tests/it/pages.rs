@@ -482,6 +482,8 @@ async fn the_campaign_page_has_its_csv_and_segment_charts() {
         "id=\"curve-csv\"",
         "id=\"funnel-platform-chart\"",
         "id=\"funnel-region-chart\"",
+        "id=\"funnel-hour-chart\"",
+        "id=\"time-to-convert-2\"",
         "id=\"forecast\"",
     ] {
         assert!(p.body.contains(id), "{id}: {}", p.body);
@@ -545,6 +547,45 @@ async fn the_campaign_page_has_its_csv_and_segment_charts() {
         s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND,
         "{s}"
     );
+}
+
+/// The funnel explains itself: each step's time-to-convert distribution counts its users,
+/// each drop-off splits into window-closed and never-came-back, and the segments by hour of
+/// the first view add up to the total.
+#[tokio::test]
+async fn the_funnel_explains_its_drop_off() {
+    let f = fixture().await;
+    let (_, funnel) = f
+        .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
+        .await;
+    let rows = funnel["rows"].as_array().unwrap();
+    let total: Vec<&Value> = rows.iter().filter(|r| r["breakdown"] == "total").collect();
+    assert!(total.len() >= 2, "{funnel}");
+    let times = funnel["time_to_convert"].as_array().unwrap();
+    let mut dropped = 0;
+    for r in &total[1..] {
+        let step = r["step"].as_i64().unwrap();
+        let bucketed: i64 = times
+            .iter()
+            .filter(|t| t["step"].as_i64() == Some(step))
+            .map(|t| t["users"].as_i64().unwrap())
+            .sum();
+        assert_eq!(Some(bucketed), r["users"].as_i64(), "step {step}: {funnel}");
+        let split = r["dropped_window_closed"].as_i64().unwrap()
+            + r["dropped_never_came_back"].as_i64().unwrap();
+        assert_eq!(Some(split), r["drop_off"].as_i64(), "{r}");
+        dropped += split;
+    }
+    assert!(dropped > 0, "the fixture's launch loses users: {funnel}");
+    for step in 1..=total.len() as i64 {
+        let by_hour: i64 = rows
+            .iter()
+            .filter(|r| r["breakdown"] == "hour" && r["step"].as_i64() == Some(step))
+            .map(|r| r["users"].as_i64().unwrap())
+            .sum();
+        assert_eq!(by_hour, total[step as usize - 1]["users"].as_i64().unwrap());
+    }
+    assert_eq!(funnel["time_zone"], "Asia/Shanghai");
 }
 
 /// Share links, tried from every role and from no login: a tenant links its own report only,
