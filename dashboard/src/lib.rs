@@ -16,6 +16,7 @@ mod live_api;
 pub mod metrics;
 mod pages;
 mod reports;
+mod revisions;
 pub mod scrape;
 mod shares;
 mod sql;
@@ -201,6 +202,10 @@ fn api() -> (Router<State>, utoipa::openapi::OpenApi) {
         .routes(routes!(reports::funnel))
         .routes(routes!(reports::launch))
         .routes(routes!(reports::advertiser))
+        .routes(routes!(revisions::platform))
+        .routes(routes!(revisions::account))
+        .routes(routes!(revisions::campaign))
+        .routes(routes!(revisions::advertiser))
         .routes(routes!(auth::list_tokens, auth::issue_token))
         .routes(routes!(auth::revoke_token))
         .routes(routes!(shares::create, shares::list))

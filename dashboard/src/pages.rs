@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::charts::{Series, bars, lines};
 use crate::error::{ApiError, QueryParams};
 use crate::reports::{self, Params};
+use crate::revisions;
 
 const CSS: &str = include_str!("../assets/app.css");
 const LIVE_JS: &str = include_str!("../assets/live.js");
@@ -208,7 +209,7 @@ fn shown(row: &Value, currency: &str) -> Value {
 }
 
 /// `x` with `decimals` places and a comma between thousands: 1,234,567.89.
-fn grouped(x: f64, decimals: usize) -> String {
+pub(crate) fn grouped(x: f64, decimals: usize) -> String {
     let s = format!("{:.*}", decimals, x.abs());
     let (whole, frac) = s.split_once('.').map_or((s.as_str(), ""), |(w, f)| (w, f));
     let mut digits = String::new();
@@ -566,6 +567,7 @@ pub async fn platform(
             ]
         ),
     );
+    let body = body + &revisions::section(&state, &revisions::Scope::Platform).await?;
     page("Platform", &c, &body)
 }
 
@@ -586,7 +588,9 @@ pub async fn account(
     QueryParams(params): QueryParams<Params>,
 ) -> Page {
     c.tenant(Role::Official, &id)?;
-    let body = account_body(&state, &id, params, false).await?;
+    let mut body = account_body(&state, &id, params, false).await?;
+    let scope = revisions::account_scope(&state, &id).await?;
+    body.push_str(&revisions::section(&state, &scope).await?);
     page(&id, &c, &body)
 }
 
@@ -791,7 +795,8 @@ pub async fn campaign(
     Path(id): Path<String>,
 ) -> Page {
     reports::campaign_access(&c, &state, &id).await?;
-    let body = campaign_body(&state, &id, false).await?;
+    let mut body = campaign_body(&state, &id, false).await?;
+    body.push_str(&revisions::section(&state, &revisions::Scope::Campaign(id.clone())).await?);
     page(&format!("Campaign {id}"), &c, &body)
 }
 
@@ -1015,7 +1020,9 @@ pub async fn advertiser(
     QueryParams(params): QueryParams<Params>,
 ) -> Page {
     c.tenant(Role::Advertiser, &id)?;
-    let body = advertiser_body(&state, &id, params, false).await?;
+    let mut body = advertiser_body(&state, &id, params, false).await?;
+    let scope = revisions::advertiser_scope(&state, &id).await?;
+    body.push_str(&revisions::section(&state, &scope).await?);
     page(&format!("Advertiser {id}"), &c, &body)
 }
 

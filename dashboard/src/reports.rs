@@ -37,7 +37,7 @@ pub struct Format {
 }
 
 /// A string as a SQL literal.
-fn lit(s: &str) -> String {
+pub(crate) fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -273,7 +273,11 @@ async fn daily_body(
 
 /// The rows of `sql` over `table` as CSV (none when the table does not exist yet). Cells a
 /// spreadsheet would evaluate (ad ids and segments come from events) are written as text.
-async fn csv(view: &crate::view::View, sql: &str, table: &str) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn csv(
+    view: &crate::view::View,
+    sql: &str,
+    table: &str,
+) -> Result<Vec<u8>, ApiError> {
     if !view.ctx.table_exist(table).unwrap_or(false) {
         return Ok(Vec::new());
     }

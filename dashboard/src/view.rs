@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
-use lake::tables::{Lake, METRIC_TABLES};
+use lake::tables::{Lake, METRIC_TABLES, REVISIONS_TABLE};
 use query::guard::{Guarded, Limits};
 use query::tz::ReportTz;
 use serde_json::Value;
@@ -229,7 +229,12 @@ fn fingerprint(lake: &Lake) -> String {
     let mut out = String::new();
     let registry = root.join(lake::registry::REGISTRY_FILE);
     let mut dirs = vec![root.join("events"), root.join("rejected")];
-    dirs.extend(METRIC_TABLES.iter().map(|t| root.join("metrics").join(t)));
+    dirs.extend(
+        METRIC_TABLES
+            .iter()
+            .chain(&[REVISIONS_TABLE])
+            .map(|t| root.join("metrics").join(t)),
+    );
     for dir in dirs {
         let newest = std::fs::read_dir(dir.join("_delta_log"))
             .into_iter()

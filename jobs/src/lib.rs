@@ -19,6 +19,7 @@ pub mod codes;
 pub mod pages;
 pub mod peaks;
 pub mod publish;
+pub mod revisions;
 pub mod scan;
 
 use std::collections::BTreeSet;
@@ -147,7 +148,7 @@ pub fn metric_tables() -> Vec<String> {
     Job::ALL
         .iter()
         .flat_map(|j| j.tables())
-        .chain(&[codes::TABLE])
+        .chain(&[codes::TABLE, revisions::TABLE])
         .map(|t| publish::table_name(t))
         .collect()
 }
@@ -360,6 +361,7 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
     let mut out = Vec::new();
     for job in jobs {
         let started = Instant::now();
+        let was = revisions::before(&opts.lake, job, opts.tz).await?;
         let (days, rows, up_to_date) = match job {
             Job::Activity => activity::run(&ctx).await?,
             Job::Peaks => peaks::run(&ctx).await?,
@@ -367,6 +369,12 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
             Job::Accounts => accounts::run(&ctx).await?,
             Job::Advertisers => advertisers::run(&ctx).await?,
         };
+        if !up_to_date {
+            let n = revisions::record(&opts.lake, job, opts.tz, opts.full, was).await?;
+            if n > 0 {
+                tracing::info!(job = job.name(), revisions = n, "complete figures revised");
+            }
+        }
         let s = Summary {
             job: job.name(),
             days,

@@ -83,6 +83,10 @@ pub const METRIC_TABLES: &[&str] = &[
     "user_codes",
 ];
 
+/// The record of what job runs changed in figures already published as complete, at
+/// `metrics/revisions`; appended to, never recomputed, so not among [`METRIC_TABLES`].
+pub const REVISIONS_TABLE: &str = "revisions";
+
 /// A lake: a local directory or an object-store URL holding Delta tables.
 #[derive(Debug, Clone)]
 pub struct Lake {

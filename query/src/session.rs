@@ -4,7 +4,7 @@
 use deltalake::DeltaTable;
 use deltalake::datafusion::execution::config::SessionConfig;
 use deltalake::datafusion::prelude::SessionContext;
-use lake::tables::{Lake, METRIC_TABLES};
+use lake::tables::{Lake, METRIC_TABLES, REVISIONS_TABLE};
 
 use crate::Result;
 
@@ -62,7 +62,7 @@ pub async fn session_and_tables(
         register_campaigns(&ctx, &lake::registry::Registry::open(&path)?.campaigns()?)?;
     }
     let mut metrics = std::collections::HashMap::new();
-    for name in METRIC_TABLES {
+    for name in METRIC_TABLES.iter().chain(&[REVISIONS_TABLE]) {
         if let Some(t) = lake.open(&format!("metrics/{name}")).await? {
             register(&ctx, name, &t).await?;
             metrics.insert(name.to_string(), t);

@@ -1417,7 +1417,48 @@ async fn follower_baselines_restart_the_running_figure_from_csv_and_parquet_file
     };
     let row =
         |d: &str, f: i64, b: Option<(i64, i64)>| (d.to_string(), f, b.map(|b| b.0), b.map(|b| b.1));
+    // What the runs revised in complete days (those ending before the newest event, 05-01
+    // 01:00): (day, metric, before, after, reason), in the order recorded.
+    let revisions =
+        || async {
+            let ctx = session(&lake_dir).await;
+            if !ctx.table_exist("revisions").unwrap() {
+                return Vec::new();
+            }
+            query(
+            &ctx,
+            "SELECT CAST(revised_day AS VARCHAR) AS day, metric, before, after, change, reason, \
+             table_name, entity_kind, entity_id FROM revisions \
+             ORDER BY recorded_at, table_version, revised_day, metric",
+        )
+        .await
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r["table_name"], "accounts_daily", "{r:?}");
+            assert_eq!(r["entity_kind"], "account", "{r:?}");
+            assert_eq!(r["entity_id"], "brand", "{r:?}");
+            // The JSON rows leave out nulls: a figure with no value before has no `before`.
+            let (b, a) = (
+                r.get("before").and_then(Value::as_f64),
+                r.get("after").and_then(Value::as_f64),
+            );
+            assert_eq!(r["change"].as_f64(), Some(a.unwrap_or(0.0) - b.unwrap_or(0.0)));
+            (
+                r["day"].as_str().unwrap().to_string(),
+                r["metric"].as_str().unwrap().to_string(),
+                b,
+                a,
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect::<Vec<_>>()
+        };
+    let rev = |d: &str, m: &str, b: Option<f64>, a: f64, why: &str| {
+        (d.to_string(), m.to_string(), b, Some(a), why.to_string())
+    };
     jobs(lake, &["accounts"]);
+    // The first run publishes; nothing was complete before it.
+    assert_eq!(revisions().await, vec![]);
     assert_eq!(
         followers().await,
         vec![
@@ -1455,6 +1496,10 @@ async fn follower_baselines_restart_the_running_figure_from_csv_and_parquet_file
             row("2015-05-01", 1004, Some((1000, csv_at))),
         ]
     );
+    // 04-29 is complete and its figure moved; 05-01 moved too but is not complete.
+    let baseline = "a follower baseline was imported";
+    let mut want_revisions = vec![rev("2015-04-29", "followers", Some(4.0), 1000.0, baseline)];
+    assert_eq!(revisions().await, want_revisions);
     let again = ok(&[
         "accounts",
         "import-followers",
@@ -1508,6 +1553,9 @@ async fn follower_baselines_restart_the_running_figure_from_csv_and_parquet_file
         row("2015-05-01", 5004, Some((5000, pq_at))),
     ];
     assert_eq!(followers().await, want);
+    // A day that had no row gains one: its figure had no value before.
+    want_revisions.push(rev("2015-04-30", "followers", None, 5000.0, baseline));
+    assert_eq!(revisions().await, want_revisions);
 
     // Late events: an unfollow on 04-28 changes that day only; a follow late on 04-30 (after
     // the baseline) counts on top of it. The run is incremental and agrees with a full one.
@@ -1529,8 +1577,23 @@ async fn follower_baselines_restart_the_running_figure_from_csv_and_parquet_file
         row("2015-05-01", 5005, Some((5000, pq_at))),
     ];
     assert_eq!(followers().await, want);
+    want_revisions.extend([
+        rev("2015-04-28", "followers", Some(3.0), 2.0, "late events"),
+        rev("2015-04-28", "unfollows", Some(0.0), 1.0, "late events"),
+        rev(
+            "2015-04-30",
+            "followers",
+            Some(5000.0),
+            5001.0,
+            "late events",
+        ),
+        rev("2015-04-30", "follows", Some(0.0), 1.0, "late events"),
+    ]);
+    assert_eq!(revisions().await, want_revisions);
     jobs(lake, &["--full", "accounts"]);
     assert_eq!(followers().await, want);
+    // A full recompute that changes nothing revises nothing.
+    assert_eq!(revisions().await, want_revisions);
 
     // A bad file: its row and column named, exit 2, nothing imported.
     let bad = dir.path().join("bad.csv");

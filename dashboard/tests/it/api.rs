@@ -4,6 +4,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -652,7 +653,8 @@ fn may_call(method: &str, path: &str, who: &str, own: bool) -> bool {
         || path.ends_with("/campaigns")
         || path.ends_with("/funnel")
         || path.ends_with("/launch")
-        || path.ends_with("/report");
+        || path.ends_with("/report")
+        || path.ends_with("/revisions");
     let tenant = match path.split('/').nth(3) {
         Some("accounts" | "campaigns") => who == "xiaomi" || who == "huawei",
         Some("advertisers") => who == "adv1" || who == "adv2",
@@ -758,4 +760,172 @@ async fn every_described_route_refuses_whoever_may_not_call_it() {
     assert!(checked > 500, "{checked}");
     let (s, _, _) = f.call("GET", "/healthz", None, None).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+/// A late reservation for a launch whose first hour was already complete: the next job run
+/// records each complete milestone it moved (not +24 h, still open) with the figures before
+/// and after and why; the campaign's owner reads them in the API and on the page (and in its
+/// account's revisions), another brand gets a 404, CSV has the same rows, a bad limit is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_revise_complete_figures_and_say_why() {
+    use crate::fixture::{LAUNCH_MS, line};
+    let f = fixture().await;
+    let (s, none) = f
+        .json("/api/v1/campaigns/redmi-launch/revisions", "xiaomi")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{none}");
+    assert_eq!(none["revisions"], json!([]), "{none}");
+
+    let lake = lake::tables::Lake::new(&f.dir.path().join("lake").to_string_lossy()).unwrap();
+    let late = f.dir.path().join("late.ndjson");
+    std::fs::write(
+        &late,
+        line(
+            "late-1",
+            LAUNCH_MS + 3_000,
+            6,
+            "reserve",
+            json!({"campaign_id": "redmi-launch"}),
+        ) + "\n",
+    )
+    .unwrap();
+    let mut writer = ingest::writer::LakeWriter::open(&lake, Default::default())
+        .await
+        .unwrap();
+    ingest::backfill::run(&mut writer, &late, |_| {})
+        .await
+        .unwrap();
+    drop(writer);
+    jobs::run(
+        &jobs::Options {
+            lake: lake.clone(),
+            registry: None,
+            tz: Default::default(),
+            from: None,
+            to: None,
+            full: false,
+            jobs: Vec::new(),
+            memory: None,
+        },
+        &jobs::Quiet,
+    )
+    .await
+    .unwrap();
+
+    let (s, got) = f
+        .json("/api/v1/campaigns/redmi-launch/revisions", "xiaomi")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    let mut seen: Vec<(i64, f64, f64, String)> = got["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["table_name"], "launch_milestones", "{r}");
+            assert_eq!(r["metric"], "users", "{r}");
+            assert_eq!(r["reason"], "late events", "{r}");
+            assert_eq!(r["day"], Value::Null, "{r}");
+            (
+                r["key"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix("after_seconds=")
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+                r["before"].as_f64().unwrap(),
+                r["after"].as_f64().unwrap(),
+                r["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort_by_key(|r| r.0);
+    // The reservation at +3 s moves every milestone from +10 s on; +1 s stays, +24 h is
+    // provisional and not a revision.
+    let want: Vec<(i64, f64, f64, String)> =
+        [(10, 2.0), (60, 3.0), (600, 3.0), (1800, 3.0), (3600, 3.0)]
+            .into_iter()
+            .map(|(a, b)| {
+                (
+                    a,
+                    b,
+                    b + 1.0,
+                    format!(
+                        "+1 user at {} into campaign redmi-launch after late events",
+                        match a {
+                            10 => "+10 s",
+                            60 => "+1 min",
+                            600 => "+10 min",
+                            1800 => "+30 min",
+                            _ => "+1 h",
+                        }
+                    ),
+                )
+            })
+            .collect();
+    assert_eq!(seen, want, "{got}");
+
+    // The brand's own account lists its campaigns' revisions; another brand sees none of them.
+    let (_, account) = f.json("/api/v1/accounts/xiaomi/revisions", "xiaomi").await;
+    assert_eq!(
+        account["revisions"].as_array().unwrap().len(),
+        5,
+        "{account}"
+    );
+    let (s, _) = f
+        .json("/api/v1/campaigns/redmi-launch/revisions", "huawei")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, theirs) = f.json("/api/v1/accounts/huawei/revisions", "huawei").await;
+    assert_eq!(theirs["revisions"], json!([]), "{theirs}");
+    let (_, limited) = f
+        .json(
+            "/api/v1/campaigns/redmi-launch/revisions?limit=2",
+            "operator",
+        )
+        .await;
+    assert_eq!(limited["revisions"].as_array().unwrap().len(), 2);
+    let (s, bad) = f
+        .json("/api/v1/campaigns/redmi-launch/revisions?limit=0", "xiaomi")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("limit"), "{bad}");
+
+    let (s, ct, csv) = f
+        .call(
+            "GET",
+            "/api/v1/campaigns/redmi-launch/revisions?format=csv",
+            Some("xiaomi"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/csv"), "{ct}");
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    assert!(
+        csv.lines().next().unwrap().contains("before,after"),
+        "{csv}"
+    );
+
+    // The page, as the brand's browser opens it.
+    let login = Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={}", f.tokens["xiaomi"])))
+        .unwrap();
+    let res = f.app.clone().oneshot(login).await.unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let req = Request::get("/campaigns/redmi-launch")
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .unwrap();
+    let res = f.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("+1 user at +10 min into campaign redmi-launch after late events"),
+        "{page}"
+    );
 }
