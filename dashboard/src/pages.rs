@@ -793,9 +793,10 @@ pub async fn campaign(
     Viewer(c): Viewer,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
+    QueryParams(params): QueryParams<Params>,
 ) -> Page {
     reports::campaign_access(&c, &state, &id).await?;
-    let mut body = campaign_body(&state, &id, false).await?;
+    let mut body = campaign_body(&state, &id, params, false).await?;
     body.push_str(&revisions::section(&state, &revisions::Scope::Campaign(id.clone())).await?);
     page(&format!("Campaign {id}"), &c, &body)
 }
@@ -804,15 +805,55 @@ pub async fn campaign(
 pub(crate) async fn campaign_body(
     state: &State,
     id: &str,
+    params: Params,
     shared: bool,
 ) -> Result<String, PageError> {
     let (state, id) = (state.clone(), id.to_string());
-    let funnel = reports::funnel_value(&state, &id).await?;
+    let funnel = reports::funnel_value(&state, &id, &params).await?;
     let launch = reports::launch_value(&state, &id).await?;
-    let steps: Vec<Value> = rows(&funnel)
-        .into_iter()
-        .filter(|r| r["breakdown"] == "total")
-        .collect();
+    // With a range, the funnel of the users who came in it; else the whole campaign's.
+    let in_range = funnel["range_rows"].is_array();
+    let steps: Vec<Value> = if in_range {
+        rows_of(&funnel["range_rows"])
+    } else {
+        rows(&funnel)
+            .into_iter()
+            .filter(|r| r["breakdown"] == "total")
+            .collect()
+    };
+    let funnel_of = if in_range {
+        format!(
+            "The users whose first event in the campaign fell from {} to {} (by platform, \
+             region and hour below: the whole campaign)",
+            esc(funnel["from"].as_str().unwrap_or("the first day")),
+            esc(funnel["to"].as_str().unwrap_or("the newest day"))
+        )
+    } else {
+        "Every user of the campaign".to_string()
+    };
+    let daily = rows_of(&funnel["daily"]);
+    let reach_chart = lines(
+        &daily
+            .iter()
+            .map(|r| r["day"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>(),
+        &[Series {
+            name: "reach",
+            values: daily.iter().map(|r| num(&r["reach"])).collect(),
+        }],
+    );
+    let reach = &funnel["reach"];
+    let reach_cards = format!(
+        "<div class=\"cards\" id=\"campaign-reach\">\
+         <div class=\"card\"><span>Reach (exact)</span><b data-total=\"reach\">{}</b>\
+         <small>distinct users with an event of the campaign's steps in the range: the days' \
+         users unioned</small></div>\
+         <div class=\"card\"><span>Reach (HLL++)</span><b data-total=\"reach_approx\">{}</b>\
+         <small>the same from HyperLogLog++ sketches, ±{:.2} % (one standard error)</small></div></div>",
+        grouped(num(&reach["reach"]), 0),
+        grouped(num(&reach["reach_approx"]), 0),
+        num(&reach["hll_relative_error"]) * 100.0,
+    );
     let funnel_chart = bars(
         &steps
             .iter()
@@ -931,18 +972,38 @@ pub(crate) async fn campaign_body(
         )
     };
     let body = format!(
-        "<h1>Campaign {name}</h1>\
-         <p class=\"meta\">Times in <b>{tz}</b> · complete up to <b id=\"complete-up-to\">{fresh}</b></p>\
+        "<h1>Campaign {name}</h1>{bar}\
+         <section><h2>Reach</h2>{reach_cards}<div class=\"chart\" id=\"reach-chart\">{reach_chart}</div>{reach_table}</section>\
          <section><h2>Launch milestones</h2>{ms}{forecast}\
          <div class=\"chart\" id=\"launch-chart\">{launch_chart}</div>\
          <p class=\"meta\">Users who reserved, counted once each, by minutes and seconds after \
          the launch (the first hour, second by second){curve_csv}</p></section>\
-         <section><h2>Funnel</h2><div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}{funnel_counts}\
+         <section><h2>Funnel</h2><p class=\"meta\" id=\"funnel-of\">{funnel_of}</p>\
+         <div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}{funnel_counts}\
          <p class=\"meta\">Each user's furthest step within the campaign's window{funnel_csv}</p>\
          {segment_charts}{times}\
-         <details><summary>By platform, region and hour of the first view</summary>{st}</details></section>",
+         <details><summary>By platform, region, hour and day of the first view</summary>{st}</details></section>",
         times = time_to_convert(&funnel),
         name = esc(&id),
+        bar = report_bar(
+            shared,
+            &state,
+            &funnel,
+            &params,
+            (
+                &format!("/campaigns/{}", esc(&id)),
+                &format!("/api/v1/campaigns/{id}/funnel"),
+            ),
+        ),
+        reach_table = table(
+            "campaign-daily",
+            &daily,
+            &[
+                ("day", "Day"),
+                ("reach", "Reach"),
+                ("new_users", "New users")
+            ]
+        ),
         funnel_counts = what_counts(
             "funnel",
             &[
@@ -970,8 +1031,6 @@ pub(crate) async fn campaign_body(
                 ),
             ],
         ),
-        tz = esc(state.options.tz.name()),
-        fresh = esc(launch["complete_up_to"].as_str().unwrap_or("no data yet")),
         ms = table(
             "milestones",
             &milestones,

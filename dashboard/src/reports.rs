@@ -502,25 +502,46 @@ pub(crate) async fn campaign_access(
 }
 
 /// The funnel: users per step, conversion, drop-off and time to convert, overall and by
-/// platform and region.
-#[utoipa::path(get, path = "/campaigns/{id}/funnel", tag = "reports", params(("id" = String, Path, description = "Campaign id"), Format), responses((status = 200, description = "Users per step, conversion, drop-off, time to convert; total, by platform and by region (JSON or CSV)"), (status = 400, description = "A bad format"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
+/// platform, region, hour and day of the first view; with a range, the funnel of the users
+/// who came in those days and the campaign's exact reach over them.
+#[utoipa::path(get, path = "/campaigns/{id}/funnel", tag = "reports", params(("id" = String, Path, description = "Campaign id"), Params), responses((status = 200, description = "Users per step, conversion, drop-off, time to convert; total, by platform, region, hour and day of the first view; with a range, the funnel of the users who came in it; reach per day and over the range, exact and HLL++ (JSON or CSV)"), (status = 400, description = "A bad range or format"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
 pub async fn funnel(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
-    QueryParams(format): QueryParams<Format>,
+    QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, ApiError> {
     campaign_access(&caller, &state, &id).await?;
-    if let Out::Csv = out(&format)? {
+    if let Out::Csv = out(&params)? {
+        let view = state.view.current().await?;
+        let newest = latest(&view, CAMPAIGN_DAYS, &format!("campaign_id = {}", lit(&id))).await?;
+        let sql = match ranged(&params) {
+            true => {
+                let (from, to) = days(&params, newest)?;
+                range_funnel_sql(&id, from, to)
+            }
+            false => funnel_sql(&id),
+        };
         return cached_csv(
             &state,
-            format!("funnel.csv|{id}"),
-            funnel_sql(&id),
+            format!("funnel.csv|{id}|{params:?}"),
+            sql,
             "funnels",
         )
         .await;
     }
-    cached_json(&state, format!("funnel|{id}"), || funnel_value(&state, &id)).await
+    cached_json(&state, format!("funnel|{id}|{params:?}"), || {
+        funnel_value(&state, &id, &params)
+    })
+    .await
+}
+
+/// The campaigns' reach per day (the `campaigns` job's).
+const CAMPAIGN_DAYS: &str = "campaigns_daily";
+
+/// Whether a range was asked for (else the whole campaign).
+fn ranged(params: &Params) -> bool {
+    params.range.is_some() || params.from.is_some() || params.to.is_some()
 }
 
 fn funnel_sql(id: &str) -> String {
@@ -531,6 +552,37 @@ fn funnel_sql(id: &str) -> String {
          p90_seconds_from_previous, window_ms, mode, registered \
          FROM funnels WHERE campaign_id = {} ORDER BY breakdown DESC, segment, step",
         lit(id)
+    )
+}
+
+/// The funnel of the users whose first event in the campaign fell in `[from, to]`: the sums
+/// of the `day` breakdown's segments (each user is in exactly one), rates recomputed.
+fn range_funnel_sql(id: &str, from: Option<i32>, to: Option<i32>) -> String {
+    let mut days = String::new();
+    if let Some(f) = from {
+        days.push_str(&format!(
+            " AND segment >= {}",
+            lit(&query::tz::format_day(f))
+        ));
+    }
+    if let Some(t) = to {
+        days.push_str(&format!(
+            " AND segment <= {}",
+            lit(&query::tz::format_day(t))
+        ));
+    }
+    format!(
+        "WITH s AS (SELECT step, step_type, sum(users) AS users, \
+         sum(dropped_window_closed) AS closed, sum(dropped_never_came_back) AS never \
+         FROM funnels WHERE campaign_id = {id} AND breakdown = 'day' \
+         AND segment <> 'unknown'{days} GROUP BY step, step_type) \
+         SELECT step, step_type, users, \
+         CAST(users AS DOUBLE) / NULLIF(lag(users) OVER (ORDER BY step), 0) AS conversion_from_previous, \
+         CAST(users AS DOUBLE) / NULLIF(first_value(users) OVER (ORDER BY step), 0) AS conversion_overall, \
+         lag(users) OVER (ORDER BY step) - users AS drop_off, \
+         closed AS dropped_window_closed, never AS dropped_never_came_back \
+         FROM s ORDER BY step",
+        id = lit(id)
     )
 }
 
@@ -560,7 +612,11 @@ where
     Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
 }
 
-pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiError> {
+pub(crate) async fn funnel_value(
+    state: &State,
+    id: &str,
+    params: &Params,
+) -> Result<Value, ApiError> {
     let view = state.view.current().await?;
     let rows = view.rows(&funnel_sql(id), &["funnels"]).await?;
     let times = view
@@ -576,12 +632,58 @@ pub(crate) async fn funnel_value(state: &State, id: &str) -> Result<Value, ApiEr
     let fresh = view
         .freshness("funnels", state.options.allowed_lateness)
         .await?;
+    let campaign = format!("campaign_id = {}", lit(id));
+    let newest = latest(&view, CAMPAIGN_DAYS, &campaign).await?;
+    let (from, to) = days(params, newest)?;
+    let range = day_filter(from, to);
+    let mut daily = view
+        .rows(
+            &format!(
+                "SELECT CAST(day AS VARCHAR) AS day, reach, new_users FROM {CAMPAIGN_DAYS} \
+                 WHERE {campaign}{range} ORDER BY day"
+            ),
+            &[CAMPAIGN_DAYS],
+        )
+        .await?;
+    fresh.mark_rows(&mut daily);
+    // Reach over the range: the days' users unioned (exact), and their HLL++ sketches merged.
+    let reach = view
+        .rows(
+            &format!(
+                "SELECT COALESCE(bitmap_count(bitmap_union(reach_bitmap)), 0) AS reach, \
+                 COALESCE(round(hll_count(hll_merge(reach_hll))), 0) AS reach_approx \
+                 FROM {CAMPAIGN_DAYS} WHERE {campaign}{range}"
+            ),
+            &[CAMPAIGN_DAYS],
+        )
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| json!({"reach": 0, "reach_approx": 0.0}));
+    let mut reach = reach;
+    reach["estimator"] = json!(query::sketch::HLL_ESTIMATOR);
+    reach["hll_relative_error"] = json!(query::sketch::hll_relative_error());
+    let range_rows = if ranged(params) {
+        Value::Array(
+            view.rows(&range_funnel_sql(id, from, to), &["funnels"])
+                .await?,
+        )
+    } else {
+        Value::Null
+    };
     Ok(json!({
         "campaign_id": id,
         "complete_up_to": fresh.instant(),
         "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
         "time_zone": state.options.tz.name(),
+        "tz": state.options.tz.name(),
+        "from": from.map(query::tz::format_day),
+        "to": to.map(query::tz::format_day),
+        "newest_day": newest.map(query::tz::format_day),
         "rows": rows,
+        "range_rows": range_rows,
+        "reach": reach,
+        "daily": daily,
         "time_to_convert": times,
     }))
 }

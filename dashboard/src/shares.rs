@@ -240,7 +240,7 @@ async fn body(state: &State, link: &ShareLink) -> Result<String, pages::PageErro
     match link.report {
         SharedReport::Followers => pages::account_body(state, &link.target, params, true).await,
         SharedReport::Advertiser => pages::advertiser_body(state, &link.target, params, true).await,
-        SharedReport::Campaign => pages::campaign_body(state, &link.target, true).await,
+        SharedReport::Campaign => pages::campaign_body(state, &link.target, params, true).await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Campaigns: each campaign's funnel (users per step, conversion, drop-off, time to convert,
 //! by platform and region) and launch curve (distinct reserving users at milestones after the
-//! start, and per second through the first hour).
+//! start, and per second through the first hour) and reach per report day.
 //!
 //! Campaigns come from the registry; campaign ids seen in events but not registered get the
 //! default funnel starting at their first reservation (their first event without one). A
@@ -13,12 +13,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder,
+    Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use lake::registry::{Campaign, DEFAULT_MODE, DEFAULT_STEPS, DEFAULT_WINDOW_MS, Registry};
 use query::funnel::{FunnelMode, MAX_STEPS, Reached, quantile, reach};
+use query::sketch::{
+    HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_of, bitmap_to_bytes, hll_relative_error,
+};
 use query::tz::{HOUR_US, LocalClock, SEC_US};
 
 use crate::publish::{Scope, has_columns, publish, schema, seen};
@@ -27,6 +30,8 @@ use crate::{Ctx, Error, Job, Result};
 
 /// Launch milestones, in seconds after the start.
 pub const MILESTONES: [i64; 7] = lake::registry::LAUNCH_MILESTONES;
+/// Each campaign's reach per report day.
+pub const DAILY_TABLE: &str = "campaigns_daily";
 /// The per-second launch curve covers the first hour.
 pub const CURVE_SECONDS: i64 = 3600;
 
@@ -58,6 +63,25 @@ pub fn funnels_schema() -> SchemaRef {
         Field::new("dropped_never_came_back", DataType::Int64, true),
         Field::new("median_seconds_from_previous", DataType::Float64, true),
         Field::new("p90_seconds_from_previous", DataType::Float64, true),
+    ])
+}
+
+/// The campaign's reach per report day: distinct users with an event of the campaign's steps
+/// that day, those of them whose first such event it was, and the users themselves (a
+/// serialized RoaringTreemap that unions exactly over any range, and an HLL++ sketch).
+pub fn daily_schema() -> SchemaRef {
+    schema(vec![
+        Field::new("day", DataType::Date32, false),
+        Field::new("campaign_id", DataType::Utf8, false),
+        Field::new("account_id", DataType::Utf8, true),
+        Field::new("reach", DataType::Int64, false),
+        Field::new("new_users", DataType::Int64, false),
+        Field::new("reach_approx", DataType::Float64, false),
+        Field::new("estimator", DataType::Utf8, false),
+        Field::new("hll_precision", DataType::Int32, false),
+        Field::new("hll_relative_error", DataType::Float64, false),
+        Field::new("reach_hll", DataType::Binary, false),
+        Field::new("reach_bitmap", DataType::Binary, false),
     ])
 }
 
@@ -348,13 +372,17 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     }
     let mut txns = plan.txns.clone();
     txns.push((registry_app, print));
-    let (f, t, m, c) = out.finish()?;
-    let rows = (f.num_rows() + t.num_rows() + m.num_rows() + c.num_rows()) as u64;
+    let [f, t, m, c, d] = out.finish()?;
+    let rows = [&f, &t, &m, &c, &d]
+        .iter()
+        .map(|b| b.num_rows() as u64)
+        .sum();
     for (name, schema, batch) in [
         ("funnels", funnels_schema(), f),
         ("funnel_times", funnel_times_schema(), t),
         ("launch_milestones", milestones_schema(), m),
         ("launch_curve", curve_schema(), c),
+        (DAILY_TABLE, daily_schema(), d),
     ] {
         publish(
             &ctx.opts.lake,
@@ -410,6 +438,17 @@ struct Outputs {
     m_start: TimestampMicrosecondBuilder,
     m_after: Int64Builder,
     m_users: Int64Builder,
+    d_day: Date32Builder,
+    d_campaign: StringBuilder,
+    d_account: StringBuilder,
+    d_reach: Int64Builder,
+    d_new: Int64Builder,
+    d_approx: Float64Builder,
+    d_estimator: StringBuilder,
+    d_precision: Int32Builder,
+    d_rse: Float64Builder,
+    d_hll: BinaryBuilder,
+    d_bitmap: BinaryBuilder,
     c_campaign: StringBuilder,
     c_start: TimestampMicrosecondBuilder,
     c_second: Int32Builder,
@@ -475,7 +514,24 @@ impl Outputs {
         segments.insert(("total", "all".into()), StepStats::default());
         let mut first_reserves: Vec<i64> = Vec::new();
         let mut evs: Vec<(i64, u64)> = Vec::new();
-        for u in users.values() {
+        // Per report day: the users with a step event that day, and how many began then.
+        let mut days: BTreeMap<i32, (Vec<u64>, i64)> = BTreeMap::new();
+        let mut user_days: Vec<i32> = Vec::new();
+        for (&uid, u) in users {
+            user_days.clear();
+            user_days.extend(
+                u.events
+                    .iter()
+                    .filter(|(_, t)| masks[*t as usize] != 0)
+                    .map(|(ts, _)| clock.day(*ts)),
+            );
+            user_days.sort_unstable();
+            user_days.dedup();
+            for (i, d) in user_days.iter().enumerate() {
+                let e = days.entry(*d).or_default();
+                e.0.push(uid);
+                e.1 += i64::from(i == 0);
+            }
             evs.clear();
             evs.extend(
                 u.events
@@ -497,19 +553,28 @@ impl Outputs {
                 continue;
             }
             let closed = r.level < steps.min(MAX_STEPS) && window_closed(&evs, &r);
-            let (platform, region, hour) = u
+            let (platform, region, hour, day) = u
                 .first
                 .as_ref()
                 .map(|f| {
                     let hour = clock.local_us(f.0).div_euclid(HOUR_US).rem_euclid(24);
-                    (f.1.clone(), f.2.clone(), format!("{hour:02}"))
+                    let day = query::tz::format_day(clock.day(f.0));
+                    (f.1.clone(), f.2.clone(), format!("{hour:02}"), day)
                 })
-                .unwrap_or_else(|| ("other".into(), "unknown".into(), "00".into()));
+                .unwrap_or_else(|| {
+                    (
+                        "other".into(),
+                        "unknown".into(),
+                        "00".into(),
+                        "unknown".into(),
+                    )
+                });
             for key in [
                 ("total", "all".to_string()),
                 ("platform", platform),
                 ("region", region),
                 ("hour", hour),
+                ("day", day),
             ] {
                 let s = segments.entry(key).or_default().sized(steps);
                 for k in 0..r.level {
@@ -565,6 +630,25 @@ impl Outputs {
                 self.f_conv_all.append_option(ratio(users, s.users[0]));
             }
         }
+        for (day, (reached, new_users)) in days {
+            let reached = bitmap_of(reached);
+            let mut hll = Hll::new();
+            for u in reached.iter() {
+                hll.insert(u);
+            }
+            self.d_day.append_value(day);
+            self.d_campaign.append_value(&c.id);
+            self.d_account
+                .append_option(registered.then_some(c.account_id.as_str()));
+            self.d_reach.append_value(reached.len() as i64);
+            self.d_new.append_value(new_users);
+            self.d_approx.append_value(hll.estimate());
+            self.d_estimator.append_value(HLL_ESTIMATOR);
+            self.d_precision.append_value(HLL_PRECISION as i32);
+            self.d_rse.append_value(hll_relative_error());
+            self.d_hll.append_value(hll.to_bytes());
+            self.d_bitmap.append_value(bitmap_to_bytes(&reached));
+        }
         // The launch curve: users whose first reservation is in [start, start + s).
         first_reserves.sort_unstable();
         let count_before = |end: i64| first_reserves.partition_point(|t| *t < end) as i64;
@@ -609,7 +693,7 @@ impl Outputs {
         }
     }
 
-    fn finish(mut self) -> Result<(RecordBatch, RecordBatch, RecordBatch, RecordBatch)> {
+    fn finish(mut self) -> Result<[RecordBatch; 5]> {
         let utc = |b: &mut TimestampMicrosecondBuilder| -> ArrayRef {
             Arc::new(b.finish().with_timezone("UTC"))
         };
@@ -655,12 +739,26 @@ impl Outputs {
             Arc::new(self.c_new.finish()),
             Arc::new(self.c_users.finish()),
         ];
-        Ok((
+        let d: Vec<ArrayRef> = vec![
+            Arc::new(self.d_day.finish()),
+            Arc::new(self.d_campaign.finish()),
+            Arc::new(self.d_account.finish()),
+            Arc::new(self.d_reach.finish()),
+            Arc::new(self.d_new.finish()),
+            Arc::new(self.d_approx.finish()),
+            Arc::new(self.d_estimator.finish()),
+            Arc::new(self.d_precision.finish()),
+            Arc::new(self.d_rse.finish()),
+            Arc::new(self.d_hll.finish()),
+            Arc::new(self.d_bitmap.finish()),
+        ];
+        Ok([
             RecordBatch::try_new(funnels_schema(), f)?,
             RecordBatch::try_new(funnel_times_schema(), t)?,
             RecordBatch::try_new(milestones_schema(), m)?,
             RecordBatch::try_new(curve_schema(), c)?,
-        ))
+            RecordBatch::try_new(daily_schema(), d)?,
+        ])
     }
 }
 

@@ -122,6 +122,7 @@ impl Job {
                 "funnel_times",
                 "launch_milestones",
                 "launch_curve",
+                campaigns::DAILY_TABLE,
             ],
             Job::Accounts => &["accounts_daily"],
             Job::Advertisers => &["advertisers_daily"],

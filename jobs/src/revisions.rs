@@ -117,6 +117,15 @@ const SPECS: &[Spec] = &[
         daily: true,
     },
     Spec {
+        table: "campaigns_daily",
+        job: Job::Campaigns,
+        kind: "campaign",
+        entity: Some("campaign_id"),
+        keys: &[],
+        measures: &["reach", "new_users"],
+        daily: true,
+    },
+    Spec {
         table: "launch_milestones",
         job: Job::Campaigns,
         kind: "campaign",

@@ -78,6 +78,7 @@ pub const METRIC_TABLES: &[&str] = &[
     "funnel_times",
     "launch_milestones",
     "launch_curve",
+    "campaigns_daily",
     "accounts_daily",
     "advertisers_daily",
     "user_codes",

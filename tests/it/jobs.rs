@@ -585,9 +585,19 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
     let mut reservers: HashMap<u64, i64> = HashMap::new();
     // (advertiser, ad) -> users with an impression, every day (the exact reach of the range)
     let mut reached: BTreeMap<(String, String), HashSet<u64>> = BTreeMap::new();
+    // (campaign, day) -> users with an event of the campaign's (default) steps that day.
+    let mut campaign_days: BTreeMap<(String, String), HashSet<u64>> = BTreeMap::new();
     for e in &distinct {
         let day = shanghai_day(e.ts_ms);
         users.entry(day.clone()).or_default().insert(e.user);
+        if let Some(c) = &e.campaign
+            && lake::registry::DEFAULT_STEPS.contains(&e.ty.as_str())
+        {
+            campaign_days
+                .entry((c.clone(), day.clone()))
+                .or_default()
+                .insert(e.user);
+        }
         platform_users
             .entry((day.clone(), e.platform))
             .or_default()
@@ -808,6 +818,63 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
             .flat_map(|(_, u)| u.iter().copied())
             .collect();
         assert_eq!(r["reach"].as_i64().unwrap(), want.len() as i64, "{id}");
+    }
+
+    // A campaign's reach per day, and over every day: the days' bitmaps unioned equal the
+    // distinct users, though users come back on several days; new users add up to them.
+    let campaign_rows = query(
+        &ctx,
+        "SELECT campaign_id, CAST(day AS VARCHAR) AS day, reach, new_users, reach_approx, \
+         hll_relative_error AS rse FROM campaigns_daily",
+    )
+    .await;
+    assert_eq!(campaign_rows.len(), campaign_days.len());
+    for r in &campaign_rows {
+        let key = (
+            r["campaign_id"].as_str().unwrap().to_string(),
+            r["day"].as_str().unwrap().to_string(),
+        );
+        let want = campaign_days[&key].len() as f64;
+        assert_eq!(r["reach"].as_f64().unwrap(), want, "{key:?}");
+        let est = r["reach_approx"].as_f64().unwrap();
+        let se = r["rse"].as_f64().unwrap() * want;
+        assert!((est - want).abs() <= 3.0 * se.max(1.0), "{key:?}: {est}");
+    }
+    let over_range = query(
+        &ctx,
+        "SELECT campaign_id, bitmap_count(bitmap_union(reach_bitmap)) AS reach, \
+         sum(reach) AS daily_sum, sum(new_users) AS new_users FROM campaigns_daily \
+         GROUP BY campaign_id",
+    )
+    .await;
+    let mut came_back = false;
+    for r in &over_range {
+        let id = r["campaign_id"].as_str().unwrap();
+        let want: HashSet<u64> = campaign_days
+            .iter()
+            .filter(|((c, _), _)| c == id)
+            .flat_map(|(_, u)| u.iter().copied())
+            .collect();
+        assert_eq!(r["reach"].as_i64().unwrap(), want.len() as i64, "{id}");
+        assert_eq!(r["new_users"].as_i64().unwrap(), want.len() as i64, "{id}");
+        came_back |= r["daily_sum"].as_i64().unwrap() > want.len() as i64;
+    }
+    assert!(
+        came_back,
+        "some user came back to a campaign on another day"
+    );
+    // The funnel by the day of the first view adds up to the whole funnel at every step.
+    let by_day = query(
+        &ctx,
+        "SELECT t.step, t.users, sum(d.users) AS by_day FROM funnels t JOIN funnels d \
+         ON t.campaign_id = d.campaign_id AND t.step = d.step \
+         WHERE t.campaign_id = 'redmi-launch' AND t.breakdown = 'total' AND d.breakdown = 'day' \
+         GROUP BY t.step, t.users ORDER BY t.step",
+    )
+    .await;
+    assert_eq!(by_day.len(), 3, "{by_day:?}");
+    for r in &by_day {
+        assert_eq!(r["users"], r["by_day"], "{r:?}");
     }
 
     // The launch: milestones equal the manifest's and the oracle's.

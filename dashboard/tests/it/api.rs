@@ -929,3 +929,107 @@ async fn late_events_revise_complete_figures_and_say_why() {
         "{page}"
     );
 }
+
+/// The campaign report over a range: the funnel of the users who came in it (the `day`
+/// breakdown summed, rates recomputed), the campaign's exact reach over the range (daily
+/// bitmaps unioned) with its HLL++ estimate and error, reach per day; a range with no days is
+/// empty, a bad one a 400; the page has the range presets and the reach.
+#[tokio::test]
+async fn the_campaign_report_takes_a_range() {
+    let f = fixture().await;
+    let (s, all) = f
+        .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    // Users 1-5 viewed the page on 2015-04-28 (Shanghai): the campaign's reach.
+    assert_eq!(all["reach"]["reach"], 5, "{all}");
+    assert_eq!(all["reach"]["reach_approx"], 5.0, "{all}");
+    assert!(
+        all["reach"]["estimator"]
+            .as_str()
+            .unwrap()
+            .starts_with("HyperLogLog++"),
+        "{all}"
+    );
+    assert_eq!(
+        all["daily"],
+        json!([{"day": "2015-04-28", "reach": 5, "new_users": 5, "provisional": true}]),
+        "{all}"
+    );
+    assert_eq!(all["range_rows"], Value::Null);
+    let total: Vec<(i64, i64)> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["breakdown"] == "total")
+        .map(|r| (r["step"].as_i64().unwrap(), r["users"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(total.len(), 3);
+
+    let (s, week) = f
+        .json("/api/v1/campaigns/redmi-launch/funnel?range=7d", "xiaomi")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{week}");
+    assert_eq!(
+        (&week["from"], &week["to"]),
+        (&json!("2015-04-22"), &json!("2015-04-28"))
+    );
+    let ranged: Vec<(i64, i64)> = week["range_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["step"].as_i64().unwrap(), r["users"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(ranged, total, "{week}");
+    let second = &week["range_rows"][1];
+    assert_eq!(
+        second["conversion_from_previous"].as_f64().unwrap(),
+        total[1].1 as f64 / total[0].1 as f64
+    );
+    assert_eq!(
+        second["drop_off"].as_i64().unwrap(),
+        total[0].1 - total[1].1
+    );
+    assert_eq!(week["reach"]["reach"], 5);
+
+    let (s, none) = f
+        .json(
+            "/api/v1/campaigns/redmi-launch/funnel?from=2015-04-29&to=2015-05-03",
+            "xiaomi",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{none}");
+    assert_eq!(none["range_rows"], json!([]), "{none}");
+    assert_eq!(none["reach"]["reach"], 0, "{none}");
+    assert_eq!(none["daily"], json!([]), "{none}");
+    for bad in [
+        "range=9d",
+        "from=2015-04-30&to=2015-04-28",
+        "from=yesterday",
+    ] {
+        let (s, e) = f
+            .json(
+                &format!("/api/v1/campaigns/redmi-launch/funnel?{bad}"),
+                "xiaomi",
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+    let (s, ct, csv) = f
+        .call(
+            "GET",
+            "/api/v1/campaigns/redmi-launch/funnel?range=30d&format=csv",
+            Some("xiaomi"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/csv"));
+    let csv = String::from_utf8(csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("step,step_type,users,conversion_from_previous"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+}

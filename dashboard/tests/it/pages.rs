@@ -194,7 +194,37 @@ async fn the_campaign_page_shows_the_apis_numbers_and_charts() {
         "id=\"complete-up-to\">{}<",
         launch["complete_up_to"].as_str().unwrap()
     )));
-    assert_eq!(p.body.matches("<tr class=\"provisional\"").count(), 1);
+    // +24 h, and the day of the campaign's reach (it ends after the newest event).
+    assert_eq!(p.body.matches("<tr class=\"provisional\"").count(), 2);
+    assert_eq!(column(&p.body, "campaign-daily", "reach"), ["5"]);
+    assert!(
+        p.body.contains("<b data-total=\"reach\">5</b>"),
+        "the campaign's exact reach"
+    );
+    // The range presets, and a range's funnel: the users who came in it.
+    for preset in ["today", "7d", "30d"] {
+        assert!(
+            p.body
+                .contains(&format!("href=\"/campaigns/redmi-launch?range={preset}\"")),
+            "{preset}"
+        );
+    }
+    let week = get(&f, "/campaigns/redmi-launch?range=7d", Some(&cookie)).await;
+    assert_eq!(week.status, StatusCode::OK);
+    assert!(
+        week.body
+            .contains("first event in the campaign fell from 2015-04-22 to 2015-04-28"),
+        "{}",
+        week.body
+    );
+    let empty = get(
+        &f,
+        "/campaigns/redmi-launch?from=2015-05-01&to=2015-05-02",
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(empty.body.contains("<b data-total=\"reach\">0</b>"));
     let (_, funnel) = f
         .json("/api/v1/campaigns/redmi-launch/funnel", "xiaomi")
         .await;
