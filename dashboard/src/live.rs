@@ -341,8 +341,8 @@ impl Counters {
         let active_empty = ActiveUsers {
             last_minute: 0,
             last_hour: 0,
-            estimator: "HyperLogLog++ p=14",
-            relative_error: 0.008125,
+            estimator: query::sketch::HLL_ESTIMATOR,
+            relative_error: query::sketch::hll_relative_error(),
         };
         let Some(clock) = self.clock else {
             return Snapshot {

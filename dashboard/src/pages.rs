@@ -527,10 +527,51 @@ pub async fn platform(
     );
     let body = format!(
         "<h1>Platform activity</h1>{bar}\
-         <section><h2>Active users</h2><div class=\"chart\" id=\"activity-chart\">{chart}</div>{t1}\
+         <section><h2>Active users</h2><div class=\"chart\" id=\"activity-chart\">{chart}</div>{t1}{c1}\
          <p class=\"meta\">Exact counts from bitmaps; the <code>_approx</code> columns are \
          HyperLogLog++ (p=14, ±0.81% standard error).</p></section>\
-         <section><h2>Photo uploads and peaks</h2><div class=\"chart\">{up_chart}</div>{t2}</section>",
+         <section><h2>Photo uploads and peaks</h2><div class=\"chart\">{up_chart}</div>{t2}{c2}</section>",
+        c1 = what_counts(
+            "activity",
+            &[
+                ("DAU", "distinct users with any event that day, exact"),
+                (
+                    "WAU",
+                    "distinct users with any event in the 7 days ending that day, exact"
+                ),
+                (
+                    "MAU",
+                    "distinct users with any event in the 30 days ending that day, exact"
+                ),
+                (
+                    "DAU/MAU",
+                    "DAU ÷ MAU: how many of the month's users came that day"
+                ),
+                (
+                    "New users",
+                    "users active that day and on no earlier day in the lake (in the segment)"
+                ),
+                (
+                    "DAU (HLL)",
+                    "DAU from HyperLogLog++ sketches, ±0.81 % (one standard error)"
+                ),
+                (
+                    "Segment",
+                    "all users, or a platform group (mobile, pc, web, other)"
+                ),
+            ],
+        ),
+        c2 = what_counts(
+            "uploads",
+            &[
+                ("Uploads", "photo_upload events, each event id once"),
+                ("Photos", "the photos those uploads carried"),
+                (
+                    "Peak second, minute, hour",
+                    "the day's busiest second, minute and hour by photos, and their photos"
+                ),
+            ],
+        ),
         bar = range_bar(
             "/platform",
             &activity,
@@ -904,9 +945,18 @@ pub(crate) async fn campaign_body(
             m
         })
         .collect();
+    // With a range, the day segments of its days only.
+    let (first, last) = (funnel["from"].as_str(), funnel["to"].as_str());
     let by_segment: Vec<Value> = rows(&funnel)
         .into_iter()
         .filter(|r| r["breakdown"] != "total")
+        .filter(|r| {
+            r["breakdown"] != "day"
+                || !in_range
+                || r["segment"]
+                    .as_str()
+                    .is_some_and(|d| first.is_none_or(|f| d >= f) && last.is_none_or(|l| d <= l))
+        })
         .collect();
     // Per platform and per region, each segment's conversion from the first step to the last
     // (the twelve largest segments).

@@ -375,9 +375,11 @@ pub(crate) fn advertiser_report(id: &str, currency: &str) -> Daily<'static> {
          bitmap_count(bitmap_union(reach_bitmap)) AS unique_reach, \
          CAST(sum(impressions) AS DOUBLE) / NULLIF(bitmap_count(bitmap_union(reach_bitmap)), 0) \
          AS frequency, round(hll_count(hll_merge(reach_hll))) AS unique_reach_approx, \
-         'HyperLogLog++ p=14' AS unique_reach_estimator, \
-         0.008125 AS unique_reach_relative_error",
-        cur = lit(currency)
+         {est} AS unique_reach_estimator, \
+         {rse} AS unique_reach_relative_error",
+        cur = lit(currency),
+        est = lit(query::sketch::HLL_ESTIMATOR),
+        rse = query::sketch::hll_relative_error(),
     );
     Daily {
         name: "advertiser",
@@ -635,7 +637,13 @@ pub(crate) async fn funnel_value(
     let campaign = format!("campaign_id = {}", lit(id));
     let newest = latest(&view, CAMPAIGN_DAYS, &campaign).await?;
     let (from, to) = days(params, newest)?;
-    let range = day_filter(from, to);
+    // A preset over a campaign with no days yet covers nothing (not every day).
+    let nothing = params.range.is_some() && newest.is_none();
+    let range = if nothing {
+        " AND FALSE".to_string()
+    } else {
+        day_filter(from, to)
+    };
     let mut daily = view
         .rows(
             &format!(
@@ -663,7 +671,9 @@ pub(crate) async fn funnel_value(
     let mut reach = reach;
     reach["estimator"] = json!(query::sketch::HLL_ESTIMATOR);
     reach["hll_relative_error"] = json!(query::sketch::hll_relative_error());
-    let range_rows = if ranged(params) {
+    let range_rows = if nothing {
+        Value::Array(Vec::new())
+    } else if ranged(params) {
         Value::Array(
             view.rows(&range_funnel_sql(id, from, to), &["funnels"])
                 .await?,

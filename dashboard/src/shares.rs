@@ -211,6 +211,24 @@ async fn shared(state: &State, secret: &str, password: Option<String>) -> Respon
             StatusCode::UNAUTHORIZED,
             "<p class=\"error\">Wrong password.</p>",
         ),
+        Ok(Opened::LockedOut { retry_after_s }) => {
+            let mut r = password_form(
+                secret,
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "<p class=\"error\">Too many wrong passwords for this link: try again in \
+                     {}.</p>",
+                    match (retry_after_s + 59) / 60 {
+                        1 => "a minute".to_string(),
+                        n => format!("{n} minutes"),
+                    }
+                ),
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_s.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            r
+        }
         Ok(Opened::Gone) => plain(
             StatusCode::NOT_FOUND,
             "Link not valid",

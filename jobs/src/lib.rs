@@ -370,10 +370,15 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
             Job::Accounts => accounts::run(&ctx).await?,
             Job::Advertisers => advertisers::run(&ctx).await?,
         };
+        // The job's figures are committed: a revision record that fails is logged, and the
+        // run goes on.
         if !up_to_date {
-            let n = revisions::record(&opts.lake, job, opts.tz, opts.full, was).await?;
-            if n > 0 {
-                tracing::info!(job = job.name(), revisions = n, "complete figures revised");
+            match revisions::record(&opts.lake, job, opts.tz, opts.full, was).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(job = job.name(), revisions = n, "complete figures revised")
+                }
+                Err(e) => tracing::warn!(job = job.name(), error = %e, "revisions not recorded"),
             }
         }
         let s = Summary {

@@ -5,8 +5,9 @@
 //! opened at their current versions; after it, every complete figure whose value the run
 //! changed is appended to `metrics/revisions` with the figure before and after, the job's
 //! versions and why it was recomputed (late events, a registry change, a follower baseline,
-//! a full recompute). Only the days the run rewrote are compared, so a run every few seconds
-//! reads a few rows. The record is written after the job's own commit: a process killed
+//! a full recompute). Of the daily tables the jobs rewrite by day, only the days the run
+//! rewrote are compared, so a run every few seconds reads a few rows; the campaigns job
+//! rewrites its tables whole, and all their complete rows are compared. The record is written after the job's own commit: a process killed
 //! between the two loses that run's revisions, never a figure.
 
 use std::collections::{BTreeSet, HashMap};
@@ -214,6 +215,12 @@ pub async fn record(
         for key in keys {
             let b = before_rows.get(key);
             let a = after_rows.get(key);
+            if !spec.daily {
+                let due = b.or(a).and_then(|r| r[spec.measures.len()]);
+                if due.is_none_or(|due| due > (watermark * 1000) as f64) {
+                    continue;
+                }
+            }
             for (m, metric) in spec.measures.iter().enumerate() {
                 let bv = b.and_then(|r| r[m]);
                 let av = a.and_then(|r| r[m]);
@@ -301,10 +308,10 @@ fn complete_filter(
     tz: query::tz::ReportTz,
     touched: Option<&BTreeSet<String>>,
 ) -> Option<String> {
+    // Milestones: every row; which are complete is decided per row from the start it had
+    // before the run (a campaign's new start must not make a passed milestone look open).
     if !spec.daily {
-        return Some(format!(
-            "CAST(start AS BIGINT) + after_seconds * 1000000 <= {watermark_us}"
-        ));
+        return Some("TRUE".to_string());
     }
     // The last day whose end the watermark had passed.
     let last = LocalClock::new(tz).day(watermark_us) - 1;
@@ -359,11 +366,15 @@ async fn figures(
             .collect();
         parts.join(" || ', ' || ")
     };
-    let measures: Vec<String> = spec
+    let mut measures: Vec<String> = spec
         .measures
         .iter()
         .map(|m| format!("CAST({m} AS DOUBLE)"))
         .collect();
+    // A milestone's instant (µs), after the measures.
+    if !spec.daily {
+        measures.push("CAST(CAST(start AS BIGINT) + after_seconds * 1000000 AS DOUBLE)".into());
+    }
     let sql = format!(
         "SELECT {entity}, {day}, {key}, {} FROM t WHERE {filter}",
         measures.join(", ")
@@ -378,7 +389,7 @@ async fn figures(
         let k = arrow::compute::cast(b.column(2), &DataType::Utf8)?;
         let k = k.as_string::<i32>();
         for i in 0..b.num_rows() {
-            let values = (0..spec.measures.len())
+            let values = (0..spec.measures.len() + usize::from(!spec.daily))
                 .map(|m| {
                     let c = b.column(3 + m).as_primitive::<Float64Type>();
                     c.is_valid(i).then(|| c.value(i))

@@ -1,12 +1,17 @@
 //! Distinct-user sketches that merge across days: HyperLogLog++ (approximate) and roaring
 //! bitmaps (exact), both stored as binary columns of the metric tables.
 //!
-//! The HLL++ hash is xxHash64 with seed 0 over the value's little-endian bytes: the same on
-//! every process, machine and version, so sketches stored today merge with tomorrow's.
+//! The HLL++ sketch is our own (Heule, Nunkesser and Hall, "HyperLogLog in Practice", 2013):
+//! 2^14 six-bit registers, a sparse list of 25-bit codes while few users are in it, and
+//! Ertl's improved estimator over the registers ("New cardinality estimation algorithms for
+//! HyperLogLog sketches", 2017), which needs no empirical bias tables. The hash is xxHash64
+//! with seed 0 over the value's little-endian bytes: the same on every process, machine and
+//! version, so sketches stored today merge with tomorrow's. The byte format (docs/metrics.md,
+//! "Sketch formats") is versioned by its magic; sketches written before it (`SPH1`, the
+//! hyperloglogplus crate's serialization) are still read.
 
 use std::hash::{BuildHasher, Hasher};
 
-use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +22,28 @@ pub fn hll_relative_error() -> f64 {
     1.04 / ((1u64 << HLL_PRECISION) as f64).sqrt()
 }
 /// The estimator's name, stated beside every approximate number.
-pub const HLL_ESTIMATOR: &str = "HyperLogLog++ p=14 (xxHash64 seed 0)";
+pub const HLL_ESTIMATOR: &str =
+    "HyperLogLog++ p=14, sparse p'=25, Ertl's improved estimator (xxHash64 seed 0)";
 
-const MAGIC: &[u8; 4] = b"SPH1";
+/// The current format's magic.
+const MAGIC: &[u8; 4] = b"SPH2";
+/// The magic of sketches written by spacepulse before its own format (read only).
+const LEGACY_MAGIC: &[u8; 4] = b"SPH1";
+/// The legacy layout's sizes at p = 14: registers, its sparse registers (2^24), and its sparse
+/// list's largest size in bytes (4 × 2^14 / 5).
+const LEGACY_COUNTS: (usize, usize, usize) = (1 << 14, 1 << 24, 13_107);
+
+/// Registers.
+const M: usize = 1 << HLL_PRECISION;
+/// A register's largest value: the 50 bits after the index all zero, plus one.
+const MAX_RANK: u8 = 64 - HLL_PRECISION + 1;
+/// The sparse list's largest size, in varint bytes, before the sketch turns to registers: the
+/// size of the registers packed in six bits.
+const SPARSE_MAX_BYTES: usize = M * 6 / 8;
+/// New codes kept unsorted before they are folded into the sparse list.
+const PENDING_MAX: usize = 1024;
+/// Registers of HLL++'s sparse precision p' (linear counting while sparse).
+const SPARSE_M: usize = 1 << SPARSE_PRECISION;
 
 /// A `BuildHasher` whose hash is xxHash64(seed 0) of the little-endian bytes written.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -61,14 +85,13 @@ impl BuildHasher for StableHash {
     }
 }
 
-/// An HLL++ sketch of user ids.
-#[derive(Clone, Debug)]
-pub struct Hll(HyperLogLogPlus<u64, StableHash>);
-
-impl Default for Hll {
-    fn default() -> Self {
-        Self::new()
-    }
+/// An HLL++ sketch of user ids: sparse (sorted distinct codes, plus new codes not yet folded
+/// in) until its list would outgrow its registers, then 2^14 registers.
+#[derive(Clone, Debug, Default)]
+pub struct Hll {
+    sparse: Vec<u32>,
+    pending: Vec<u32>,
+    registers: Option<Box<[u8]>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,47 +104,396 @@ pub enum SketchError {
     BadBitmap(String),
 }
 
+fn bad_hll<T>(why: &str) -> Result<T, SketchError> {
+    Err(SketchError::BadHll(why.to_string()))
+}
+
+/// The register index and value of a 64-bit hash.
+#[inline]
+fn rank(hash: u64) -> (usize, u8) {
+    let p = u32::from(HLL_PRECISION);
+    let index = (hash >> (64 - p)) as usize;
+    let value = ((hash << p) | (1 << (p - 1))).leading_zeros() + 1;
+    (index, value as u8)
+}
+
+/// The varint bytes of the sparse list `codes` (sorted, distinct).
+fn sparse_bytes(codes: &[u32]) -> usize {
+    let mut last = 0;
+    codes
+        .iter()
+        .map(|&c| {
+            let n = varint_len(c - last);
+            last = c;
+            n
+        })
+        .sum()
+}
+
+/// Linear counting over the sparse registers.
+fn linear_count(n: usize) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    SPARSE_M as f64 * (SPARSE_M as f64 / (SPARSE_M - n) as f64).ln()
+}
+
+/// Ertl's improved raw estimator over `registers` (each 0..=51).
+fn ertl(registers: &[u8]) -> f64 {
+    let q = usize::from(MAX_RANK) - 1;
+    let mut c = [0u32; 64];
+    for &r in registers {
+        c[usize::from(r.min(MAX_RANK))] += 1;
+    }
+    let m = registers.len() as f64;
+    let mut z = m * tau(1.0 - f64::from(c[q + 1]) / m);
+    for k in (1..=q).rev() {
+        z = 0.5 * (z + f64::from(c[k]));
+    }
+    z += m * sigma(f64::from(c[0]) / m);
+    if !z.is_finite() {
+        return 0.0;
+    }
+    m * m / (2.0 * std::f64::consts::LN_2 * z)
+}
+
+fn sigma(x: f64) -> f64 {
+    if x == 1.0 {
+        return f64::INFINITY;
+    }
+    let (mut x, mut y, mut z) = (x, 1.0, x);
+    loop {
+        x *= x;
+        let before = z;
+        z += x * y;
+        y += y;
+        if z == before {
+            return z;
+        }
+    }
+}
+
+fn tau(x: f64) -> f64 {
+    if x == 0.0 || x == 1.0 {
+        return 0.0;
+    }
+    let (mut x, mut y, mut z) = (x, 1.0, 1.0 - x);
+    loop {
+        x = x.sqrt();
+        let before = z;
+        y *= 0.5;
+        z -= (1.0 - x).powi(2) * y;
+        if z == before {
+            return z / 3.0;
+        }
+    }
+}
+
+/// Merges sorted distinct `b` into sorted distinct `a`.
+fn union_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// The registers the sparse codes set.
+fn registers_of(codes: &[u32]) -> Box<[u8]> {
+    let mut r = vec![0u8; M].into_boxed_slice();
+    for &c in codes {
+        let (index, value) = decode(c);
+        r[index] = r[index].max(value as u8);
+    }
+    r
+}
+
 impl Hll {
     pub fn new() -> Self {
-        Self(HyperLogLogPlus::new(HLL_PRECISION, StableHash).expect("valid precision"))
+        Self::default()
     }
 
     #[inline]
     pub fn insert(&mut self, user: u64) {
-        self.0.insert(&user);
+        let hash = xxhash_rust::xxh64::xxh64(&user.to_le_bytes(), 0);
+        match &mut self.registers {
+            Some(r) => {
+                let (index, value) = rank(hash);
+                r[index] = r[index].max(value);
+            }
+            None => {
+                self.pending.push(sparse_code(hash));
+                if self.pending.len() >= PENDING_MAX {
+                    self.fold();
+                }
+            }
+        }
+    }
+
+    /// Folds the new codes into the sparse list, turning to registers past its size.
+    fn fold(&mut self) {
+        if self.pending.is_empty() || self.registers.is_some() {
+            self.pending.clear();
+            return;
+        }
+        self.pending.sort_unstable();
+        self.pending.dedup();
+        self.sparse = union_sorted(&self.sparse, &self.pending);
+        self.pending.clear();
+        if sparse_bytes(&self.sparse) > SPARSE_MAX_BYTES {
+            self.densify();
+        }
+    }
+
+    fn densify(&mut self) {
+        if self.registers.is_none() {
+            self.pending.sort_unstable();
+            let codes = union_sorted(&self.sparse, &self.pending);
+            self.registers = Some(registers_of(&codes));
+            self.sparse = Vec::new();
+            self.pending = Vec::new();
+        }
     }
 
     pub fn merge(&mut self, other: &Hll) -> Result<(), SketchError> {
-        self.0.merge(&other.0).map_err(|_| SketchError::Precision)
+        match (&mut self.registers, &other.registers) {
+            (Some(mine), Some(theirs)) => {
+                for (a, b) in mine.iter_mut().zip(theirs.iter()) {
+                    *a = (*a).max(*b);
+                }
+            }
+            (Some(mine), None) => {
+                for &c in other.sparse.iter().chain(&other.pending) {
+                    let (index, value) = decode(c);
+                    mine[index] = mine[index].max(value as u8);
+                }
+            }
+            (None, Some(_)) => {
+                self.densify();
+                return self.merge(other);
+            }
+            (None, None) => {
+                self.pending.extend_from_slice(&other.sparse);
+                self.pending.extend_from_slice(&other.pending);
+                self.fold();
+            }
+        }
+        Ok(())
     }
 
-    /// The estimated number of distinct values.
+    /// The estimated number of distinct values: linear counting over the sparse registers
+    /// while sparse, Ertl's estimator over the registers after.
     pub fn estimate(&mut self) -> f64 {
-        self.0.count()
+        self.fold();
+        match &self.registers {
+            Some(r) => ertl(r),
+            None => linear_count(self.sparse.len()),
+        }
     }
 
-    /// The sketch's bytes: a magic, then the sketch. Deterministic for equal input: the
-    /// temporary set is folded into the sparse list (which `count` does) before writing.
+    /// The sketch's bytes (docs/metrics.md, "Sketch formats"): `SPH2`, the precision, then
+    /// `0` and the sparse list (a little-endian u32 count and the codes' differences as
+    /// LEB128 varints) or `1` and the 2^14 registers, a byte each. Equal sketches have equal
+    /// bytes.
     pub fn to_bytes(&mut self) -> Vec<u8> {
-        self.0.count();
+        self.fold();
         let mut out = MAGIC.to_vec();
-        out.extend(postcard::to_allocvec(&self.0).expect("serialize HLL"));
+        out.push(HLL_PRECISION);
+        match &self.registers {
+            Some(r) => {
+                out.push(1);
+                out.extend_from_slice(r);
+            }
+            None => {
+                out.push(0);
+                out.extend_from_slice(&(self.sparse.len() as u32).to_le_bytes());
+                let mut last = 0u32;
+                for &c in &self.sparse {
+                    let mut v = c - last;
+                    while v >= 0x80 {
+                        out.push((v as u8 & 0x7f) | 0x80);
+                        v >>= 7;
+                    }
+                    out.push(v as u8);
+                    last = c;
+                }
+            }
+        }
         out
     }
 
+    /// Reads a sketch in the current format or the legacy one, refusing anything a sketch of
+    /// this precision never holds (bytes may come from a request).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SketchError> {
-        let body = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| SketchError::BadHll("wrong magic".into()))?;
-        // The layout is checked before the crate sees it: its sizes and indexes come from
-        // these bytes, and a crafted size makes it allocate or index without bound.
+        if let Some(body) = bytes.strip_prefix(LEGACY_MAGIC.as_slice()) {
+            return Self::from_legacy(body);
+        }
+        let Some(body) = bytes.strip_prefix(MAGIC.as_slice()) else {
+            return bad_hll("wrong magic");
+        };
+        match body {
+            [p, ..] if *p != HLL_PRECISION => Err(SketchError::Precision),
+            [_, 1, registers @ ..] => {
+                if registers.len() != M {
+                    return bad_hll("registers of another size");
+                }
+                if registers.iter().any(|&r| r > MAX_RANK) {
+                    return bad_hll("a register past its largest value");
+                }
+                Ok(Self {
+                    registers: Some(registers.into()),
+                    ..Self::default()
+                })
+            }
+            [_, 0, n0, n1, n2, n3, list @ ..] => {
+                let n = u32::from_le_bytes([*n0, *n1, *n2, *n3]) as usize;
+                if list.len() > SPARSE_MAX_BYTES || n > list.len() {
+                    return bad_hll("a sparse list longer than a sparse sketch holds");
+                }
+                let codes = decode_list(list)?;
+                if codes.len() != n {
+                    return bad_hll("the sparse list does not decode to its count");
+                }
+                Ok(Self {
+                    sparse: codes,
+                    ..Self::default()
+                })
+            }
+            _ => bad_hll("neither sparse nor registers"),
+        }
+    }
+
+    /// A sketch written as the hyperloglogplus crate's serialization.
+    fn from_legacy(body: &[u8]) -> Result<Self, SketchError> {
         let layout: Layout =
             postcard::from_bytes(body).map_err(|e| SketchError::BadHll(e.to_string()))?;
         layout.check()?;
-        let h: HyperLogLogPlus<u64, StableHash> =
-            postcard::from_bytes(body).map_err(|e| SketchError::BadHll(e.to_string()))?;
-        Ok(Self(h))
+        let mut h = Self::new();
+        match &layout.registers {
+            Some(r) => {
+                let mut registers = vec![0u8; M].into_boxed_slice();
+                for (i, reg) in registers.iter_mut().enumerate() {
+                    let value = (r.buf[i / 5] >> ((i % 5) * 6)) & 0x3f;
+                    *reg = (value as u8).min(MAX_RANK);
+                }
+                h.registers = Some(registers);
+            }
+            None => h.sparse = decode_list(&layout.sparse.buf)?,
+        }
+        h.merge(&Self {
+            pending: layout.tmpset.clone(),
+            ..Self::default()
+        })?;
+        Ok(h)
     }
+
+    /// The sketch of `users`, equal (byte for byte once serialized) to inserting them one by
+    /// one, in one sort.
+    pub fn of_users(users: &[u64]) -> Self {
+        Self::of_codes(&codes_of(users))
+    }
+
+    /// The sketch whose sparse list is `codes` (sorted, distinct).
+    pub fn of_codes(codes: &[u32]) -> Self {
+        if codes_are_dense(codes) {
+            return Self {
+                registers: Some(registers_of(codes)),
+                ..Self::default()
+            };
+        }
+        Self {
+            sparse: codes.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    /// The sketch in registers, as a merge into registers would set them. Merges of dense
+    /// sketches are a pass over the registers.
+    pub fn to_dense(&self) -> Result<Self, SketchError> {
+        let mut h = self.clone();
+        h.densify();
+        Ok(h)
+    }
+
+    /// The sketch's sparse list of codes (sorted, distinct), or `None` once it uses registers.
+    pub fn sparse_codes(&mut self) -> Option<Vec<u32>> {
+        self.fold();
+        self.registers.is_none().then(|| self.sparse.clone())
+    }
+}
+
+/// The codes of a sparse list: LEB128 differences, strictly increasing, each a code
+/// [`sparse_code`] can make.
+fn decode_list(list: &[u8]) -> Result<Vec<u32>, SketchError> {
+    let mut out = Vec::with_capacity(list.len() / 2);
+    let (mut last, mut v, mut shift) = (0u32, 0u32, 0u32);
+    for &b in list {
+        if shift > 28 {
+            return bad_hll("bad varint in the sparse list");
+        }
+        v |= u32::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            if !out.is_empty() && v == 0 {
+                return bad_hll("sparse codes not increasing");
+            }
+            last = last
+                .checked_add(v)
+                .filter(|&c| valid_code(c))
+                .ok_or_else(|| SketchError::BadHll("sparse code out of range".into()))?;
+            out.push(last);
+            (v, shift) = (0, 0);
+        } else {
+            shift += 7;
+        }
+    }
+    if shift != 0 {
+        return bad_hll("a varint cut short");
+    }
+    Ok(out)
+}
+
+/// Whether the sketch of the sparse list `codes` (sorted, distinct) holds registers: its list
+/// is past the sparse size. A superset of such a list is past it too (inserting a code splits
+/// one difference into two, never fewer varint bytes).
+pub fn codes_are_dense(codes: &[u32]) -> bool {
+    sparse_bytes(codes) > SPARSE_MAX_BYTES
+}
+
+/// The estimate of the sketch whose sparse list is `codes` (sorted, distinct): exactly
+/// `Hll::of_codes(codes).estimate()`, without keeping the list.
+pub fn estimate_of_codes<I: Iterator<Item = u32> + Clone>(codes: I) -> f64 {
+    let (mut n, mut bytes, mut last) = (0usize, 0usize, 0u32);
+    for c in codes.clone() {
+        n += 1;
+        bytes += varint_len(c - last);
+        last = c;
+    }
+    if bytes <= SPARSE_MAX_BYTES {
+        return linear_count(n);
+    }
+    let mut r = vec![0u8; M];
+    for c in codes {
+        let (index, value) = decode(c);
+        r[index] = r[index].max(value as u8);
+    }
+    ertl(&r)
 }
 
 /// Whether `code` is a sparse code [`sparse_code`] can make: a 25-bit index, and with the flag
@@ -140,8 +512,8 @@ impl Layout {
     /// of range, a sparse list that does not decode to its count, registers of another size.
     fn check(&self) -> Result<(), SketchError> {
         let bad = |m: &str| Err(SketchError::BadHll(m.to_string()));
-        let (m, _, threshold) = counts();
-        if self.precision != HLL_PRECISION || self.counts != counts() {
+        let (m, _, threshold) = LEGACY_COUNTS;
+        if self.precision != HLL_PRECISION || self.counts != LEGACY_COUNTS {
             return bad("precision or sizes are not those of precision 14");
         }
         if self.tmpset.len() > m || !self.tmpset.iter().all(|&c| valid_code(c)) {
@@ -150,27 +522,10 @@ impl Layout {
         if self.sparse.buf.len() > threshold + 8 {
             return bad("sparse list longer than a sparse sketch holds");
         }
-        let (mut n, mut last, mut v, mut shift) = (0usize, 0u32, 0u32, 0u32);
-        for &b in &self.sparse.buf {
-            if shift > 28 {
-                return bad("bad varint in the sparse list");
-            }
-            v |= u32::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                if n > 0 && v == 0 {
-                    return bad("sparse codes not increasing");
-                }
-                last = last
-                    .checked_add(v)
-                    .filter(|&c| valid_code(c))
-                    .ok_or_else(|| SketchError::BadHll("sparse code out of range".into()))?;
-                n += 1;
-                (v, shift) = (0, 0);
-            } else {
-                shift += 7;
-            }
-        }
-        if shift != 0 || n != self.sparse.count || last != self.sparse.last {
+        let codes = decode_list(&self.sparse.buf)?;
+        if codes.len() != self.sparse.count
+            || codes.last().copied().unwrap_or(0) != self.sparse.last
+        {
             return bad("the sparse list does not decode to its count");
         }
         if let Some(r) = &self.registers {
@@ -191,13 +546,13 @@ impl Layout {
     }
 }
 
-/// The crate's serialized layout of a sketch (postcard writes a struct's fields in order,
-/// without names), mirrored so that a sketch can be built from, and read as, its sparse list
-/// of hash codes: the crate inserts one value at a time and folds its buffer of new codes
-/// into the sparse list every ~130 inserts, a pass over the whole list each time.
+/// The legacy `SPH1` body: hyperloglogplus 0.4.1's `HyperLogLogPlus<u64, _>` as postcard wrote it
+/// (a struct's fields in order, without names), which spacepulse stored before it had a format
+/// of its own. Read only, and checked before use, so that sketches in existing lakes still
+/// merge with new ones.
 #[derive(Serialize, Deserialize)]
 struct Layout {
-    builder: StableHash,
+    builder: (),
     precision: u8,
     counts: (usize, usize, usize),
     tmpset: Vec<u32>,
@@ -255,20 +610,13 @@ pub fn codes_of(users: &[u64]) -> Vec<u32> {
     codes
 }
 
-/// The crate's sizes: registers, sparse registers, and the sparse list's largest size in
-/// bytes (past it the sketch turns to registers).
-fn counts() -> (usize, usize, usize) {
-    static COUNTS: std::sync::OnceLock<(usize, usize, usize)> = std::sync::OnceLock::new();
-    *COUNTS.get_or_init(|| Layout::empty().counts)
-}
-
 /// The bytes of `v` as a varint (the sparse list's encoding of a difference).
 fn varint_len(v: u32) -> usize {
     (32 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-/// The register index and value (leading zeros plus one) that the crate decodes from a
-/// sparse code at the sketch's precision.
+/// The register index and value (leading zeros plus one) of a sparse code at the sketch's
+/// precision.
 fn decode(code: u32) -> (usize, u32) {
     let p = u32::from(HLL_PRECISION);
     if code & 1 == 1 {
@@ -280,146 +628,6 @@ fn decode(code: u32) -> (usize, u32) {
             index as usize,
             (code << (32 - SPARSE_PRECISION + p - 1)).leading_zeros() + 1,
         )
-    }
-}
-
-/// Whether the sketch of the sparse list `codes` (sorted, distinct) holds registers: its list
-/// is past the crate's sparse threshold. A superset of such a list is past it too (inserting a
-/// code splits one difference into two, never fewer varint bytes).
-pub fn codes_are_dense(codes: &[u32]) -> bool {
-    let (_, _, threshold) = counts();
-    let mut last = 0;
-    let mut bytes = 0;
-    for &c in codes {
-        bytes += varint_len(c - last);
-        last = c;
-        if bytes > threshold {
-            return true;
-        }
-    }
-    false
-}
-
-/// The estimate of the sketch whose sparse list is `codes` (sorted, distinct): exactly
-/// `Hll::of_codes(codes).estimate()`, without building the sketch. While the list is sparse,
-/// the crate's estimate is linear counting over the sparse registers (a count of codes);
-/// past the threshold, the estimate of the registers the codes set.
-pub fn estimate_of_codes<I: Iterator<Item = u32> + Clone>(codes: I) -> f64 {
-    let (m, sparse_m, threshold) = counts();
-    let (mut n, mut bytes, mut last) = (0usize, 0usize, 0u32);
-    for c in codes.clone() {
-        n += 1;
-        bytes += varint_len(c - last);
-        last = c;
-    }
-    if bytes <= threshold {
-        // The crate's linear counting, operation for operation.
-        return sparse_m as f64 * (sparse_m as f64 / (sparse_m - n) as f64).ln();
-    }
-    let mut buf = vec![0u32; m.div_ceil(5)];
-    let mut zeros = m;
-    for c in codes {
-        let (index, value) = decode(c);
-        let (word, shift) = (index / 5, (index % 5) * 6);
-        let current = (buf[word] >> shift) & 0x3f;
-        if value > current {
-            if current == 0 {
-                zeros -= 1;
-            }
-            buf[word] = (buf[word] & !(0x3f << shift)) | (value << shift);
-        }
-    }
-    Layout::dense(buf, zeros).estimate()
-}
-
-impl Layout {
-    fn of(h: &HyperLogLogPlus<u64, StableHash>) -> Self {
-        postcard::from_bytes(&postcard::to_allocvec(h).expect("serialize HLL"))
-            .expect("the crate's layout")
-    }
-
-    /// The layout of an empty sketch.
-    fn empty() -> Self {
-        Self::of(&Hll::new().0)
-    }
-
-    /// The sketch in registers `buf` (six-bit registers, five to a 32-bit word) of which
-    /// `zeros` are 0.
-    fn dense(buf: Vec<u32>, zeros: usize) -> Hll {
-        let mut layout = Self::empty();
-        let count = layout.counts.0;
-        layout.registers = Some(RegistersLayout { buf, count, zeros });
-        layout.into_hll()
-    }
-
-    /// The sketch with this layout.
-    fn into_hll(self) -> Hll {
-        let bytes = postcard::to_allocvec(&self).expect("serialize HLL");
-        Hll(postcard::from_bytes(&bytes).expect("the crate's layout"))
-    }
-}
-
-impl Hll {
-    /// The sketch of `users`, equal (byte for byte once serialized) to inserting them one by
-    /// one, in one sort instead of the crate's repeated passes.
-    pub fn of_users(users: &[u64]) -> Self {
-        Self::of_codes(&codes_of(users))
-    }
-
-    /// The sketch whose sparse list is `codes` (sorted, distinct).
-    pub fn of_codes(codes: &[u32]) -> Self {
-        let mut layout = Layout::empty();
-        let mut buf = Vec::with_capacity(codes.len() * 2 + 8);
-        let mut last = 0u32;
-        for &c in codes {
-            let mut v = c - last;
-            while v >= 0x80 {
-                buf.push((v as u8 & 0x7f) | 0x80);
-                v >>= 7;
-            }
-            buf.push(v as u8);
-            last = c;
-        }
-        layout.sparse = SparseLayout {
-            count: codes.len(),
-            last,
-            buf,
-        };
-        // The crate folds the list on its first estimate or serialization (turning it into
-        // registers if it is past the sparse threshold), as after its own inserts.
-        layout.into_hll()
-    }
-
-    /// The sketch in registers (the crate's dense form), with the same registers the crate's
-    /// merge into a dense sketch would set. Merges of dense sketches are a pass over the
-    /// registers; merges of sparse ones hash every code into a set.
-    pub fn to_dense(&self) -> Result<Self, SketchError> {
-        let count = counts().0;
-        let mut h = Layout::dense(vec![0; count.div_ceil(5)], count);
-        h.merge(self)?;
-        Ok(h)
-    }
-
-    /// The sketch's sparse list of codes (sorted, distinct), or `None` once it uses registers.
-    pub fn sparse_codes(&mut self) -> Option<Vec<u32>> {
-        self.0.count();
-        let layout = Layout::of(&self.0);
-        if layout.registers.is_some() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(layout.sparse.count);
-        let (mut last, mut v, mut shift) = (0u32, 0u32, 0);
-        for b in layout.sparse.buf {
-            v |= u32::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                last += v;
-                out.push(last);
-                (v, shift) = (0, 0);
-            } else {
-                shift += 7;
-            }
-        }
-        Some(out)
     }
 }
 
@@ -615,8 +823,8 @@ mod tests {
     fn a_sketch_built_in_bulk_is_the_sketch_built_by_inserts() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut ids: Vec<u64> = Vec::new();
-        // Past the sparse threshold (about 6,500 codes at p = 14) and well under it.
-        for n in [0usize, 1, 100, 3_000, 6_000, 7_000, 40_000] {
+        // Past the sparse size (about 6,000 codes at p = 14) and well under it.
+        for n in [0usize, 1, 100, 3_000, 5_000, 8_000, 40_000] {
             while ids.len() < n {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -635,10 +843,10 @@ mod tests {
             assert_eq!(estimate_of_codes(codes.iter().copied()), bulk.estimate());
             match bulk.sparse_codes() {
                 Some(codes) => {
-                    assert!(n <= 7_000, "{n} users are past the threshold");
+                    assert!(n <= 5_000, "{n} users are past the threshold");
                     assert_eq!(Hll::of_codes(&codes).to_bytes(), bulk.to_bytes());
                 }
-                None => assert!(n >= 6_000, "{n} users are under the threshold"),
+                None => assert!(n >= 8_000, "{n} users are under the threshold"),
             }
         }
         assert!(Hll::of_users(&ids).sparse_codes().is_none());
@@ -654,6 +862,10 @@ mod tests {
         assert_eq!(dense.to_bytes(), merged.to_bytes());
         assert_eq!(big.to_dense().unwrap().to_bytes(), big.to_bytes());
         assert_eq!(Hll::of_users(&ids[..10]).sparse_codes().unwrap().len(), 10);
+        // Two sparse sketches merge into the sketch of the union, turning dense past the size.
+        let mut halves = Hll::of_users(&ids[..4_000]);
+        halves.merge(&Hll::of_users(&ids[4_000..8_000])).unwrap();
+        assert_eq!(halves.to_bytes(), Hll::of_users(&ids[..8_000]).to_bytes());
     }
 
     #[test]
@@ -676,54 +888,185 @@ mod tests {
         }
         let bytes = a.to_bytes();
         assert_eq!(bytes, a.clone().to_bytes(), "deterministic bytes");
+        assert_eq!(&bytes[..6], b"SPH2\x0e\x01");
         let mut a2 = Hll::from_bytes(&bytes).unwrap();
         a2.merge(&Hll::from_bytes(&b.to_bytes()).unwrap()).unwrap();
         let est = a2.estimate();
         let rse = hll_relative_error();
         assert!((est - 75_000.0).abs() < 3.0 * rse * 75_000.0, "{est}");
         assert!(Hll::from_bytes(b"nope").is_err());
+        let mut empty = Hll::new();
+        assert_eq!(empty.estimate(), 0.0);
+        assert_eq!(Hll::from_bytes(&empty.to_bytes()).unwrap().estimate(), 0.0);
+        let mut small = Hll::of_users(&[7, 8, 9]);
+        assert_eq!(small.estimate().round(), 3.0);
+        assert_eq!(&small.to_bytes()[..6], b"SPH2\x0e\x00");
     }
 
-    /// Bytes from a request never make the sketch crate allocate without bound, index out of
-    /// range or panic: a crafted size is refused, and every one-byte change of a sparse and a
-    /// dense sketch either is refused or reads as a sketch that merges and estimates.
+    /// Ertl's estimator stays within the stated error from a thousand to ten million users,
+    /// across the sparse-to-registers switch and the range where raw HLL is biased.
+    #[test]
+    fn estimates_are_within_the_stated_error() {
+        let rse = hll_relative_error();
+        for n in [
+            1_000u64, 6_000, 10_000, 20_000, 40_000, 80_000, 300_000, 1_000_000, 10_000_000,
+        ] {
+            let mut h = Hll::new();
+            for u in 0..n {
+                h.insert(u.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            }
+            let e = h.estimate();
+            let err = (e - n as f64).abs() / n as f64;
+            assert!(err < 3.0 * rse, "{n}: {e} ({:.3} %)", err * 100.0);
+        }
+    }
+
+    /// Sketches stored as the hyperloglogplus crate's serialization (`SPH1`, written by
+    /// spacepulse before its own format; these were made by `hll_sketch` over the values
+    /// 0..300 and 0..20000) read as the sketches of the same values today: the same codes,
+    /// the same registers, so they merge with new ones.
+    #[test]
+    fn legacy_sketches_read_as_ours() {
+        let hex = |s: &str| -> Vec<u8> {
+            let s = s.trim();
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        for (file, n, crate_estimate) in [
+            (
+                include_str!("../testdata/hll_sph1_0_to_300.hex"),
+                300u64,
+                300.0026822419223,
+            ),
+            (
+                include_str!("../testdata/hll_sph1_0_to_20000.hex"),
+                20_000,
+                19926.506873402504,
+            ),
+        ] {
+            let bytes = hex(file);
+            assert_eq!(&bytes[..4], LEGACY_MAGIC);
+            let mut old = Hll::from_bytes(&bytes).unwrap();
+            let mut now = Hll::of_users(&(0..n).collect::<Vec<_>>());
+            assert_eq!(old.to_bytes(), now.to_bytes(), "0..{n}");
+            let e = old.estimate();
+            assert!(
+                (e - crate_estimate).abs() / crate_estimate < 0.01,
+                "{e} vs {crate_estimate}"
+            );
+            assert!(
+                (e - n as f64).abs() < 3.0 * hll_relative_error() * n as f64,
+                "{e}"
+            );
+            now.merge(&old).unwrap();
+        }
+    }
+
+    /// The legacy layout of a sketch, as the crate wrote it.
+    fn legacy(h: &mut Hll) -> Layout {
+        let codes = h.sparse_codes();
+        let mut l = Layout {
+            builder: (),
+            precision: HLL_PRECISION,
+            counts: LEGACY_COUNTS,
+            tmpset: Vec::new(),
+            sparse: SparseLayout {
+                count: 0,
+                last: 0,
+                buf: Vec::new(),
+            },
+            registers: None,
+            phantom: (),
+        };
+        match codes {
+            Some(codes) => {
+                let bytes = Hll::of_codes(&codes).to_bytes();
+                l.sparse = SparseLayout {
+                    count: codes.len(),
+                    last: codes.last().copied().unwrap_or(0),
+                    buf: bytes[10..].to_vec(),
+                };
+            }
+            None => {
+                let r = h.registers.as_ref().unwrap();
+                let mut buf = vec![0u32; M.div_ceil(5)];
+                for (i, &v) in r.iter().enumerate() {
+                    buf[i / 5] |= u32::from(v) << ((i % 5) * 6);
+                }
+                let zeros = r.iter().filter(|&&v| v == 0).count();
+                l.registers = Some(RegistersLayout {
+                    buf,
+                    count: M,
+                    zeros,
+                });
+            }
+        }
+        l
+    }
+
+    /// Bytes from a request never make a sketch allocate without bound, index out of range or
+    /// panic: a crafted size is refused, and every one-byte change of a sparse and a dense
+    /// sketch, in either format, either is refused or reads as a sketch that merges and
+    /// estimates.
     #[test]
     fn crafted_sketch_bytes_are_refused_or_harmless() {
-        let body = |h: &Hll| -> Layout { Layout::of(&h.0) };
         let bytes_of = |l: &Layout| -> Vec<u8> {
-            let mut out = MAGIC.to_vec();
+            let mut out = LEGACY_MAGIC.to_vec();
             out.extend(postcard::to_allocvec(l).unwrap());
             out
         };
         let mut sparse = Hll::of_users(&(0..300u64).collect::<Vec<_>>());
         let mut dense = Hll::of_users(&(0..40_000u64).collect::<Vec<_>>());
         for h in [&mut sparse, &mut dense] {
-            h.estimate();
-            let mut huge = body(h);
+            let good = legacy(h);
+            assert_eq!(
+                Hll::from_bytes(&bytes_of(&good)).unwrap().to_bytes(),
+                h.to_bytes()
+            );
+            let mut huge = legacy(h);
             huge.counts.0 = 1 << 60;
             assert!(
                 Hll::from_bytes(&bytes_of(&huge)).is_err(),
                 "register count 2^60"
             );
-            let mut wrong = body(h);
+            let mut wrong = legacy(h);
             wrong.precision = 4;
             assert!(Hll::from_bytes(&bytes_of(&wrong)).is_err(), "precision");
         }
-        let mut far = body(&sparse);
+        let mut far = legacy(&mut sparse);
         far.tmpset.push(u32::MAX - 1);
         assert!(
             Hll::from_bytes(&bytes_of(&far)).is_err(),
             "a code past 25 bits"
         );
-        let mut short = body(&dense);
+        let mut short = legacy(&mut dense);
         short.registers.as_mut().unwrap().buf.pop();
         assert!(
             Hll::from_bytes(&bytes_of(&short)).is_err(),
             "registers cut short"
         );
+        let mut cut = dense.to_bytes();
+        cut.pop();
+        assert!(Hll::from_bytes(&cut).is_err(), "registers cut short");
+        let mut big = dense.to_bytes();
+        big[100] = MAX_RANK + 1;
+        assert!(Hll::from_bytes(&big).is_err(), "a register past 51");
+        let mut other_p = sparse.to_bytes();
+        other_p[4] = 12;
+        assert!(matches!(
+            Hll::from_bytes(&other_p),
+            Err(SketchError::Precision)
+        ));
         let other = dense.clone();
-        for (h, reach) in [(&mut sparse, usize::MAX), (&mut dense, 96)] {
-            let good = h.to_bytes();
+        let formats: [(Vec<u8>, usize); 4] = [
+            (sparse.to_bytes(), usize::MAX),
+            (dense.to_bytes(), 96),
+            (bytes_of(&legacy(&mut sparse)), usize::MAX),
+            (bytes_of(&legacy(&mut dense)), 96),
+        ];
+        for (good, reach) in formats {
             for i in 0..good.len().min(reach) {
                 for v in [0u8, 1, 0x7f, 0x80, 0xff, good[i] ^ 0x40] {
                     let mut b = good.clone();
@@ -734,6 +1077,7 @@ mod tests {
                         m.merge(&other).unwrap();
                         let (a, c) = (x.estimate(), m.estimate());
                         assert!(a.is_finite() && c.is_finite(), "byte {i} = {v}");
+                        x.to_bytes();
                     }
                 }
             }

@@ -69,6 +69,18 @@ async function login(browser, token, viewport) {
     found.phone_overflow_px = overflow;
     if (overflow > 0) throw new Error(`the page is ${overflow}px wider than a phone`);
     await page.screenshot({ path: path.join(shots, "launch-phone.png"), fullPage: true });
+    // The range presets: the funnel of the last 7 days' users, and the campaign's exact reach.
+    await page.setViewportSize({ width: 1200, height: 900 });
+    await Promise.all([page.waitForNavigation(), page.click('.range a[href$="range=7d"]')]);
+    found.funnel_of = await page.textContent("#funnel-of");
+    if (!/fell from \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d/.test(found.funnel_of)) {
+      throw new Error("the 7-day preset shows no range funnel: " + found.funnel_of);
+    }
+    found.range_reach = num(await page.textContent('#campaign-reach [data-total="reach"]'));
+    found.range_first_step = num(await page.textContent('#funnel td[data-col="users"]'));
+    if (!(found.range_reach > 0 && found.range_first_step > 0 && found.range_first_step <= found.range_reach)) {
+      throw new Error(`7 days: reach ${found.range_reach}, first step ${found.range_first_step}`);
+    }
 
     // A share link to the campaign behind a password, opened by someone without a login.
     await page.setViewportSize({ width: 1200, height: 900 });

@@ -1390,7 +1390,7 @@ fn serve_answers_tokens_over_http() {
     let chain = |terms: usize| format!("SELECT 1{}", "+1".repeat(terms - 1));
     refused(&chain(200_000), "a 400 KB chain of +");
     refused(&chain(120_000), "a chain of + 120,000 deep");
-    // A stored sketch with its register count set near 2^60, and with single bytes changed.
+    // A stored sketch that claims more than it holds, and with single bytes changed.
     let (status, body) = http(
         &addr,
         "POST",
@@ -1401,15 +1401,19 @@ fn serve_answers_tokens_over_http() {
     assert_eq!(status, 200, "{body}");
     let hex: Value = serde_json::from_str(body.trim()).unwrap();
     let good = hex["h"].as_str().unwrap().to_string();
-    // "SPH1", the precision, then the register count as a varint (16384: 80 80 01).
-    assert_eq!(&good[..16], "535048310e808001", "the sketch layout changed");
-    // 2^60 as a varint: eight bytes of seven zero bits, then 0x10.
-    let huge = format!("{}{}10{}", &good[..10], "80".repeat(8), &good[16..]);
+    // "SPH2", the precision, 0 (sparse), then the number of codes as a little-endian u32.
+    assert_eq!(&good[..12], "535048320e00", "the sketch layout changed");
+    // A sparse list that claims 2^32 - 1 codes; a legacy ("SPH1") sketch of 2^60 registers
+    // (eight varint bytes of seven zero bits, then 0x10).
+    let huge = format!("{}ffffffff{}", &good[..12], &good[20..]);
+    let legacy = format!("535048310e{}10808001{}", "80".repeat(8), "00".repeat(16));
     for sql in [
         format!("SELECT hll_count(X'{huge}')"),
         format!("SELECT hll_count(hll_merge(s)) FROM (VALUES (X'{huge}'), (X'{good}')) AS t(s)"),
+        format!("SELECT hll_count(X'{legacy}')"),
+        format!("SELECT hll_count(hll_merge(s)) FROM (VALUES (X'{legacy}'), (X'{good}')) AS t(s)"),
     ] {
-        refused(&sql, "a sketch of 2^60 registers");
+        refused(&sql, "a sketch claiming more than it holds");
     }
     let mut rng = spacepulse_tests::Rng(7);
     for _ in 0..40 {

@@ -761,6 +761,18 @@ async fn a_share_link_opens_one_report_without_a_login_until_revoked() {
         .json(&format!("/api/v1/shares/{locked_id}"), "huawei")
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Guessing: after ten wrong passwords the link checks none, the right one included, and
+    // says when to come back.
+    for _ in 1..lake::registry::LOCKOUT_AFTER {
+        let p = send(&f, try_password("guess")).await;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    }
+    let p = send(&f, try_password("board meeting")).await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS, "{}", p.body);
+    assert!(!p.body.contains("<table"), "{}", p.body);
+    assert!(p.body.contains("Too many wrong passwords"), "{}", p.body);
+    let retry: i64 = p.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
 
     // Revoked: another tenant cannot, the owner can; the link opens no more.
     let link_id = all

@@ -22,7 +22,8 @@ pub use access::{
 };
 pub use baselines::{Baseline, BaselineImport, BaselineRow, Imported};
 pub use shares::{
-    MAX_SHARE_MS, NewShare, Opened, SHARE_PREFIX, ShareEvent, ShareLink, SharedReport, SharedSecret,
+    LOCKOUT_AFTER, LOCKOUT_WINDOW_MS, MAX_SHARE_MS, NewShare, Opened, SHARE_PREFIX, ShareEvent,
+    ShareLink, SharedReport, SharedSecret,
 };
 
 /// The registry file's name in a local lake.

@@ -137,7 +137,15 @@ pub enum Opened {
     WrongPassword,
     /// No such link, or revoked, or expired: the visitor learns nothing more.
     Gone,
+    /// Too many wrong passwords for the link lately: no password is checked until
+    /// `retry_after_s` seconds have passed.
+    LockedOut { retry_after_s: i64 },
 }
+
+/// Wrong passwords for one link within [`LOCKOUT_WINDOW_MS`] after which it takes none.
+pub const LOCKOUT_AFTER: i64 = 10;
+/// The window the wrong passwords are counted over, and how long a lockout lasts.
+pub const LOCKOUT_WINDOW_MS: i64 = 15 * 60 * 1000;
 
 const COLUMNS: &str = "id, account_id, report, target, range, from_day, to_day, \
      password IS NOT NULL, created_by, created_at_ms, expires_at_ms, revoked_at_ms";
@@ -340,6 +348,22 @@ impl Registry {
             let Some(given) = password else {
                 return Ok(Opened::NeedsPassword);
             };
+            // Guessing is slowed per link, whatever the visitor's address: after
+            // LOCKOUT_AFTER wrong passwords in the window, none is checked (nor hashed) until
+            // the oldest of them leaves it.
+            let (wrong, oldest): (i64, Option<i64>) = self.conn.query_row(
+                "SELECT count(*), min(at_ms) FROM (SELECT at_ms FROM share_audit \
+                 WHERE link_id = ?1 AND action = 'wrong password' AND at_ms > ?2 \
+                 ORDER BY seq DESC LIMIT ?3)",
+                params![link.id, at - LOCKOUT_WINDOW_MS, LOCKOUT_AFTER],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if wrong >= LOCKOUT_AFTER {
+                let until = oldest.unwrap_or(at) + LOCKOUT_WINDOW_MS;
+                return Ok(Opened::LockedOut {
+                    retry_after_s: ((until - at) as f64 / 1000.0).ceil().max(1.0) as i64,
+                });
+            }
             if !check_password(given, &stored) {
                 audit(&self.conn, &link.id, at, visitor, "wrong password")?;
                 return Ok(Opened::WrongPassword);
@@ -574,5 +598,42 @@ mod tests {
             actions(&r, &s.link.id),
             ["created", "wrong password", "opened"]
         );
+    }
+
+    #[test]
+    fn guessing_a_password_locks_the_link_for_a_while() {
+        let (_dir, r) = registry();
+        let mut n = new("ads", SharedReport::Advertiser, "ads");
+        n.password = Some("board meeting".into());
+        let s = r.create_share(&n, "t").unwrap();
+        for _ in 0..LOCKOUT_AFTER {
+            assert_eq!(
+                r.open_share(&s.secret, Some("guess"), "v").unwrap(),
+                Opened::WrongPassword
+            );
+        }
+        // Now even the right password is not checked, and the refusal says for how long.
+        match r.open_share(&s.secret, Some("board meeting"), "v").unwrap() {
+            Opened::LockedOut { retry_after_s } => {
+                assert!((1..=LOCKOUT_WINDOW_MS / 1000).contains(&retry_after_s))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a password the form is still shown; once the wrong guesses are older than
+        // the window, the right password opens it.
+        assert_eq!(
+            r.open_share(&s.secret, None, "v").unwrap(),
+            Opened::NeedsPassword
+        );
+        r.conn
+            .execute(
+                "UPDATE share_audit SET at_ms = at_ms - ?1 WHERE action = 'wrong password'",
+                params![LOCKOUT_WINDOW_MS],
+            )
+            .unwrap();
+        assert!(matches!(
+            r.open_share(&s.secret, Some("board meeting"), "v").unwrap(),
+            Opened::Open(_)
+        ));
     }
 }
