@@ -2,6 +2,7 @@
 // Called by tests/it/browser.rs with the server's URL, tokens and what the pages must show;
 // prints one JSON line of findings and exits 0, or prints the failure and exits 1.
 //   SPACEPULSE_URL, SPACEPULSE_OFFICIAL_TOKEN, SPACEPULSE_OPERATOR_TOKEN,
+//   SPACEPULSE_ADVERTISER_TOKEN, SPACEPULSE_ADVERTISER, SPACEPULSE_ANALYST_TOKEN,
 //   SPACEPULSE_CAMPAIGN, SPACEPULSE_ACCOUNT, SPACEPULSE_MILESTONES (JSON {"+1 s": users, ...}),
 //   SPACEPULSE_SCREENSHOTS (a directory), SPACEPULSE_NODE_MODULES, SPACEPULSE_CHROMIUM
 "use strict";
@@ -107,6 +108,34 @@ async function login(browser, token, viewport) {
     if (await v.locator("nav").count() > 0) throw new Error("a shared page shows navigation");
     await v.screenshot({ path: path.join(shots, "shared.png"), fullPage: true });
     await visitor.close();
+
+    // An advertiser: its home page, money in its currency, rates as percentages, exact reach
+    // with the HLL++ figure beside it; and nothing of another tenant's.
+    const advertiser = env("SPACEPULSE_ADVERTISER");
+    const adv = await login(browser, env("SPACEPULSE_ADVERTISER_TOKEN"), { width: 1200, height: 900 });
+    await adv.page.waitForURL(new RegExp("/advertisers/" + advertiser + "$"));
+    found.adv_spend = await adv.page.textContent('#totals [data-total="spend"]');
+    found.adv_ctr = await adv.page.textContent('#totals [data-total="ctr"]');
+    found.adv_reach = num(await adv.page.textContent('#totals [data-total="unique_reach"]'));
+    found.adv_reach_hll = num(await adv.page.textContent('#totals [data-total="unique_reach_approx"]'));
+    if (!/^[A-Z]{3} [0-9,]+\.[0-9]{2}$/.test(found.adv_spend)) throw new Error("spend: " + found.adv_spend);
+    if (!/ %$/.test(found.adv_ctr)) throw new Error("CTR: " + found.adv_ctr);
+    if (!(found.adv_reach > 0 && Math.abs(found.adv_reach_hll - found.adv_reach) <= 0.03 * found.adv_reach)) {
+      throw new Error(`reach ${found.adv_reach}, HLL++ ${found.adv_reach_hll}`);
+    }
+    const other = await adv.page.goto(url + "/accounts/" + env("SPACEPULSE_ACCOUNT"));
+    found.adv_other_status = other.status();
+    if (found.adv_other_status !== 404) throw new Error("an advertiser opened a brand's page: " + found.adv_other_status);
+    await adv.context.close();
+
+    // An analyst: the platform page, its figures and what each counts.
+    const an = await login(browser, env("SPACEPULSE_ANALYST_TOKEN"), { width: 1200, height: 900 });
+    await an.page.waitForURL(/\/platform$/);
+    const dau = await an.page.$$eval('#activity td[data-col="dau"]', (tds) => tds.map((t) => Number(t.textContent)));
+    found.analyst_days = dau.length;
+    if (!(dau.length > 0 && dau.every((d) => d > 0))) throw new Error("DAU: " + JSON.stringify(dau));
+    if (await an.page.locator("#activity-counts dt").count() < 5) throw new Error("the platform page does not say what DAU, WAU, MAU count");
+    await an.context.close();
 
     // An operator: the live page's counter rises while events are produced.
     const op = await login(browser, env("SPACEPULSE_OPERATOR_TOKEN"), { width: 1200, height: 900 });

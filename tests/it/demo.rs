@@ -451,6 +451,8 @@ async fn a_browser_logs_in_sees_the_launch_and_the_live_counter_rise_against_tan
         let addr = demo.addr.clone();
         let official = demo.tokens["xiaomi"].clone();
         let operator = demo.tokens["ops"].clone();
+        let advertiser = demo.tokens["adv-1"].clone();
+        let analyst = demo.tokens["analyst"].clone();
         let shots = shots.clone();
         move || {
             Command::new("node")
@@ -458,6 +460,9 @@ async fn a_browser_logs_in_sees_the_launch_and_the_live_counter_rise_against_tan
                 .env("SPACEPULSE_URL", format!("http://{addr}"))
                 .env("SPACEPULSE_OFFICIAL_TOKEN", official)
                 .env("SPACEPULSE_OPERATOR_TOKEN", operator)
+                .env("SPACEPULSE_ADVERTISER_TOKEN", advertiser)
+                .env("SPACEPULSE_ADVERTISER", "adv-1")
+                .env("SPACEPULSE_ANALYST_TOKEN", analyst)
                 .env("SPACEPULSE_ACCOUNT", "xiaomi")
                 .env("SPACEPULSE_CAMPAIGN", "redmi-launch")
                 .env(
@@ -492,6 +497,8 @@ async fn a_browser_logs_in_sees_the_launch_and_the_live_counter_rise_against_tan
     assert!(sent > 100);
     assert_eq!(found["milestone_names"][6], "+24 h", "{found}");
     assert_eq!(found["shared_milestones"], found["milestones"], "{found}");
+    assert_eq!(found["adv_other_status"], 404, "{found}");
+    assert!(found["analyst_days"].as_u64() > Some(0), "{found}");
     for shot in ["launch.png", "launch-phone.png", "shared.png", "live.png"] {
         let meta = std::fs::metadata(shots.join(shot)).unwrap();
         assert!(meta.len() > 10_000, "{shot} is {} bytes", meta.len());

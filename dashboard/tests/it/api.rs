@@ -789,28 +789,8 @@ async fn late_events_revise_complete_figures_and_say_why() {
         ) + "\n",
     )
     .unwrap();
-    let mut writer = ingest::writer::LakeWriter::open(&lake, Default::default())
-        .await
-        .unwrap();
-    ingest::backfill::run(&mut writer, &late, |_| {})
-        .await
-        .unwrap();
-    drop(writer);
-    jobs::run(
-        &jobs::Options {
-            lake: lake.clone(),
-            registry: None,
-            tz: Default::default(),
-            from: None,
-            to: None,
-            full: false,
-            jobs: Vec::new(),
-            memory: None,
-        },
-        &jobs::Quiet,
-    )
-    .await
-    .unwrap();
+    crate::fixture::ingest_file(&lake, &late).await;
+    crate::fixture::run_jobs(&lake).await;
 
     let (s, got) = f
         .json("/api/v1/campaigns/redmi-launch/revisions", "xiaomi")

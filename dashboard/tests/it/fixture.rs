@@ -120,6 +120,35 @@ fn events() -> String {
     lines.join("\n") + "\n"
 }
 
+/// Backfills `file` into the lake.
+pub async fn ingest_file(lake: &Lake, file: &std::path::Path) {
+    let mut writer = ingest::writer::LakeWriter::open(lake, Default::default())
+        .await
+        .unwrap();
+    ingest::backfill::run(&mut writer, file, |_| {})
+        .await
+        .unwrap();
+}
+
+/// Every job, incrementally, in the default time zone.
+pub async fn run_jobs(lake: &Lake) {
+    jobs::run(
+        &jobs::Options {
+            lake: lake.clone(),
+            registry: None,
+            tz: Default::default(),
+            from: None,
+            to: None,
+            full: false,
+            jobs: Vec::new(),
+            memory: None,
+        },
+        &jobs::Quiet,
+    )
+    .await
+    .unwrap();
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub app: axum::Router,
@@ -131,12 +160,7 @@ pub async fn fixture() -> Fixture {
     let lake = Lake::new(&dir.path().join("lake").to_string_lossy()).unwrap();
     let file = dir.path().join("events.ndjson");
     std::fs::write(&file, events()).unwrap();
-    let mut writer = ingest::writer::LakeWriter::open(&lake, Default::default())
-        .await
-        .unwrap();
-    ingest::backfill::run(&mut writer, &file, |_| {})
-        .await
-        .unwrap();
+    ingest_file(&lake, &file).await;
     let registry = Registry::open(&Registry::path_for(&lake, None).unwrap()).unwrap();
     for (id, owner) in [("redmi-launch", "xiaomi"), ("p-launch", "huawei")] {
         registry
@@ -192,21 +216,7 @@ pub async fn fixture() -> Fixture {
         tokens.insert(name, registry.issue_token(role, id, "").unwrap().secret);
     }
     drop(registry);
-    jobs::run(
-        &jobs::Options {
-            lake: lake.clone(),
-            registry: None,
-            tz: Default::default(),
-            from: None,
-            to: None,
-            full: false,
-            jobs: Vec::new(),
-            memory: None,
-        },
-        &jobs::Quiet,
-    )
-    .await
-    .unwrap();
+    run_jobs(&lake).await;
     let state = dashboard::state(dashboard::Options::new(lake))
         .await
         .unwrap();
