@@ -109,12 +109,12 @@ fn day_filter(from: Option<i32>, to: Option<i32>) -> String {
     f
 }
 
-enum Out {
+pub(crate) enum Out {
     Json,
     Csv,
 }
 
-fn out(params: &impl HasFormat) -> Result<Out, ApiError> {
+pub(crate) fn out(params: &impl HasFormat) -> Result<Out, ApiError> {
     match params.format() {
         None | Some("json") => Ok(Out::Json),
         Some("csv") => Ok(Out::Csv),
@@ -125,7 +125,7 @@ fn out(params: &impl HasFormat) -> Result<Out, ApiError> {
 }
 
 /// A query string with a `format`.
-trait HasFormat {
+pub(crate) trait HasFormat {
     fn format(&self) -> Option<&str>;
 }
 

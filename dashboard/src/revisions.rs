@@ -14,7 +14,7 @@ use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, QueryParams};
 use crate::pages::grouped;
-use crate::reports::{campaign_access, currency_of, lit};
+use crate::reports::{HasFormat, Out, campaign_access, currency_of, lit, out};
 
 /// The most revisions one request returns.
 pub const MAX_LIMIT: u32 = 1000;
@@ -26,6 +26,12 @@ pub struct RevisionParams {
     pub limit: Option<u32>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
+}
+
+impl HasFormat for RevisionParams {
+    fn format(&self) -> Option<&str> {
+        self.format.as_deref()
+    }
 }
 
 /// Whose revisions.
@@ -156,7 +162,7 @@ pub(crate) fn text(row: &Value, currency: Option<&str>) -> String {
 }
 
 /// The revisions of `scope`, newest first, each with its line of text.
-pub(crate) async fn value(state: &State, scope: &Scope, limit: u32) -> Result<Value, ApiError> {
+async fn value(state: &State, scope: &Scope, limit: u32) -> Result<Value, ApiError> {
     let view = state.view.current().await?;
     let mut rows = view.rows(&sql(scope, limit), &[REVISIONS_TABLE]).await?;
     for r in &mut rows {
@@ -182,34 +188,35 @@ async fn respond(
     params: RevisionParams,
 ) -> Result<Response, ApiError> {
     let n = limit(&params)?;
-    let view = state.view.current().await?;
-    let csv = match params.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(f) => {
-            return Err(ApiError::bad_request(format!(
-                "format: {f:?} is not one of json, csv"
-            )));
-        }
-    };
-    let key = format!("{}|{n}|{csv}", scope.key());
-    let body = view
-        .cached(key, || async {
-            if csv {
-                Ok((
-                    "text/csv; charset=utf-8".into(),
-                    crate::reports::csv(&view, &sql(&scope, n), REVISIONS_TABLE).await?,
-                ))
-            } else {
-                let v = value(state, &scope, n).await?;
-                Ok((
-                    "application/json".into(),
-                    serde_json::to_vec(&v).expect("json"),
-                ))
-            }
-        })
-        .await?;
+    let body = cached(state, &scope, n, matches!(out(&params)?, Out::Csv)).await?;
     Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
+}
+
+/// The newest `n` revisions of `scope` as JSON or CSV, cached until the lake changes (for the
+/// API and the pages alike).
+async fn cached(
+    state: &State,
+    scope: &Scope,
+    n: u32,
+    csv: bool,
+) -> Result<crate::view::Cached, ApiError> {
+    let view = state.view.current().await?;
+    let key = format!("{}|{n}|{csv}", scope.key());
+    view.cached(key, || async {
+        if csv {
+            Ok((
+                "text/csv; charset=utf-8".into(),
+                crate::reports::csv(&view, &sql(scope, n), REVISIONS_TABLE).await?,
+            ))
+        } else {
+            let v = value(state, scope, n).await?;
+            Ok((
+                "application/json".into(),
+                serde_json::to_vec(&v).expect("json"),
+            ))
+        }
+    })
+    .await
 }
 
 /// An official account's scope: the account and the campaigns it owns.
@@ -288,7 +295,9 @@ pub async fn advertiser(
 
 /// The page section: the newest revisions, each in one line.
 pub(crate) async fn section(state: &State, scope: &Scope) -> Result<String, ApiError> {
-    let v = value(state, scope, 20).await?;
+    let body = cached(state, scope, 20, false).await?;
+    let v: Value =
+        serde_json::from_slice(&body.1).map_err(|e| ApiError::internal(e.to_string()))?;
     let rows = v["revisions"].as_array().cloned().unwrap_or_default();
     let body = if rows.is_empty() {
         "<p class=\"empty\">No complete figure has been revised.</p>".to_string()
