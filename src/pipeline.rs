@@ -194,7 +194,7 @@ impl Jobs {
     }
 
     /// Per job: runs, last run, duration, next run (for `GET /api/v1/status`).
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> std::collections::BTreeMap<String, dashboard::metrics::JobRuns> {
         let instant = |s: Option<i64>| {
             s.and_then(|s| chrono::DateTime::from_timestamp(s, 0))
                 .map(|t| t.to_rfc3339())
@@ -204,18 +204,17 @@ impl Jobs {
             .map(|(name, j)| {
                 (
                     name.to_string(),
-                    serde_json::json!({
-                        "runs_ok": j.ok,
-                        "runs_failed": j.failed,
-                        "last_run": instant(j.last_run),
-                        "duration_seconds": j.last_seconds,
-                        "next_run": instant(j.next_run),
-                        "running_since": instant(j.running_since),
-                    }),
+                    dashboard::metrics::JobRuns {
+                        runs_ok: j.ok,
+                        runs_failed: j.failed,
+                        last_run: instant(j.last_run),
+                        duration_seconds: j.last_seconds,
+                        next_run: instant(j.next_run),
+                        running_since: instant(j.running_since),
+                    },
                 )
             })
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+            .collect()
     }
 
     pub fn render(&self, out: &mut String) {
@@ -296,19 +295,17 @@ pub struct Pipeline {
 }
 
 impl dashboard::metrics::ExtraMetrics for Pipeline {
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> dashboard::metrics::ProcessStatus {
         // Per topic, per partition: a backfill's partitions (other sources) have no lag.
         let totals = self.ingester.totals();
-        let mut lag = serde_json::Map::new();
+        let mut lag = std::collections::BTreeMap::new();
         if let Some(topic) = totals.topic {
-            let each: serde_json::Map<String, serde_json::Value> = totals
-                .partition_lag
-                .iter()
-                .map(|(p, l)| (p.to_string(), (*l).into()))
-                .collect();
-            lag.insert(topic, each.into());
+            lag.insert(topic, totals.partition_lag.iter().copied().collect());
         }
-        serde_json::json!({"lag": lag, "jobs": self.jobs.status()})
+        dashboard::metrics::ProcessStatus {
+            lag,
+            jobs: self.jobs.status(),
+        }
     }
 
     fn render(&self, out: &mut String) {

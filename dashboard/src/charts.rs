@@ -41,20 +41,21 @@ pub fn short(v: f64) -> String {
     }
 }
 
-/// The SVG `draw` makes; an empty string (and a log line) if plotters fails.
-fn render(draw: impl FnOnce(&mut String) -> Result<(), String>) -> String {
+/// The SVG `draw` makes, as markup for a page (plotters escapes the text it draws); empty
+/// (and a log line) if plotters fails.
+fn render(draw: impl FnOnce(&mut String) -> Result<(), String>) -> maud::Markup {
     let mut svg = String::new();
     match draw(&mut svg) {
-        Ok(()) => svg,
+        Ok(()) => maud::PreEscaped(svg),
         Err(e) => {
             tracing::error!(error = %e, "chart failed");
-            String::new()
+            maud::PreEscaped(String::new())
         }
     }
 }
 
 /// Lines over labelled x positions (days, seconds).
-pub fn lines(labels: &[String], series: &[Series<'_>]) -> String {
+pub fn lines(labels: &[String], series: &[Series<'_>]) -> maud::Markup {
     render(|svg| draw_lines(svg, labels, series).map_err(|e| e.to_string()))
 }
 
@@ -113,7 +114,7 @@ fn draw_lines<'a>(
 }
 
 /// Horizontal-axis bars, one per label (a funnel's steps).
-pub fn bars(labels: &[String], values: &[f64]) -> String {
+pub fn bars(labels: &[String], values: &[f64]) -> maud::Markup {
     render(|svg| draw_bars(svg, labels, values).map_err(|e| e.to_string()))
 }
 
@@ -160,6 +161,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labels_are_escaped_by_plotters() {
+        let labels = vec!["<script>&".to_string(), "b".to_string()];
+        let svg = bars(&labels, &[1.0, 2.0]).into_string();
+        assert!(!svg.contains("<script>"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;&amp;"), "{svg}");
+    }
+
+    #[test]
     fn draws_svg_with_labels() {
         let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let svg = lines(
@@ -174,7 +183,8 @@ mod tests {
                     values: vec![2.0, 6.0, 4.0],
                 },
             ],
-        );
+        )
+        .into_string();
         assert!(svg.starts_with("<svg"), "{svg}");
         // The legend names both series; each is a line in its own colour.
         assert!(svg.contains("\ndau\n") && svg.contains("\nmau\n"), "{svg}");
@@ -187,7 +197,7 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains("stroke=\"#EA580C\""), "{svg}");
-        let svg = bars(&labels, &[10.0, 6.0, 2.0]);
+        let svg = bars(&labels, &[10.0, 6.0, 2.0]).into_string();
         assert!(svg.contains("\nb\n"), "{svg}");
         assert_eq!(svg.matches("fill=\"#2563EB\"").count(), 3, "{svg}");
         assert_eq!(short(1234.0), "1.2k");

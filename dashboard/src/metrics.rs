@@ -21,11 +21,34 @@ use crate::error::ApiError;
 pub trait ExtraMetrics: Send + Sync + std::fmt::Debug {
     fn render(&self, out: &mut String);
 
-    /// What the process knows beyond the lake, for `GET /api/v1/status`: `{"lag": {topic:
-    /// {partition: messages}}, "jobs": {job: {last_run, duration_seconds, next_run, ...}}}`.
-    fn status(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    /// What the process knows beyond the lake, for `GET /api/v1/status`.
+    fn status(&self) -> ProcessStatus {
+        ProcessStatus::default()
     }
+}
+
+/// What a process knows beyond the lake: the consumer's lag and the jobs' runs.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProcessStatus {
+    /// Per topic, per partition: messages behind the broker's high watermark.
+    pub lag: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, i64>>,
+    /// Per job, its runs.
+    pub jobs: std::collections::BTreeMap<String, JobRuns>,
+}
+
+/// A job's runs under `spacepulse run`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JobRuns {
+    pub runs_ok: u64,
+    pub runs_failed: u64,
+    /// When it last ran to the end (RFC 3339).
+    pub last_run: Option<String>,
+    /// How long its last run took.
+    pub duration_seconds: f64,
+    /// When it runs next at the latest.
+    pub next_run: Option<String>,
+    /// When the run in progress started.
+    pub running_since: Option<String>,
 }
 
 /// Latency buckets, seconds.

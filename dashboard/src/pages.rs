@@ -1,8 +1,9 @@
-//! The web UI: pages rendered on the server from the same reports as the JSON API, charts as
-//! inline SVG (plotters), one stylesheet and one script served by this binary, nothing from
-//! another site. Login is a form that exchanges the token for a server-side session whose
-//! secret an HttpOnly, SameSite=Strict cookie holds (`Secure` and `__Host-` on https); a page
-//! without a live session redirects to the login page.
+//! The web UI: pages rendered on the server from the same typed reports as the JSON API, by
+//! maud templates (every value escaped unless a chart's SVG says otherwise), charts as inline
+//! SVG (plotters), one stylesheet and one script served by this binary, nothing from another
+//! site. Login is a form that exchanges the token for a server-side session whose secret an
+//! HttpOnly, SameSite=Strict cookie holds (`Secure` and `__Host-` on https); a page without a
+//! live session redirects to the login page.
 
 use axum::Form;
 use axum::extract::{FromRequestParts, Path, State as AxState};
@@ -11,34 +12,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use lake::registry::{Role, VerificationState};
+use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::State;
 use crate::auth::Caller;
 use crate::charts::{Series, bars, lines};
 use crate::error::{ApiError, QueryParams};
+use crate::model::*;
 use crate::reports::{self, Params};
 use crate::revisions;
 
 const CSS: &str = include_str!("../assets/app.css");
 const LIVE_JS: &str = include_str!("../assets/live.js");
-
-/// HTML-escapes text for element content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// A page's error: the API's error, rendered as a page with its status.
 pub struct PageError(ApiError);
@@ -68,12 +54,12 @@ impl IntoResponse for PageError {
         } else {
             e.message
         };
-        let body = format!(
-            "<h1>{}</h1><p class=\"error\">{}</p><p><a href=\"/\">Back</a></p>",
-            e.status.as_u16(),
-            esc(&message)
-        );
-        (e.status, document("Error", None, &body)).into_response()
+        let body = html! {
+            h1 { (e.status.as_u16()) }
+            p.error { (message) }
+            p { a href="/" { "Back" } }
+        };
+        (e.status, document("Error", None, body)).into_response()
     }
 }
 
@@ -111,7 +97,7 @@ fn secure(mut r: Response) -> Response {
     r
 }
 
-fn nav(c: &Caller) -> String {
+fn nav(c: &Caller) -> Markup {
     let mut links: Vec<(String, &str)> = Vec::new();
     match c.role() {
         Role::Operator => {
@@ -131,81 +117,183 @@ fn nav(c: &Caller) -> String {
         }
         Role::Scraper => links.push(("/metrics".into(), "Metrics")),
     }
-    let items: String = links
-        .iter()
-        .map(|(href, text)| format!("<a href=\"{}\">{text}</a>", esc(href)))
-        .collect();
-    format!(
-        "<nav>{items}<span class=\"who\">{} · {}</span>\
-         <form method=\"post\" action=\"/logout\"><button>Log out</button></form></nav>",
-        esc(&c.account.id),
-        c.role()
+    html! {
+        nav {
+            @for (href, text) in &links { a href=(href) { (text) } }
+            span.who { (c.account.id) " · " (c.role()) }
+            form method="post" action="/logout" { button { "Log out" } }
+        }
+    }
+}
+
+fn document(title: &str, caller: Option<&Caller>, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (title) " · spacepulse" }
+                    link rel="stylesheet" href="/assets/app.css";
+                }
+                body {
+                    header {
+                        a.brand href="/" { "spacepulse" }
+                        @if let Some(c) = caller { (nav(c)) }
+                    }
+                    main { (body) }
+                }
+            }
+        }
+        .into_string(),
     )
 }
 
-fn document(title: &str, caller: Option<&Caller>, body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · spacepulse</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head>\
-         <body><header><a class=\"brand\" href=\"/\">spacepulse</a>{}</header><main>{body}</main>\
-         </body></html>",
-        esc(title),
-        caller.map(nav).unwrap_or_default()
-    ))
-}
-
 /// A page for a visitor without a login (a shared report): no navigation.
-pub(crate) fn standalone(title: &str, body: &str) -> Response {
+pub(crate) fn standalone(title: &str, body: Markup) -> Response {
     secure(document(title, None, body).into_response())
 }
 
-pub(crate) fn page(title: &str, caller: &Caller, body: &str) -> Page {
+pub(crate) fn page(title: &str, caller: &Caller, body: Markup) -> Page {
     Ok(secure(document(title, Some(caller), body).into_response()))
 }
 
-/// A cell's text: numbers compact where they are ratios, strings as they are.
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "–".into(),
-        Value::String(s) => esc(s),
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => i.to_string(),
-            (None, Some(f)) if f.abs() < 10.0 => format!("{f:.4}"),
-            (None, Some(f)) => format!("{f:.1}"),
-            _ => n.to_string(),
-        },
-        other => esc(&other.to_string()),
+/// A cell as a table shows it: integers as they are, ratios with four decimals, larger
+/// fractions with one, text as it is, nothing as "–".
+pub(crate) trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl Shown for i64 {
+    fn shown(&self) -> String {
+        self.to_string()
     }
 }
 
-/// A report row as people read it: money in currency units with the currency
-/// (`spend`, `conversion_value`), rates as percentages (`ctr`, `conversion_rate`), frequency
-/// with two decimals, counts with thousands separators.
-fn shown(row: &Value, currency: &str) -> Value {
-    let Some(fields) = row.as_object() else {
-        return row.clone();
-    };
-    let mut out = fields.clone();
-    for (k, v) in fields {
-        let text = match (k.as_str(), v.as_f64()) {
-            ("spend" | "conversion_value", Some(x)) => format!("{currency} {}", grouped(x, 2)),
-            ("ctr" | "conversion_rate", Some(x)) => format!("{:.2} %", x * 100.0),
-            ("frequency", Some(x)) => format!("{x:.2}"),
-            (
-                "impressions"
-                | "clicks"
-                | "conversions"
-                | "unique_reach"
-                | "unique_reach_approx"
-                | "reach",
-                Some(x),
-            ) => grouped(x, 0),
-            _ => continue,
-        };
-        out.insert(k.clone(), Value::String(text));
+impl Shown for f64 {
+    fn shown(&self) -> String {
+        if self.abs() < 10.0 {
+            format!("{self:.4}")
+        } else {
+            format!("{self:.1}")
+        }
     }
-    Value::Object(out)
+}
+
+impl Shown for String {
+    fn shown(&self) -> String {
+        self.clone()
+    }
+}
+
+impl<T: Shown> Shown for Option<T> {
+    fn shown(&self) -> String {
+        self.as_ref().map_or_else(|| "–".into(), T::shown)
+    }
+}
+
+/// Whether a row may still change (shown in italics).
+pub(crate) trait Provisional {
+    fn provisional(&self) -> bool {
+        false
+    }
+}
+
+macro_rules! provisional_rows {
+    ($($t:ty),*) => {$(
+        impl Provisional for $t {
+            fn provisional(&self) -> bool {
+                self.provisional
+            }
+        }
+    )*};
+}
+provisional_rows!(
+    ActivityRow,
+    UploadsRow,
+    FollowersRow,
+    AdDayRow,
+    CampaignDay,
+    Milestone
+);
+impl Provisional for FunnelRow {}
+impl Provisional for RangeFunnelRow {}
+impl Provisional for AdOverRange {}
+
+/// A table's column: its key (`data-col`), heading and text.
+pub(crate) struct Col<'a, R> {
+    key: &'static str,
+    head: &'static str,
+    text: Box<dyn Fn(&R) -> String + 'a>,
+}
+
+/// A column showing `f`'s value (see [`Shown`]).
+fn col<'a, R, T: Shown>(
+    key: &'static str,
+    head: &'static str,
+    f: impl Fn(&R) -> T + 'a,
+) -> Col<'a, R> {
+    Col {
+        key,
+        head,
+        text: Box::new(move |r| f(r).shown()),
+    }
+}
+
+/// A column with its own text.
+fn text_col<'a, R>(
+    key: &'static str,
+    head: &'static str,
+    f: impl Fn(&R) -> String + 'a,
+) -> Col<'a, R> {
+    Col {
+        key,
+        head,
+        text: Box::new(f),
+    }
+}
+
+/// A table of `rows` with the given columns.
+fn table<R: Provisional>(id: &str, rows: &[R], columns: &[Col<'_, R>]) -> Markup {
+    if rows.is_empty() {
+        return html! { p.empty { "No data in this range yet." } };
+    }
+    let any_provisional = rows.iter().any(Provisional::provisional);
+    html! {
+        div.scroll {
+            table id=(id) {
+                thead { tr { @for c in columns { th { (c.head) } } } }
+                tbody {
+                    @for r in rows {
+                        // A row past the report's `complete_up_to` may still change.
+                        @if r.provisional() {
+                            tr.provisional title="provisional: may still change" {
+                                @for c in columns { td data-col=(c.key) { ((c.text)(r)) } }
+                            }
+                        } @else {
+                            tr { @for c in columns { td data-col=(c.key) { ((c.text)(r)) } } }
+                        }
+                    }
+                }
+            }
+        }
+        @if any_provisional {
+            p.meta {
+                span.provisional { "Rows in italics" }
+                " are provisional: they end after the report is complete and may still change."
+            }
+        }
+    }
+}
+
+/// What each column of a table counts, one line each.
+fn what_counts(id: &str, items: &[(&str, &str)]) -> Markup {
+    html! {
+        dl.counts id=(format!("{id}-counts")) {
+            @for (term, what) in items { dt { (term) } dd { (what) } }
+        }
+    }
 }
 
 /// `x` with `decimals` places and a comma between thousands: 1,234,567.89.
@@ -231,120 +319,109 @@ pub(crate) fn grouped(x: f64, decimals: usize) -> String {
     }
 }
 
-/// The array of a JSON report field (none when absent).
-fn rows_of(v: &Value) -> Vec<Value> {
-    v.as_array().cloned().unwrap_or_default()
+/// Money in currency units with its currency: `USD 1,234.50`.
+fn money(x: Option<f64>, currency: &str) -> String {
+    x.map_or_else(|| "–".into(), |x| format!("{currency} {}", grouped(x, 2)))
 }
 
-/// A table of `rows` (JSON objects) with the given columns `(key, heading)`.
-fn table(id: &str, rows: &[Value], columns: &[(&str, &str)]) -> String {
-    if rows.is_empty() {
-        return "<p class=\"empty\">No data in this range yet.</p>".into();
+/// A rate as a percentage: `1.23 %`.
+fn percent(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".into(), |x| format!("{:.2} %", x * 100.0))
+}
+
+/// A count with thousands separators.
+fn count(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".into(), |x| grouped(x, 0))
+}
+
+/// Two decimals.
+fn two(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".into(), |x| format!("{x:.2}"))
+}
+
+/// What a report's header says: its range, time zone and freshness.
+pub(crate) struct RangeOf<'a> {
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub tz: &'a str,
+    pub complete_up_to: Option<&'a str>,
+}
+
+impl<'a, R> From<&'a DailyReport<R>> for RangeOf<'a> {
+    fn from(r: &'a DailyReport<R>) -> Self {
+        Self {
+            from: r.from.as_deref(),
+            to: r.to.as_deref(),
+            tz: &r.tz,
+            complete_up_to: r.complete_up_to.as_deref(),
+        }
     }
-    let head: String = columns
-        .iter()
-        .map(|(_, h)| format!("<th>{}</th>", esc(h)))
-        .collect();
-    let body: String = rows
-        .iter()
-        .map(|r| {
-            let cells: String = columns
-                .iter()
-                .map(|(k, _)| format!("<td data-col=\"{k}\">{}</td>", cell(&r[*k])))
-                .collect();
-            // A row past the report's `complete_up_to` may still change.
-            if r["provisional"] == Value::Bool(true) {
-                format!(
-                    "<tr class=\"provisional\" title=\"provisional: may still change\">{cells}</tr>"
-                )
-            } else {
-                format!("<tr>{cells}</tr>")
-            }
-        })
-        .collect();
-    let legend = if rows.iter().any(|r| r["provisional"] == Value::Bool(true)) {
-        "<p class=\"meta\"><span class=\"provisional\">Rows in italics</span> are provisional: \
-         they end after the report is complete and may still change.</p>"
-    } else {
-        ""
-    };
-    format!(
-        "<div class=\"scroll\"><table id=\"{id}\"><thead><tr>{head}</tr></thead>\
-         <tbody>{body}</tbody></table></div>{legend}"
-    )
 }
 
-/// What each column of a table counts, one line each.
-fn what_counts(id: &str, items: &[(&str, &str)]) -> String {
-    let rows: String = items
-        .iter()
-        .map(|(term, what)| format!("<dt>{}</dt><dd>{}</dd>", esc(term), esc(what)))
-        .collect();
-    format!("<dl class=\"counts\" id=\"{id}-counts\">{rows}</dl>")
+impl<'a> From<&'a FunnelReport> for RangeOf<'a> {
+    fn from(r: &'a FunnelReport) -> Self {
+        Self {
+            from: r.from.as_deref(),
+            to: r.to.as_deref(),
+            tz: &r.tz,
+            complete_up_to: r.complete_up_to.as_deref(),
+        }
+    }
 }
 
-fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
-/// Over a daily report: the range picker and CSV link of its page and API paths, or the fixed
-/// range of a shared one.
+/// Over a report: the range picker and CSV link of its page and API paths, or the fixed range
+/// of a shared one.
 fn report_bar(
     shared: bool,
-    state: &State,
-    report: &Value,
+    range: RangeOf<'_>,
     params: &Params,
     (page, api): (&str, &str),
-) -> String {
+) -> Markup {
     if shared {
-        shared_bar(report, state)
+        shared_bar(&range)
     } else {
-        range_bar(page, report, params, &csv_link(api, params))
+        range_bar(page, &range, params, &csv_link(api, params))
     }
 }
 
 /// A shared report's fixed range, time zone and freshness (no picker: the link fixes them).
-fn shared_bar(report: &Value, state: &State) -> String {
-    let day = |k: &str| esc(report[k].as_str().unwrap_or("…"));
-    format!(
-        "<p class=\"meta\" id=\"shared-range\">Days <b>{}</b> to <b>{}</b> in <b>{}</b> · \
-         complete up to <b id=\"complete-up-to\">{}</b></p>",
-        day("from"),
-        day("to"),
-        esc(state.options.tz.name()),
-        esc(report["complete_up_to"].as_str().unwrap_or("no data yet"))
-    )
+fn shared_bar(range: &RangeOf<'_>) -> Markup {
+    html! {
+        p.meta id="shared-range" {
+            "Days " b { (range.from.unwrap_or("…")) } " to " b { (range.to.unwrap_or("…")) }
+            " in " b { (range.tz) } " · complete up to "
+            b id="complete-up-to" { (range.complete_up_to.unwrap_or("no data yet")) }
+        }
+    }
 }
 
 /// The range picker, the time zone and the freshness line over a report.
-fn range_bar(path: &str, report: &Value, params: &Params, csv: &str) -> String {
+fn range_bar(path: &str, range: &RangeOf<'_>, params: &Params, csv: &str) -> Markup {
     let current = params.range.as_deref().unwrap_or(if params.from.is_some() {
         "custom"
     } else {
         "all"
     });
-    let presets: String = [("today", "Today"), ("7d", "7 days"), ("30d", "30 days")]
-        .iter()
-        .map(|(v, t)| {
-            let class = if *v == current { " class=\"on\"" } else { "" };
-            format!("<a{class} href=\"{path}?range={v}\">{t}</a>")
-        })
-        .collect();
-    let from = report["from"].as_str().unwrap_or("");
-    let to = report["to"].as_str().unwrap_or("");
-    format!(
-        "<div class=\"range\">{presets}<form method=\"get\" action=\"{path}\">\
-         <input type=\"date\" name=\"from\" value=\"{from}\" aria-label=\"from\">\
-         <input type=\"date\" name=\"to\" value=\"{to}\" aria-label=\"to\">\
-         <button>Custom</button></form></div>\
-         <p class=\"meta\">Days in <b>{tz}</b> · complete up to <b id=\"complete-up-to\">{fresh}</b> · \
-         <a href=\"{csv}\">CSV</a></p>",
-        tz = esc(report["tz"].as_str().unwrap_or("")),
-        fresh = esc(report["complete_up_to"].as_str().unwrap_or("no data yet")),
-        csv = esc(csv),
-    )
+    html! {
+        div.range {
+            @for (v, t) in [("today", "Today"), ("7d", "7 days"), ("30d", "30 days")] {
+                a.on[v == current] href=(format!("{path}?range={v}")) { (t) }
+            }
+            form method="get" action=(path) {
+                input type="date" name="from" value=(range.from.unwrap_or("")) aria-label="from";
+                input type="date" name="to" value=(range.to.unwrap_or("")) aria-label="to";
+                button { "Custom" }
+            }
+        }
+        p.meta {
+            "Days in " b { (range.tz) } " · complete up to "
+            b id="complete-up-to" { (range.complete_up_to.unwrap_or("no data yet")) }
+            " · " a href=(csv) { "CSV" }
+        }
+    }
 }
 
+/// The API path of a report's CSV over the page's range.
 fn csv_link(api: &str, params: &Params) -> String {
     let mut q = vec!["format=csv".to_string()];
     for (k, v) in [
@@ -353,33 +430,45 @@ fn csv_link(api: &str, params: &Params) -> String {
         ("to", &params.to),
     ] {
         if let Some(v) = v {
-            q.push(format!("{k}={}", esc(v)));
+            q.push(format!("{k}={}", url_escape(v)));
         }
     }
     format!("{api}?{}", q.join("&"))
 }
 
-fn rows(v: &Value) -> Vec<Value> {
-    v["rows"].as_array().cloned().unwrap_or_default()
+/// A path segment or query value, percent-encoded (all but RFC 3986 unreserved bytes).
+fn url_escape(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `GET /login`
 pub async fn login_form() -> Response {
-    secure(document("Log in", None, &login_body(None)).into_response())
+    secure(document("Log in", None, login_body(None)).into_response())
 }
 
-fn login_body(error: Option<&str>) -> String {
-    format!(
-        "<h1>Log in</h1>{}<form class=\"login\" method=\"post\" action=\"/login\">\
-         <label for=\"token\">Token</label>\
-         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" required \
-         placeholder=\"spt_…\"><button id=\"login\">Log in</button></form>\
-         <p class=\"meta\">Paste the token an operator issued you (<code>spacepulse tokens issue</code>). \
-         It starts a session kept in an HttpOnly cookie for this site only.</p>",
-        error
-            .map(|e| format!("<p class=\"error\">{}</p>", esc(e)))
-            .unwrap_or_default()
-    )
+fn login_body(error: Option<&str>) -> Markup {
+    html! {
+        h1 { "Log in" }
+        @if let Some(e) = error { p.error { (e) } }
+        form.login method="post" action="/login" {
+            label for="token" { "Token" }
+            input id="token" name="token" type="password" autocomplete="off" required
+                placeholder="spt_…";
+            button id="login" { "Log in" }
+        }
+        p.meta {
+            "Paste the token an operator issued you (" code { "spacepulse tokens issue" }
+            "). It starts a session kept in an HttpOnly cookie for this site only."
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -425,7 +514,7 @@ pub async fn login(
                 document(
                     "Log in",
                     None,
-                    &login_body(Some("Unknown or revoked token.")),
+                    login_body(Some("Unknown or revoked token.")),
                 ),
             )
                 .into_response(),
@@ -485,140 +574,102 @@ pub async fn platform(
     QueryParams(params): QueryParams<Params>,
 ) -> Page {
     c.require(&[Role::Operator, Role::Analyst])?;
-    let activity = reports::daily_value(&state, reports::activity_report(), clone(&params)).await?;
-    let uploads = reports::daily_value(&state, reports::uploads_report(), clone(&params)).await?;
-    let total: Vec<Value> = rows(&activity)
-        .into_iter()
-        .filter(|r| r["breakdown"] == "total")
-        .collect();
-    let labels: Vec<String> = total
+    let activity: std::sync::Arc<DailyReport<ActivityRow>> =
+        reports::daily_report(&state, reports::activity_report(), &params).await?;
+    let uploads: std::sync::Arc<DailyReport<UploadsRow>> =
+        reports::daily_report(&state, reports::uploads_report(), &params).await?;
+    let total: Vec<&ActivityRow> = activity
+        .rows
         .iter()
-        .map(|r| r["day"].as_str().unwrap_or("").to_string())
+        .filter(|r| r.breakdown == "total")
         .collect();
-    let pick = |k: &str| total.iter().map(|r| num(&r[k])).collect::<Vec<f64>>();
+    let labels: Vec<String> = total.iter().map(|r| r.day.clone()).collect();
+    let pick = |f: fn(&ActivityRow) -> i64| total.iter().map(|r| f(r) as f64).collect();
     let chart = lines(
         &labels,
         &[
             Series {
                 name: "DAU",
-                values: pick("dau"),
+                values: pick(|r| r.dau),
             },
             Series {
                 name: "WAU",
-                values: pick("wau"),
+                values: pick(|r| r.wau),
             },
             Series {
                 name: "MAU",
-                values: pick("mau"),
+                values: pick(|r| r.mau),
             },
         ],
     );
-    let up = rows(&uploads);
-    let up_labels: Vec<String> = up
-        .iter()
-        .map(|r| r["day"].as_str().unwrap_or("").to_string())
-        .collect();
+    let up = &uploads.rows;
     let up_chart = lines(
-        &up_labels,
+        &up.iter().map(|r| r.day.clone()).collect::<Vec<_>>(),
         &[Series {
             name: "photos",
-            values: up.iter().map(|r| num(&r["photos"])).collect(),
+            values: up.iter().map(|r| r.photos as f64).collect(),
         }],
     );
-    let body = format!(
-        "<h1>Platform activity</h1>{bar}\
-         <section><h2>Active users</h2><div class=\"chart\" id=\"activity-chart\">{chart}</div>{t1}{c1}\
-         <p class=\"meta\">Exact counts from bitmaps; the <code>_approx</code> columns are \
-         HyperLogLog++ (p=14, ±0.81% standard error).</p></section>\
-         <section><h2>Photo uploads and peaks</h2><div class=\"chart\">{up_chart}</div>{t2}{c2}</section>",
-        c1 = what_counts(
-            "activity",
-            &[
+    let error = query::sketch::hll_relative_error() * 100.0;
+    let hll = format!("DAU from HyperLogLog++ sketches, ±{error:.2} % (one standard error)");
+    let body = html! {
+        h1 { "Platform activity" }
+        (range_bar(
+            "/platform",
+            &RangeOf::from(&*activity),
+            &params,
+            &csv_link("/api/v1/platform/activity", &params),
+        ))
+        section {
+            h2 { "Active users" }
+            div.chart id="activity-chart" { (chart) }
+            (table("activity", &activity.rows, &[
+                col("day", "Day", |r: &ActivityRow| r.day.clone()),
+                col("segment", "Segment", |r: &ActivityRow| r.segment.clone()),
+                col("dau", "DAU", |r: &ActivityRow| r.dau),
+                col("wau", "WAU", |r: &ActivityRow| r.wau),
+                col("mau", "MAU", |r: &ActivityRow| r.mau),
+                col("dau_mau", "DAU/MAU", |r: &ActivityRow| r.dau_mau),
+                col("new_users", "New users", |r: &ActivityRow| r.new_users),
+                col("dau_approx", "DAU (HLL)", |r: &ActivityRow| r.dau_approx),
+            ]))
+            (what_counts("activity", &[
                 ("DAU", "distinct users with any event that day, exact"),
-                (
-                    "WAU",
-                    "distinct users with any event in the 7 days ending that day, exact"
-                ),
-                (
-                    "MAU",
-                    "distinct users with any event in the 30 days ending that day, exact"
-                ),
-                (
-                    "DAU/MAU",
-                    "DAU ÷ MAU: how many of the month's users came that day"
-                ),
-                (
-                    "New users",
-                    "users active that day and on no earlier day in the lake (in the segment)"
-                ),
-                (
-                    "DAU (HLL)",
-                    "DAU from HyperLogLog++ sketches, ±0.81 % (one standard error)"
-                ),
-                (
-                    "Segment",
-                    "all users, or a platform group (mobile, pc, web, other)"
-                ),
-            ],
-        ),
-        c2 = what_counts(
-            "uploads",
-            &[
+                ("WAU", "distinct users with any event in the 7 days ending that day, exact"),
+                ("MAU", "distinct users with any event in the 30 days ending that day, exact"),
+                ("DAU/MAU", "DAU ÷ MAU: how many of the month's users came that day"),
+                ("New users", "users active that day and on no earlier day in the lake (in the segment)"),
+                ("DAU (HLL)", &hll),
+                ("Segment", "all users, or a platform group (mobile, pc, web, other)"),
+            ]))
+            p.meta {
+                "Exact counts from bitmaps; the " code { "_approx" } " columns are "
+                (query::sketch::HLL_ESTIMATOR) ", ±" (format!("{error:.2}")) "% standard error."
+            }
+        }
+        section {
+            h2 { "Photo uploads and peaks" }
+            div.chart { (up_chart) }
+            (table("uploads", up, &[
+                col("day", "Day", |r: &UploadsRow| r.day.clone()),
+                col("uploads", "Uploads", |r: &UploadsRow| r.uploads),
+                col("photos", "Photos", |r: &UploadsRow| r.photos),
+                col("peak_second", "Peak second", |r: &UploadsRow| r.peak_second.clone()),
+                col("peak_second_photos", "Photos", |r: &UploadsRow| r.peak_second_photos),
+                col("peak_minute", "Peak minute", |r: &UploadsRow| r.peak_minute.clone()),
+                col("peak_minute_photos", "Photos", |r: &UploadsRow| r.peak_minute_photos),
+                col("peak_hour", "Peak hour", |r: &UploadsRow| r.peak_hour.clone()),
+                col("peak_hour_photos", "Photos", |r: &UploadsRow| r.peak_hour_photos),
+            ]))
+            (what_counts("uploads", &[
                 ("Uploads", "photo_upload events, each event id once"),
                 ("Photos", "the photos those uploads carried"),
-                (
-                    "Peak second, minute, hour",
-                    "the day's busiest second, minute and hour by photos, and their photos"
-                ),
-            ],
-        ),
-        bar = range_bar(
-            "/platform",
-            &activity,
-            &params,
-            &csv_link("/api/v1/platform/activity", &params)
-        ),
-        t1 = table(
-            "activity",
-            &rows(&activity),
-            &[
-                ("day", "Day"),
-                ("segment", "Segment"),
-                ("dau", "DAU"),
-                ("wau", "WAU"),
-                ("mau", "MAU"),
-                ("dau_mau", "DAU/MAU"),
-                ("new_users", "New users"),
-                ("dau_approx", "DAU (HLL)"),
-            ]
-        ),
-        t2 = table(
-            "uploads",
-            &up,
-            &[
-                ("day", "Day"),
-                ("uploads", "Uploads"),
-                ("photos", "Photos"),
-                ("peak_second", "Peak second"),
-                ("peak_second_photos", "Photos"),
-                ("peak_minute", "Peak minute"),
-                ("peak_minute_photos", "Photos"),
-                ("peak_hour", "Peak hour"),
-                ("peak_hour_photos", "Photos"),
-            ]
-        ),
-    );
-    let body = body + &revisions::section(&state, &revisions::Scope::Platform).await?;
-    page("Platform", &c, &body)
-}
-
-fn clone(p: &Params) -> Params {
-    Params {
-        range: p.range.clone(),
-        from: p.from.clone(),
-        to: p.to.clone(),
-        format: None,
-    }
+                ("Peak second, minute, hour", "the day's busiest second, minute and hour by photos, and their photos"),
+            ]))
+        }
+        (revisions::section(&state, &revisions::Scope::Platform).await?)
+    };
+    page("Platform", &c, body)
 }
 
 /// `GET /accounts/{id}`: an official account's followers and its campaigns.
@@ -629,10 +680,12 @@ pub async fn account(
     QueryParams(params): QueryParams<Params>,
 ) -> Page {
     c.tenant(Role::Official, &id)?;
-    let mut body = account_body(&state, &id, params, false).await?;
     let scope = revisions::account_scope(&state, &id).await?;
-    body.push_str(&revisions::section(&state, &scope).await?);
-    page(&id, &c, &body)
+    let body = html! {
+        (account_body(&state, &id, params, false).await?)
+        (revisions::section(&state, &scope).await?)
+    };
+    page(&id, &c, body)
 }
 
 /// An official account's followers (and, unless `shared`, its campaigns and the range bar).
@@ -641,121 +694,85 @@ pub(crate) async fn account_body(
     id: &str,
     params: Params,
     shared: bool,
-) -> Result<String, PageError> {
-    let (state, id) = (state.clone(), id.to_string());
-    let report =
-        reports::daily_value(&state, reports::followers_report(&id), clone(&params)).await?;
-    let r = rows(&report);
-    let labels: Vec<String> = r
-        .iter()
-        .map(|x| x["day"].as_str().unwrap_or("").to_string())
-        .collect();
+) -> Result<Markup, PageError> {
+    let report: std::sync::Arc<DailyReport<FollowersRow>> =
+        reports::daily_report(state, reports::followers_report(id), &params).await?;
+    let r = &report.rows;
     let chart = lines(
-        &labels,
+        &r.iter().map(|x| x.day.clone()).collect::<Vec<_>>(),
         &[Series {
             name: "followers",
-            values: r.iter().map(|x| num(&x["followers"])).collect(),
+            values: r.iter().map(|x| x.followers as f64).collect(),
         }],
     );
-    let campaigns = reports::campaigns_value(&state, &id).await?;
-    let list: String = campaigns["campaigns"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|x| {
-            let cid = x["id"].as_str().unwrap_or("");
-            format!(
-                "<li><a href=\"/campaigns/{0}\">{0}</a> · steps {1}</li>",
-                esc(cid),
-                esc(&x["steps"]
-                    .as_array()
-                    .map(|s| {
-                        s.iter()
-                            .filter_map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" → ")
-                    })
-                    .unwrap_or_default())
-            )
-        })
-        .collect();
+    let campaigns = if shared {
+        None
+    } else {
+        Some(reports::campaign_list(state, id).await?)
+    };
     // What the followers figure stands on, as of the range's last day.
     let stands = match r.last() {
-        Some(last) if last["baseline_followers"].is_i64() => format!(
-            "Followers are the baseline of {} at {} (imported from the platform's records) plus \
-             the net follows since.",
-            last["baseline_followers"],
-            esc(last["baseline_as_of"].as_str().unwrap_or(""))
+        Some(FollowersRow {
+            baseline_followers: Some(b),
+            baseline_as_of,
+            ..
+        }) => format!(
+            "Followers are the baseline of {b} at {} (imported from the platform's records) \
+             plus the net follows since.",
+            baseline_as_of.as_deref().unwrap_or("")
         ),
         Some(_) => "Followers are the net follows since the lake's first day: no follower \
              baseline was imported for this account (spacepulse accounts import-followers)."
             .to_string(),
         None => String::new(),
     };
-    let campaigns_section = if shared {
-        String::new()
-    } else {
-        format!("<section><h2>Campaigns</h2><ul id=\"campaigns\">{list}</ul></section>")
-    };
-    let body = format!(
-        "<h1>{name}</h1>{bar}<section><h2>Followers</h2><p id=\"baseline\">{stands}</p>\
-         <div class=\"chart\">{chart}</div>{t}{counts}</section>{campaigns_section}",
-        counts = what_counts(
-            "followers",
-            &[
-                (
-                    "Follows, unfollows",
-                    "follow and unfollow events of the day, each event id once"
-                ),
-                ("Net", "follows − unfollows"),
-                (
-                    "Followers",
-                    "at the day's end: the baseline it stands on plus the net follows since"
-                ),
-                (
-                    "Baseline",
-                    "the imported follower figure the day stands on (none: since the lake's first day)"
-                ),
-                (
-                    "Reach",
-                    "distinct users who viewed a page of the account or of its campaigns that day, exact",
-                ),
-                (
-                    "Engagement",
-                    "likes + comments carrying the account, each event id once"
-                ),
-            ],
-        ),
-        name = esc(&id),
-        bar = report_bar(
+    Ok(html! {
+        h1 { (id) }
+        (report_bar(
             shared,
-            &state,
-            &report,
+            RangeOf::from(&*report),
             &params,
-            (
-                &format!("/accounts/{}", esc(&id)),
-                &format!("/api/v1/accounts/{id}/followers"),
-            ),
-        ),
-        t = table(
-            "followers",
-            &r,
-            &[
-                ("day", "Day"),
-                ("follows", "Follows"),
-                ("unfollows", "Unfollows"),
-                ("net", "Net"),
-                ("followers", "Followers"),
-                ("baseline_followers", "Baseline"),
-                ("reach", "Reach"),
-                ("likes", "Likes"),
-                ("comments", "Comments"),
-                ("engagement", "Engagement"),
-            ]
-        ),
-    );
-    Ok(body)
+            (&format!("/accounts/{}", url_escape(id)), &format!("/api/v1/accounts/{}/followers", url_escape(id))),
+        ))
+        section {
+            h2 { "Followers" }
+            p id="baseline" { (stands) }
+            div.chart { (chart) }
+            (table("followers", r, &[
+                col("day", "Day", |x: &FollowersRow| x.day.clone()),
+                col("follows", "Follows", |x: &FollowersRow| x.follows),
+                col("unfollows", "Unfollows", |x: &FollowersRow| x.unfollows),
+                col("net", "Net", |x: &FollowersRow| x.net),
+                col("followers", "Followers", |x: &FollowersRow| x.followers),
+                col("baseline_followers", "Baseline", |x: &FollowersRow| x.baseline_followers),
+                col("reach", "Reach", |x: &FollowersRow| x.reach),
+                col("likes", "Likes", |x: &FollowersRow| x.likes),
+                col("comments", "Comments", |x: &FollowersRow| x.comments),
+                col("engagement", "Engagement", |x: &FollowersRow| x.engagement),
+            ]))
+            (what_counts("followers", &[
+                ("Follows, unfollows", "follow and unfollow events of the day, each event id once"),
+                ("Net", "follows − unfollows"),
+                ("Followers", "at the day's end: the baseline it stands on plus the net follows since"),
+                ("Baseline", "the imported follower figure the day stands on (none: since the lake's first day)"),
+                ("Reach", "distinct users who viewed a page of the account or of its campaigns that day, exact"),
+                ("Engagement", "likes + comments carrying the account, each event id once"),
+            ]))
+        }
+        @if let Some(list) = campaigns {
+            section {
+                h2 { "Campaigns" }
+                ul id="campaigns" {
+                    @for x in &list.campaigns {
+                        li {
+                            a href=(format!("/campaigns/{}", url_escape(&x.id))) { (x.id) }
+                            " · steps " (x.steps.join(" → "))
+                        }
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// A duration in the largest whole unit: 10 s, 1 min, 6 h, 7 d.
@@ -769,54 +786,31 @@ fn span(seconds: i64) -> String {
 }
 
 /// The time-to-convert histograms, one per step after the first.
-fn time_to_convert(funnel: &Value) -> String {
-    let times = funnel["time_to_convert"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut steps: Vec<(i64, String)> = times
+fn time_to_convert(times: &[TimeBucket]) -> Markup {
+    let mut steps: Vec<(i64, &str)> = times
         .iter()
-        .map(|t| {
-            (
-                t["step"].as_i64().unwrap_or(0),
-                t["step_type"].as_str().unwrap_or("").to_string(),
-            )
-        })
+        .map(|t| (t.step, t.step_type.as_str()))
         .collect();
     steps.dedup();
-    let charts: String = steps
-        .iter()
-        .map(|(step, ty)| {
-            let buckets: Vec<&Value> = times
-                .iter()
-                .filter(|t| t["step"].as_i64() == Some(*step))
-                .collect();
-            let labels: Vec<String> = buckets
-                .iter()
-                .map(|b| match b["to_seconds"].as_i64() {
-                    Some(to) => format!(
-                        "{}–{}",
-                        span(b["from_seconds"].as_i64().unwrap_or(0)),
-                        span(to)
-                    ),
-                    None => format!("≥ {}", span(b["from_seconds"].as_i64().unwrap_or(0))),
-                })
-                .collect();
-            format!(
-                "<figure><figcaption>Step {step} ({ty}): users by the time from the step before\
-                 </figcaption><div class=\"chart\" id=\"time-to-convert-{step}\">{}</div></figure>",
-                bars(
-                    &labels,
-                    &buckets.iter().map(|b| num(&b["users"])).collect::<Vec<_>>()
-                ),
-                ty = esc(ty),
-            )
-        })
-        .collect();
-    if charts.is_empty() {
-        return String::new();
+    if steps.is_empty() {
+        return html! {};
     }
-    format!("<h3>Time to convert</h3>{charts}")
+    html! {
+        h3 { "Time to convert" }
+        @for (step, ty) in &steps {
+            @let buckets: Vec<&TimeBucket> = times.iter().filter(|t| t.step == *step).collect();
+            @let labels: Vec<String> = buckets.iter().map(|b| match b.to_seconds {
+                Some(to) => format!("{}–{}", span(b.from_seconds), span(to)),
+                None => format!("≥ {}", span(b.from_seconds)),
+            }).collect();
+            figure {
+                figcaption { "Step " (step) " (" (ty) "): users by the time from the step before" }
+                div.chart id=(format!("time-to-convert-{step}")) {
+                    (bars(&labels, &buckets.iter().map(|b| b.users as f64).collect::<Vec<_>>()))
+                }
+            }
+        }
+    }
 }
 
 /// A milestone's name: +1 s, +1 min, +24 h.
@@ -837,9 +831,61 @@ pub async fn campaign(
     QueryParams(params): QueryParams<Params>,
 ) -> Page {
     reports::campaign_access(&c, &state, &id).await?;
-    let mut body = campaign_body(&state, &id, params, false).await?;
-    body.push_str(&revisions::section(&state, &revisions::Scope::Campaign(id.clone())).await?);
-    page(&format!("Campaign {id}"), &c, &body)
+    let body = html! {
+        (campaign_body(&state, &id, params, false).await?)
+        (revisions::section(&state, &revisions::Scope::Campaign { id: id.clone() }).await?)
+    };
+    page(&format!("Campaign {id}"), &c, body)
+}
+
+/// A step of a funnel as the page's table shows it.
+struct Step<'a> {
+    step: i64,
+    step_type: &'a str,
+    users: i64,
+    conversion_from_previous: Option<f64>,
+    conversion_overall: Option<f64>,
+    drop_off: Option<i64>,
+    dropped_window_closed: Option<i64>,
+    dropped_never_came_back: Option<i64>,
+    median_seconds_from_previous: Option<f64>,
+    p90_seconds_from_previous: Option<f64>,
+}
+
+impl Provisional for Step<'_> {}
+
+impl<'a> From<&'a FunnelRow> for Step<'a> {
+    fn from(r: &'a FunnelRow) -> Self {
+        Self {
+            step: r.step,
+            step_type: &r.step_type,
+            users: r.users,
+            conversion_from_previous: r.conversion_from_previous,
+            conversion_overall: r.conversion_overall,
+            drop_off: r.drop_off,
+            dropped_window_closed: r.dropped_window_closed,
+            dropped_never_came_back: r.dropped_never_came_back,
+            median_seconds_from_previous: r.median_seconds_from_previous,
+            p90_seconds_from_previous: r.p90_seconds_from_previous,
+        }
+    }
+}
+
+impl<'a> From<&'a RangeFunnelRow> for Step<'a> {
+    fn from(r: &'a RangeFunnelRow) -> Self {
+        Self {
+            step: r.step,
+            step_type: &r.step_type,
+            users: r.users,
+            conversion_from_previous: r.conversion_from_previous,
+            conversion_overall: r.conversion_overall,
+            drop_off: r.drop_off,
+            dropped_window_closed: r.dropped_window_closed,
+            dropped_never_came_back: r.dropped_never_came_back,
+            median_seconds_from_previous: None,
+            p90_seconds_from_previous: None,
+        }
+    }
 }
 
 /// A campaign's launch and funnel (with CSV links unless `shared`).
@@ -848,277 +894,227 @@ pub(crate) async fn campaign_body(
     id: &str,
     params: Params,
     shared: bool,
-) -> Result<String, PageError> {
-    let (state, id) = (state.clone(), id.to_string());
-    let funnel = reports::funnel_value(&state, &id, &params).await?;
-    let launch = reports::launch_value(&state, &id).await?;
+) -> Result<Markup, PageError> {
+    let funnel = reports::funnel_report(state, id, &params).await?;
+    let launch = reports::launch_report(state, id).await?;
     // With a range, the funnel of the users who came in it; else the whole campaign's.
-    let in_range = funnel["range_rows"].is_array();
-    let steps: Vec<Value> = if in_range {
-        rows_of(&funnel["range_rows"])
-    } else {
-        rows(&funnel)
-            .into_iter()
-            .filter(|r| r["breakdown"] == "total")
-            .collect()
-    };
-    let funnel_of = if in_range {
-        format!(
-            "The users whose first event in the campaign fell from {} to {} (by platform, \
-             region and hour below: the whole campaign)",
-            esc(funnel["from"].as_str().unwrap_or("the first day")),
-            esc(funnel["to"].as_str().unwrap_or("the newest day"))
-        )
-    } else {
-        "Every user of the campaign".to_string()
-    };
-    let daily = rows_of(&funnel["daily"]);
-    let reach_chart = lines(
-        &daily
+    let steps: Vec<Step<'_>> = match &funnel.range_rows {
+        Some(rows) => rows.iter().map(Step::from).collect(),
+        None => funnel
+            .rows
             .iter()
-            .map(|r| r["day"].as_str().unwrap_or("").to_string())
-            .collect::<Vec<_>>(),
+            .filter(|r| r.breakdown == "total")
+            .map(Step::from)
+            .collect(),
+    };
+    let in_range = funnel.range_rows.is_some();
+    let daily = &funnel.daily;
+    let reach_chart = lines(
+        &daily.iter().map(|r| r.day.clone()).collect::<Vec<_>>(),
         &[Series {
             name: "reach",
-            values: daily.iter().map(|r| num(&r["reach"])).collect(),
+            values: daily.iter().map(|r| r.reach as f64).collect(),
         }],
-    );
-    let reach = &funnel["reach"];
-    let reach_cards = format!(
-        "<div class=\"cards\" id=\"campaign-reach\">\
-         <div class=\"card\"><span>Reach (exact)</span><b data-total=\"reach\">{}</b>\
-         <small>distinct users with an event of the campaign's steps in the range: the days' \
-         users unioned</small></div>\
-         <div class=\"card\"><span>Reach (HLL++)</span><b data-total=\"reach_approx\">{}</b>\
-         <small>the same from HyperLogLog++ sketches, ±{:.2} % (one standard error)</small></div></div>",
-        grouped(num(&reach["reach"]), 0),
-        grouped(num(&reach["reach_approx"]), 0),
-        num(&reach["hll_relative_error"]) * 100.0,
     );
     let funnel_chart = bars(
         &steps
             .iter()
-            .map(|r| r["step_type"].as_str().unwrap_or("").to_string())
+            .map(|r| r.step_type.to_string())
             .collect::<Vec<_>>(),
-        &steps.iter().map(|r| num(&r["users"])).collect::<Vec<_>>(),
+        &steps.iter().map(|r| r.users as f64).collect::<Vec<_>>(),
     );
-    let curve = launch["curve"].as_array().cloned().unwrap_or_default();
     // One unit on the axis: minutes and seconds after the launch.
-    let labels: Vec<String> = curve
-        .iter()
-        .map(|p| {
-            let s = p["second"].as_i64().unwrap_or(0);
-            format!("+{}:{:02}", s / 60, s % 60)
-        })
-        .collect();
+    let curve = &launch.curve;
     let launch_chart = lines(
-        &labels,
+        &curve
+            .iter()
+            .map(|p| format!("+{}:{:02}", p.second / 60, p.second % 60))
+            .collect::<Vec<_>>(),
         &[Series {
             name: "users",
-            values: curve.iter().map(|p| num(&p["users"])).collect(),
+            values: curve.iter().map(|p| p.users as f64).collect(),
         }],
     );
-    let f = &launch["forecast"];
-    let forecast = match f["method"].as_str() {
-        Some("observed") => String::new(),
-        Some(method) => format!(
-            "<p class=\"meta\" id=\"forecast\">Forecast at +24 h from the first {}: \
-             <b>{}</b> users (80 % interval {} to {}); {method}.</p>",
-            {
-                let s = f["from_second"].as_i64().unwrap_or(0);
-                format!("{}:{:02}", s / 60, s % 60)
-            },
-            grouped(num(&f["users_24h"]), 0),
-            grouped(num(&f["low"]), 0),
-            grouped(num(&f["high"]), 0),
-        ),
-        None => String::new(),
-    };
-    let milestones: Vec<Value> = launch["milestones"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|mut m| {
-            let s = m["after_seconds"].as_i64().unwrap_or(0);
-            m["after"] = Value::String(after(s));
-            m
-        })
-        .collect();
     // With a range, the day segments of its days only.
-    let (first, last) = (funnel["from"].as_str(), funnel["to"].as_str());
-    let by_segment: Vec<Value> = rows(&funnel)
-        .into_iter()
-        .filter(|r| r["breakdown"] != "total")
-        .filter(|r| {
-            r["breakdown"] != "day"
-                || !in_range
-                || r["segment"]
-                    .as_str()
-                    .is_some_and(|d| first.is_none_or(|f| d >= f) && last.is_none_or(|l| d <= l))
-        })
-        .collect();
-    // Per platform and per region, each segment's conversion from the first step to the last
-    // (the twelve largest segments).
-    let last_step = steps.iter().filter_map(|r| r["step"].as_i64()).max();
-    let segment_charts: String = ["platform", "region", "hour"]
+    let (first, last) = (funnel.from.as_deref(), funnel.to.as_deref());
+    let by_segment: Vec<&FunnelRow> = funnel
+        .rows
         .iter()
-        .map(|b| {
-            let mut segs: Vec<(String, f64, f64)> = by_segment
-                .iter()
-                .filter(|r| r["breakdown"] == *b)
-                .filter(|r| r["step"].as_i64() == Some(1))
-                .map(|r| {
-                    let seg = r["segment"].as_str().unwrap_or("").to_string();
-                    let reached = by_segment
-                        .iter()
-                        .find(|x| {
-                            x["breakdown"] == *b
-                                && x["segment"] == r["segment"]
-                                && x["step"].as_i64() == last_step
-                        })
-                        .map_or(0.0, |x| num(&x["conversion_overall"]) * 100.0);
-                    (seg, num(&r["users"]), reached)
-                })
-                .collect();
-            // Hours in order, all of them; other segments by size, the twelve largest.
-            if *b == "hour" {
-                segs.sort_by(|a, b| a.0.cmp(&b.0));
-            } else {
-                segs.sort_by(|a, b| b.1.total_cmp(&a.1));
-                segs.truncate(12);
-            }
-            if segs.is_empty() {
-                return String::new();
-            }
-            let by = if *b == "hour" {
-                format!("hour of the first view ({})", state.options.tz.name())
-            } else {
-                b.to_string()
-            };
-            format!(
-                "<figure><figcaption>By {}: % of the first step's users who reached the \
-                 last</figcaption><div class=\"chart\" id=\"funnel-{b}-chart\">{}</div></figure>",
-                esc(&by),
-                bars(
-                    &segs.iter().map(|x| x.0.clone()).collect::<Vec<_>>(),
-                    &segs.iter().map(|x| x.2).collect::<Vec<_>>(),
-                )
-            )
+        .filter(|r| r.breakdown != "total")
+        .filter(|r| {
+            r.breakdown != "day"
+                || !in_range
+                || (first.is_none_or(|f| r.segment.as_str() >= f)
+                    && last.is_none_or(|l| r.segment.as_str() <= l))
         })
         .collect();
-    let (funnel_csv, curve_csv) = if shared {
-        (String::new(), String::new())
-    } else {
-        (
-            format!(
-                " · <a id=\"funnel-csv\" href=\"/api/v1/campaigns/{}/funnel?format=csv\">CSV</a>",
-                esc(&id)
-            ),
-            format!(
-                " · <a id=\"curve-csv\" href=\"/api/v1/campaigns/{}/launch?format=csv\">CSV</a>",
-                esc(&id)
-            ),
+    let segment_charts = segment_charts(state, &by_segment, steps.iter().map(|s| s.step).max());
+    let funnel_of = if in_range {
+        format!(
+            "The users whose first event in the campaign fell from {} to {} (by platform, \
+             region and hour below: the whole campaign)",
+            first.unwrap_or("the first day"),
+            last.unwrap_or("the newest day")
         )
+    } else {
+        "Every user of the campaign".to_string()
     };
-    let body = format!(
-        "<h1>Campaign {name}</h1>{bar}\
-         <section><h2>Reach</h2>{reach_cards}<div class=\"chart\" id=\"reach-chart\">{reach_chart}</div>{reach_table}</section>\
-         <section><h2>Launch milestones</h2>{ms}{forecast}\
-         <div class=\"chart\" id=\"launch-chart\">{launch_chart}</div>\
-         <p class=\"meta\">Users who reserved, counted once each, by minutes and seconds after \
-         the launch (the first hour, second by second){curve_csv}</p></section>\
-         <section><h2>Funnel</h2><p class=\"meta\" id=\"funnel-of\">{funnel_of}</p>\
-         <div class=\"chart\" id=\"funnel-chart\">{funnel_chart}</div>{ft}{funnel_counts}\
-         <p class=\"meta\">Each user's furthest step within the campaign's window{funnel_csv}</p>\
-         {segment_charts}{times}\
-         <details><summary>By platform, region, hour and day of the first view</summary>{st}</details></section>",
-        times = time_to_convert(&funnel),
-        name = esc(&id),
-        bar = report_bar(
+    let api = format!("/api/v1/campaigns/{}", url_escape(id));
+    let reach = &funnel.reach;
+    Ok(html! {
+        h1 { "Campaign " (id) }
+        (report_bar(
             shared,
-            &state,
-            &funnel,
+            RangeOf::from(&*funnel),
             &params,
-            (
-                &format!("/campaigns/{}", esc(&id)),
-                &format!("/api/v1/campaigns/{id}/funnel"),
-            ),
-        ),
-        reach_table = table(
-            "campaign-daily",
-            &daily,
-            &[
-                ("day", "Day"),
-                ("reach", "Reach"),
-                ("new_users", "New users")
-            ]
-        ),
-        funnel_counts = what_counts(
-            "funnel",
-            &[
-                (
-                    "Users",
-                    "distinct users who reached at least this step within the window"
-                ),
-                (
-                    "From previous",
-                    "users at this step ÷ users at the step before"
-                ),
+            (&format!("/campaigns/{}", url_escape(id)), &format!("{api}/funnel")),
+        ))
+        section {
+            h2 { "Reach" }
+            div.cards id="campaign-reach" {
+                div.card {
+                    span { "Reach (exact)" }
+                    b data-total="reach" { (grouped(reach.reach as f64, 0)) }
+                    small { "distinct users with an event of the campaign's steps in the range: the days' users unioned" }
+                }
+                div.card {
+                    span { "Reach (HLL++)" }
+                    b data-total="reach_approx" { (grouped(reach.reach_approx, 0)) }
+                    small {
+                        "the same from HyperLogLog++ sketches, ±"
+                        (format!("{:.2}", reach.hll_relative_error * 100.0)) " % (one standard error)"
+                    }
+                }
+            }
+            div.chart id="reach-chart" { (reach_chart) }
+            (table("campaign-daily", daily, &[
+                col("day", "Day", |r: &CampaignDay| r.day.clone()),
+                col("reach", "Reach", |r: &CampaignDay| r.reach),
+                col("new_users", "New users", |r: &CampaignDay| r.new_users),
+            ]))
+        }
+        section {
+            h2 { "Launch milestones" }
+            (table("milestones", &launch.milestones, &[
+                text_col("after", "After launch", |m: &Milestone| after(m.after_seconds)),
+                col("users", "Users", |m: &Milestone| m.users),
+            ]))
+            @if let Some(f) = launch.forecast.as_ref().filter(|f| f.method != "observed") {
+                p.meta id="forecast" {
+                    "Forecast at +24 h from the first "
+                    (format!("{}:{:02}", f.from_second / 60, f.from_second % 60)) ": "
+                    b { (grouped(f.users_24h, 0)) } " users (80 % interval "
+                    (grouped(f.low, 0)) " to " (grouped(f.high, 0)) "); " (f.method) "."
+                }
+            }
+            div.chart id="launch-chart" { (launch_chart) }
+            p.meta {
+                "Users who reserved, counted once each, by minutes and seconds after the launch \
+                 (the first hour, second by second)"
+                @if !shared { " · " a id="curve-csv" href=(format!("{api}/launch?format=csv")) { "CSV" } }
+            }
+        }
+        section {
+            h2 { "Funnel" }
+            p.meta id="funnel-of" { (funnel_of) }
+            div.chart id="funnel-chart" { (funnel_chart) }
+            (table("funnel", &steps, &[
+                col("step", "Step", |r: &Step<'_>| r.step),
+                col("step_type", "Event", |r: &Step<'_>| r.step_type.to_string()),
+                col("users", "Users", |r: &Step<'_>| r.users),
+                col("conversion_from_previous", "From previous", |r: &Step<'_>| r.conversion_from_previous),
+                col("conversion_overall", "Overall", |r: &Step<'_>| r.conversion_overall),
+                col("drop_off", "Drop-off", |r: &Step<'_>| r.drop_off),
+                col("dropped_window_closed", "Window closed", |r: &Step<'_>| r.dropped_window_closed),
+                col("dropped_never_came_back", "Never came back", |r: &Step<'_>| r.dropped_never_came_back),
+                col("median_seconds_from_previous", "Median s", |r: &Step<'_>| r.median_seconds_from_previous),
+                col("p90_seconds_from_previous", "p90 s", |r: &Step<'_>| r.p90_seconds_from_previous),
+            ]))
+            (what_counts("funnel", &[
+                ("Users", "distinct users who reached at least this step within the window"),
+                ("From previous", "users at this step ÷ users at the step before"),
                 ("Overall", "users at this step ÷ users at the first step"),
                 ("Drop-off", "users lost since the previous step"),
-                (
-                    "Window closed",
-                    "of those, users who did this step's event after the previous one, but past the window"
-                ),
-                (
-                    "Never came back",
-                    "of those, users who never did this step's event after the previous one"
-                ),
-                (
-                    "Median s, p90 s",
-                    "seconds between the previous step and this one in each user's counted chain"
-                ),
-            ],
-        ),
-        ms = table(
-            "milestones",
-            &milestones,
-            &[("after", "After launch"), ("users", "Users")]
-        ),
-        ft = table(
-            "funnel",
-            &steps,
-            &[
-                ("step", "Step"),
-                ("step_type", "Event"),
-                ("users", "Users"),
-                ("conversion_from_previous", "From previous"),
-                ("conversion_overall", "Overall"),
-                ("drop_off", "Drop-off"),
-                ("dropped_window_closed", "Window closed"),
-                ("dropped_never_came_back", "Never came back"),
-                ("median_seconds_from_previous", "Median s"),
-                ("p90_seconds_from_previous", "p90 s"),
-            ]
-        ),
-        st = table(
-            "funnel-segments",
-            &by_segment,
-            &[
-                ("breakdown", "By"),
-                ("segment", "Segment"),
-                ("step", "Step"),
-                ("step_type", "Event"),
-                ("users", "Users"),
-                ("conversion_overall", "Overall"),
-                ("drop_off", "Drop-off"),
-                ("dropped_window_closed", "Window closed"),
-                ("dropped_never_came_back", "Never came back"),
-            ]
-        ),
-    );
-    Ok(body)
+                ("Window closed", "of those, users who did this step's event after the previous one, but past the window"),
+                ("Never came back", "of those, users who never did this step's event after the previous one"),
+                ("Median s, p90 s", "seconds between the previous step and this one in each user's counted chain"),
+            ]))
+            p.meta {
+                "Each user's furthest step within the campaign's window"
+                @if !shared { " · " a id="funnel-csv" href=(format!("{api}/funnel?format=csv")) { "CSV" } }
+            }
+            (segment_charts)
+            (time_to_convert(&funnel.time_to_convert))
+            details {
+                summary { "By platform, region, hour and day of the first view" }
+                (table("funnel-segments", &by_segment, &[
+                    col("breakdown", "By", |r: &&FunnelRow| r.breakdown.clone()),
+                    col("segment", "Segment", |r: &&FunnelRow| r.segment.clone()),
+                    col("step", "Step", |r: &&FunnelRow| r.step),
+                    col("step_type", "Event", |r: &&FunnelRow| r.step_type.clone()),
+                    col("users", "Users", |r: &&FunnelRow| r.users),
+                    col("conversion_overall", "Overall", |r: &&FunnelRow| r.conversion_overall),
+                    col("drop_off", "Drop-off", |r: &&FunnelRow| r.drop_off),
+                    col("dropped_window_closed", "Window closed", |r: &&FunnelRow| r.dropped_window_closed),
+                    col("dropped_never_came_back", "Never came back", |r: &&FunnelRow| r.dropped_never_came_back),
+                ]))
+            }
+        }
+    })
+}
+
+impl<T: Provisional> Provisional for &T {
+    fn provisional(&self) -> bool {
+        (*self).provisional()
+    }
+}
+
+/// Per platform, region and hour of the first view, each segment's conversion from the first
+/// step to `last_step` (of platforms and regions, the twelve largest segments).
+fn segment_charts(state: &State, by_segment: &[&FunnelRow], last_step: Option<i64>) -> Markup {
+    let mut charts = Vec::new();
+    for b in ["platform", "region", "hour"] {
+        let mut segs: Vec<(String, f64, f64)> = by_segment
+            .iter()
+            .filter(|r| r.breakdown == b && r.step == 1)
+            .map(|r| {
+                let reached = by_segment
+                    .iter()
+                    .find(|x| {
+                        x.breakdown == b && x.segment == r.segment && Some(x.step) == last_step
+                    })
+                    .map_or(0.0, |x| x.conversion_overall.unwrap_or(0.0) * 100.0);
+                (r.segment.clone(), r.users as f64, reached)
+            })
+            .collect();
+        // Hours in order, all of them; other segments by size, the twelve largest.
+        if b == "hour" {
+            segs.sort_by(|a, b| a.0.cmp(&b.0));
+        } else {
+            segs.sort_by(|a, b| b.1.total_cmp(&a.1));
+            segs.truncate(12);
+        }
+        if !segs.is_empty() {
+            let by = match b {
+                "hour" => format!("hour of the first view ({})", state.options.tz.name()),
+                other => other.to_string(),
+            };
+            charts.push((b, by, segs));
+        }
+    }
+    html! {
+        @for (b, by, segs) in &charts {
+            figure {
+                figcaption { "By " (by) ": % of the first step's users who reached the last" }
+                div.chart id=(format!("funnel-{b}-chart")) {
+                    (bars(
+                        &segs.iter().map(|x| x.0.clone()).collect::<Vec<_>>(),
+                        &segs.iter().map(|x| x.2).collect::<Vec<_>>(),
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// `GET /advertisers/{id}`: impressions, clicks, spend per day and ad, with totals.
@@ -1129,10 +1125,12 @@ pub async fn advertiser(
     QueryParams(params): QueryParams<Params>,
 ) -> Page {
     c.tenant(Role::Advertiser, &id)?;
-    let mut body = advertiser_body(&state, &id, params, false).await?;
     let scope = revisions::advertiser_scope(&state, &id).await?;
-    body.push_str(&revisions::section(&state, &scope).await?);
-    page(&format!("Advertiser {id}"), &c, &body)
+    let body = html! {
+        (advertiser_body(&state, &id, params, false).await?)
+        (revisions::section(&state, &scope).await?)
+    };
+    page(&format!("Advertiser {id}"), &c, body)
 }
 
 /// An advertiser's totals, ads over the range and days (with the range bar unless `shared`).
@@ -1141,25 +1139,18 @@ pub(crate) async fn advertiser_body(
     id: &str,
     params: Params,
     shared: bool,
-) -> Result<String, PageError> {
-    let (state, id) = (state.clone(), id.to_string());
-    let report = reports::daily_value(
-        &state,
-        reports::advertiser_report(&id, &reports::currency_of(&state, &id).await?),
-        clone(&params),
-    )
-    .await?;
-    let r = rows(&report);
+) -> Result<Markup, PageError> {
+    let report = reports::advertiser_report(state, id, &params).await?;
+    let r = &report.daily.rows;
     // Per day across ads, for the chart.
     let mut days: Vec<(String, f64, f64)> = Vec::new();
-    for x in &r {
-        let d = x["day"].as_str().unwrap_or("").to_string();
+    for x in r {
         match days.last_mut() {
-            Some(last) if last.0 == d => {
-                last.1 += num(&x["impressions"]);
-                last.2 += num(&x["clicks"]);
+            Some(last) if last.0 == x.day => {
+                last.1 += x.impressions as f64;
+                last.2 += x.clicks as f64;
             }
-            _ => days.push((d, num(&x["impressions"]), num(&x["clicks"]))),
+            _ => days.push((x.day.clone(), x.impressions as f64, x.clicks as f64)),
         }
     }
     let chart = lines(
@@ -1175,147 +1166,164 @@ pub(crate) async fn advertiser_body(
             },
         ],
     );
-    let cur = report["totals"]["currency"]
-        .as_str()
-        .unwrap_or(lake::registry::DEFAULT_CURRENCY)
-        .to_string();
-    let shown = |v: &Value| shown(v, &cur);
-    let t = shown(&report["totals"]);
+    let cur = report
+        .totals
+        .as_ref()
+        .map_or(lake::registry::DEFAULT_CURRENCY, |t| t.currency.as_str());
+    let int = |x: Option<i64>| x.map(|x| x as f64);
+    let hll = format!(
+        "the same from HyperLogLog++ sketches, ±{:.2} % (one standard error)",
+        query::sketch::hll_relative_error() * 100.0
+    );
+    let t = report.totals.as_ref();
     // Each figure with one line on what it counts.
-    let totals = format!(
-        "<div class=\"cards\" id=\"totals\">{}</div>",
-        [
-            (
-                "impressions",
-                "Impressions",
-                "ad impressions, each event id once"
-            ),
-            ("clicks", "Clicks", "ad clicks, each event id once"),
-            ("ctr", "CTR", "clicks ÷ impressions"),
-            (
-                "conversions",
-                "Conversions",
-                "conversions, each event id once"
-            ),
-            ("conversion_rate", "Conversion rate", "conversions ÷ clicks"),
-            ("spend", "Spend", "the amount of impressions and clicks"),
-            (
-                "conversion_value",
-                "Conversion value",
-                "the amount of conversions"
-            ),
-            (
-                "unique_reach",
-                "Unique reach",
-                "distinct users with an impression in the range, exact",
-            ),
-            (
-                "unique_reach_approx",
-                "Unique reach (HLL++)",
-                "the same from HyperLogLog++ sketches, ±0.81 % (one standard error)",
-            ),
-            ("frequency", "Frequency", "impressions ÷ exact unique reach"),
-        ]
-        .iter()
-        .map(|(k, h, what)| format!(
-            "<div class=\"card\"><span>{h}</span><b data-total=\"{k}\">{}</b>\
-             <small>{what}</small></div>",
-            cell(&t[*k])
-        ))
-        .collect::<String>()
-    );
-    let ads: Vec<Value> = rows_of(&report["ads"]).iter().map(&shown).collect();
-    let days: Vec<Value> = r.iter().map(&shown).collect();
-    let body = format!(
-        "<h1>Advertiser {name}</h1>{bar}{totals}\
-         <section><h2>Ads over the range</h2>{per_ad}</section>\
-         <section><h2>Per day</h2><div class=\"chart\">{chart}</div>{tbl}</section>",
-        name = esc(&id),
-        bar = report_bar(
-            shared,
-            &state,
-            &report,
-            &params,
-            (
-                &format!("/advertisers/{}", esc(&id)),
-                &format!("/api/v1/advertisers/{id}/report"),
-            ),
+    let cards: Vec<(&str, &str, &str, String)> = vec![
+        (
+            "impressions",
+            "Impressions",
+            "ad impressions, each event id once",
+            count(t.and_then(|t| int(t.impressions))),
         ),
-        per_ad = table(
-            "ads-range",
-            &ads,
-            &[
-                ("ad_id", "Ad"),
-                ("impressions", "Impressions"),
-                ("clicks", "Clicks"),
-                ("ctr", "CTR"),
-                ("conversions", "Conversions"),
-                ("spend", "Spend"),
-                ("conversion_value", "Value"),
-                ("unique_reach", "Unique reach (exact)"),
-                ("unique_reach_approx", "Unique reach (HLL++)"),
-                ("frequency", "Frequency"),
-            ]
+        (
+            "clicks",
+            "Clicks",
+            "ad clicks, each event id once",
+            count(t.and_then(|t| int(t.clicks))),
         ),
-        tbl = table(
-            "ads",
-            &days,
-            &[
-                ("day", "Day"),
-                ("ad_id", "Ad"),
-                ("impressions", "Impressions"),
-                ("clicks", "Clicks"),
-                ("ctr", "CTR"),
-                ("conversions", "Conversions"),
-                ("spend", "Spend"),
-                ("conversion_value", "Value"),
-                ("reach", "Reach"),
-                ("frequency", "Frequency"),
-            ]
+        (
+            "ctr",
+            "CTR",
+            "clicks ÷ impressions",
+            percent(t.and_then(|t| t.ctr)),
         ),
-    );
-    Ok(body)
+        (
+            "conversions",
+            "Conversions",
+            "conversions, each event id once",
+            count(t.and_then(|t| int(t.conversions))),
+        ),
+        (
+            "conversion_rate",
+            "Conversion rate",
+            "conversions ÷ clicks",
+            percent(t.and_then(|t| t.conversion_rate)),
+        ),
+        (
+            "spend",
+            "Spend",
+            "the amount of impressions and clicks",
+            money(t.and_then(|t| t.spend), cur),
+        ),
+        (
+            "conversion_value",
+            "Conversion value",
+            "the amount of conversions",
+            money(t.and_then(|t| t.conversion_value), cur),
+        ),
+        (
+            "unique_reach",
+            "Unique reach",
+            "distinct users with an impression in the range, exact",
+            count(t.and_then(|t| int(t.unique_reach))),
+        ),
+        (
+            "unique_reach_approx",
+            "Unique reach (HLL++)",
+            &hll,
+            count(t.and_then(|t| t.unique_reach_approx)),
+        ),
+        (
+            "frequency",
+            "Frequency",
+            "impressions ÷ exact unique reach",
+            two(t.and_then(|t| t.frequency)),
+        ),
+    ];
+    let path = format!("/advertisers/{}", url_escape(id));
+    let api = format!("/api/v1/advertisers/{}/report", url_escape(id));
+    Ok(html! {
+        h1 { "Advertiser " (id) }
+        (report_bar(shared, RangeOf::from(&report.daily), &params, (&path, &api)))
+        div.cards id="totals" {
+            @for (k, h, what, v) in &cards {
+                div.card { span { (h) } b data-total=(k) { (v) } small { (what) } }
+            }
+        }
+        section {
+            h2 { "Ads over the range" }
+            (table("ads-range", &report.ads, &[
+                col("ad_id", "Ad", |a: &AdOverRange| a.ad_id.clone()),
+                text_col("impressions", "Impressions", |a: &AdOverRange| count(int(a.figures.impressions))),
+                text_col("clicks", "Clicks", |a: &AdOverRange| count(int(a.figures.clicks))),
+                text_col("ctr", "CTR", |a: &AdOverRange| percent(a.figures.ctr)),
+                text_col("conversions", "Conversions", |a: &AdOverRange| count(int(a.figures.conversions))),
+                text_col("spend", "Spend", |a: &AdOverRange| money(a.figures.spend, cur)),
+                text_col("conversion_value", "Value", |a: &AdOverRange| money(a.figures.conversion_value, cur)),
+                text_col("unique_reach", "Unique reach (exact)", |a: &AdOverRange| count(int(a.figures.unique_reach))),
+                text_col("unique_reach_approx", "Unique reach (HLL++)", |a: &AdOverRange| count(a.figures.unique_reach_approx)),
+                text_col("frequency", "Frequency", |a: &AdOverRange| two(a.figures.frequency)),
+            ]))
+        }
+        section {
+            h2 { "Per day" }
+            div.chart { (chart) }
+            (table("ads", r, &[
+                col("day", "Day", |a: &AdDayRow| a.day.clone()),
+                col("ad_id", "Ad", |a: &AdDayRow| a.ad_id.clone()),
+                text_col("impressions", "Impressions", |a: &AdDayRow| count(Some(a.impressions as f64))),
+                text_col("clicks", "Clicks", |a: &AdDayRow| count(Some(a.clicks as f64))),
+                text_col("ctr", "CTR", |a: &AdDayRow| percent(a.ctr)),
+                text_col("conversions", "Conversions", |a: &AdDayRow| count(Some(a.conversions as f64))),
+                text_col("spend", "Spend", |a: &AdDayRow| money(Some(a.spend), cur)),
+                text_col("conversion_value", "Value", |a: &AdDayRow| money(Some(a.conversion_value), cur)),
+                text_col("reach", "Reach", |a: &AdDayRow| count(Some(a.reach as f64))),
+                text_col("frequency", "Frequency", |a: &AdDayRow| two(a.frequency)),
+            ]))
+        }
+    })
 }
 
 /// `GET /admin/accounts`: accounts with their state and buttons to change it (operators).
 pub async fn admin_accounts(Viewer(c): Viewer, AxState(state): AxState<State>) -> Page {
     c.require(&[Role::Operator])?;
     let accounts = state.registry.call(|r| r.accounts()).await?;
-    let rows: String = accounts
-        .iter()
-        .map(|a| {
-            let buttons: String = [
-                (VerificationState::Verified, "verify"),
-                (VerificationState::Rejected, "reject"),
-                (VerificationState::Revoked, "revoke"),
-            ]
-            .iter()
-            .filter(|(s, _)| *s != a.state)
-            .map(|(s, label)| {
-                format!(
-                    "<button name=\"state\" value=\"{}\">{label}</button>",
-                    s.as_str()
-                )
-            })
-            .collect();
-            format!(
-                "<tr><td>{id}</td><td>{kind}</td><td>{name}</td><td class=\"state\">{st}</td>\
-                 <td><form method=\"post\" action=\"/admin/accounts/{id}/state\">\
-                 <input name=\"reason\" placeholder=\"reason\" required>{buttons}</form></td></tr>",
-                id = esc(&a.id),
-                kind = a.kind.as_str(),
-                name = esc(&a.name),
-                st = a.state.as_str(),
-            )
-        })
-        .collect();
-    let body = format!(
-        "<h1>Accounts</h1><p class=\"meta\">Only verified official accounts and advertisers get \
-         reports. Every change is in the account's audit log with who, when and why.</p>\
-         <div class=\"scroll\"><table id=\"accounts\"><thead><tr><th>Id</th><th>Kind</th>\
-         <th>Name</th><th>State</th><th>Change</th></tr></thead><tbody>{rows}</tbody></table></div>"
-    );
-    page("Accounts", &c, &body)
+    let body = html! {
+        h1 { "Accounts" }
+        p.meta {
+            "Only verified official accounts and advertisers get reports. Every change is in the \
+             account's audit log with who, when and why."
+        }
+        div.scroll {
+            table id="accounts" {
+                thead { tr { th { "Id" } th { "Kind" } th { "Name" } th { "State" } th { "Change" } } }
+                tbody {
+                    @for a in &accounts {
+                        tr {
+                            td { (a.id) }
+                            td { (a.kind.as_str()) }
+                            td { (a.name) }
+                            td.state { (a.state.as_str()) }
+                            td {
+                                form method="post" action=(format!("/admin/accounts/{}/state", url_escape(&a.id))) {
+                                    input name="reason" placeholder="reason" required;
+                                    @for (s, label) in [
+                                        (VerificationState::Verified, "verify"),
+                                        (VerificationState::Rejected, "reject"),
+                                        (VerificationState::Revoked, "revoke"),
+                                    ] {
+                                        @if s != a.state {
+                                            button name="state" value=(s.as_str()) { (label) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page("Accounts", &c, body)
 }
 
 #[derive(Deserialize)]
@@ -1347,90 +1355,81 @@ pub async fn admin_set_state(
 /// a table behind) is highlighted.
 pub async fn admin_pipeline(Viewer(c): Viewer, AxState(state): AxState<State>) -> Page {
     c.require(&[Role::Operator])?;
-    let status = crate::status::status_value(&state).await?;
-    let text = |v: &Value| match v {
-        Value::Null => "–".to_string(),
-        Value::String(s) => esc(s),
-        v => esc(&v.to_string()),
+    let status = crate::status::status_of(&state).await?;
+    let text = |v: Option<String>| v.unwrap_or_else(|| "–".to_string());
+    let num = |v: Option<i64>| text(v.map(|v| v.to_string()));
+    let body = html! {
+        h1 { "Pipeline" }
+        p.meta {
+            "The lake's events table is at version " b id="events-version" { (num(status.events_version)) }
+            ". Highlighted rows have a gap: messages the broker holds that the lake does not cover \
+             yet, or a metric table that has not seen the newest events."
+        }
+        section {
+            h2 { "Source partitions" }
+            table id="partitions" {
+                thead { tr {
+                    th { "Source" } th { "Partition" } th { "Broker high watermark" }
+                    th { "Lake covers up to" } th { "Lag" } th { "Events" } th { "Rejected" }
+                    th { "Event-time watermark" }
+                } }
+                tbody {
+                    @for p in &status.partitions {
+                        tr.gap[p.lag.is_some_and(|l| l > 0)] {
+                            td data-col="source" { (p.source) }
+                            td data-col="partition" { (p.partition) }
+                            td data-col="broker_high_watermark" { (num(p.broker_high_watermark())) }
+                            td data-col="covered_offset" { (num(p.covered_offset)) }
+                            td data-col="lag" { (num(p.lag)) }
+                            td data-col="events" { (p.events) }
+                            td data-col="rejected" { (p.rejected) }
+                            td data-col="watermark" { (text(p.watermark.clone())) }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Metric tables" }
+            table id="tables" {
+                thead { tr {
+                    th { "Job" } th { "Table" } th { "Events version seen" } th { "Versions behind" }
+                    th { "Complete up to" } th { "Last commit" }
+                } }
+                tbody {
+                    @for j in &status.jobs {
+                        tr.gap[j.versions_behind.is_none_or(|b| b > 0)] {
+                            td data-col="job" { (j.job) }
+                            td data-col="table" { (j.table) }
+                            td data-col="events_version_seen" { (num(j.events_version_seen)) }
+                            td data-col="versions_behind" { (num(j.versions_behind)) }
+                            td data-col="complete_up_to" { (text(j.complete_up_to.clone())) }
+                            td data-col="last_commit_at" { (text(j.last_commit_at.clone())) }
+                        }
+                    }
+                }
+            }
+        }
     };
-    let partitions: String = status["partitions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|p| {
-            let lag = p["lag"].as_i64();
-            let high = lag
-                .zip(p["covered_offset"].as_i64())
-                .map(|(l, c)| Value::from(c + l))
-                .unwrap_or(Value::Null);
-            let gap = lag.is_some_and(|l| l > 0);
-            format!(
-                "<tr{}><td data-col=\"source\">{}</td><td data-col=\"partition\">{}</td>\
-                 <td data-col=\"broker_high_watermark\">{}</td><td data-col=\"covered_offset\">{}</td>\
-                 <td data-col=\"lag\">{}</td><td data-col=\"events\">{}</td><td data-col=\"rejected\">{}</td>\
-                 <td data-col=\"watermark\">{}</td></tr>",
-                if gap { " class=\"gap\"" } else { "" },
-                text(&p["source"]),
-                text(&p["partition"]),
-                text(&high),
-                text(&p["covered_offset"]),
-                text(&p["lag"]),
-                text(&p["events"]),
-                text(&p["rejected"]),
-                text(&p["watermark"]),
-            )
-        })
-        .collect();
-    let jobs: String = status["jobs"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|j| {
-            let behind = j["versions_behind"].as_i64();
-            let gap = behind.is_none_or(|b| b > 0);
-            format!(
-                "<tr{}><td data-col=\"job\">{}</td><td data-col=\"table\">{}</td>\
-                 <td data-col=\"events_version_seen\">{}</td><td data-col=\"versions_behind\">{}</td>\
-                 <td data-col=\"complete_up_to\">{}</td><td data-col=\"last_commit_at\">{}</td></tr>",
-                if gap { " class=\"gap\"" } else { "" },
-                text(&j["job"]),
-                text(&j["table"]),
-                text(&j["events_version_seen"]),
-                text(&j["versions_behind"]),
-                text(&j["complete_up_to"]),
-                text(&j["last_commit_at"]),
-            )
-        })
-        .collect();
-    let body = format!(
-        "<h1>Pipeline</h1><p class=\"meta\">The lake's events table is at version \
-         <b id=\"events-version\">{}</b>. Highlighted rows have a gap: messages the broker holds \
-         that the lake does not cover yet, or a metric table that has not seen the newest events.</p>\
-         <section><h2>Source partitions</h2><table id=\"partitions\"><thead><tr><th>Source</th>\
-         <th>Partition</th><th>Broker high watermark</th><th>Lake covers up to</th><th>Lag</th>\
-         <th>Events</th><th>Rejected</th><th>Event-time watermark</th></tr></thead>\
-         <tbody>{partitions}</tbody></table></section>\
-         <section><h2>Metric tables</h2><table id=\"tables\"><thead><tr><th>Job</th><th>Table</th>\
-         <th>Events version seen</th><th>Versions behind</th><th>Complete up to</th>\
-         <th>Last commit</th></tr></thead><tbody>{jobs}</tbody></table></section>",
-        text(&status["events_version"]),
-    );
-    page("Pipeline", &c, &body)
+    page("Pipeline", &c, body)
 }
 
 /// `GET /live`: the operators' live page; the script fills it from the event stream.
 pub async fn live(Viewer(c): Viewer, AxState(state): AxState<State>) -> Page {
     c.require(&[Role::Operator])?;
     let Some(live) = &state.live else {
-        let body = "<h1>Live peaks</h1><p class=\"error\" id=\"live-off\">This server runs without \
-                    <code>--brokers</code>: start it with <code>spacepulse serve --brokers HOST:PORT \
-                    --topic events</code> to see events as they arrive.</p>";
+        let body = html! {
+            h1 { "Live peaks" }
+            p.error id="live-off" {
+                "This server runs without " code { "--brokers" } ": start it with "
+                code { "spacepulse serve --brokers HOST:PORT --topic events" }
+                " to see events as they arrive."
+            }
+        };
         return page("Live", &c, body);
     };
     let o = &live.options;
-    let cards: String = [
+    let cards = [
         ("rate", "Events/s"),
         ("photos-rate", "Photos/s"),
         ("today-events", "Events today"),
@@ -1441,30 +1440,34 @@ pub async fn live(Viewer(c): Viewer, AxState(state): AxState<State>) -> Page {
         ("active-hour", "Active users, last hour"),
         ("events-total", "Events since start"),
         ("lag", "Consumer lag"),
-    ]
-    .iter()
-    .map(|(id, h)| format!("<div class=\"card\"><span>{h}</span><b id=\"{id}\">–</b></div>"))
-    .collect();
-    let body = format!(
-        "<h1>Live peaks</h1><p class=\"meta\">Topic <b>{topic}</b> on <b>{brokers}</b> · stream clock \
-         <b id=\"clock\">waiting for events</b> ({tz}) · <span id=\"status\">connecting</span></p>\
-         <div class=\"cards\">{cards}</div>\
-         <section><h2>The last hour, events per second</h2>\
-         <div class=\"chart\"><img id=\"hour-chart\" alt=\"events per second, last hour\" \
-         src=\"/live/hour.svg\"></div></section>\
-         <section><h2>Launches in progress</h2><div id=\"launches\"><p class=\"empty\">No reservations \
-         in the last 24 hours.</p></div></section><script src=\"/assets/live.js\"></script>",
-        topic = esc(&o.topic),
-        brokers = esc(&o.brokers),
-        tz = state.options.tz.name(),
-    );
-    page("Live", &c, &body)
+    ];
+    let body = html! {
+        h1 { "Live peaks" }
+        p.meta {
+            "Topic " b { (o.topic) } " on " b { (o.brokers) } " · stream clock "
+            b id="clock" { "waiting for events" } " (" (state.options.tz.name()) ") · "
+            span id="status" { "connecting" }
+        }
+        div.cards {
+            @for (id, h) in cards { div.card { span { (h) } b id=(id) { "–" } } }
+        }
+        section {
+            h2 { "The last hour, events per second" }
+            div.chart { img id="hour-chart" alt="events per second, last hour" src="/live/hour.svg"; }
+        }
+        section {
+            h2 { "Launches in progress" }
+            div id="launches" { p.empty { "No reservations in the last 24 hours." } }
+        }
+        script src="/assets/live.js" {}
+    };
+    page("Live", &c, body)
 }
 
-fn svg(body: String) -> Response {
+fn svg(body: Markup) -> Response {
     (
         [(CONTENT_TYPE, "image/svg+xml"), (CACHE_CONTROL, "no-store")],
-        body,
+        body.into_string(),
     )
         .into_response()
 }
@@ -1538,25 +1541,44 @@ mod tests {
         assert_eq!(grouped(999.0, 0), "999");
         assert_eq!(grouped(-1000.5, 2), "-1,000.50");
         assert_eq!(grouped(-0.001, 2), "0.00");
-        let row = serde_json::json!({
-            "ad_id": "ad-1", "spend": 760.62, "ctr": 0.0123, "frequency": 2.0 / 3.0,
-            "unique_reach": 12345, "conversion_rate": null
-        });
-        let s = shown(&row, "USD");
-        assert_eq!(s["spend"], "USD 760.62");
-        assert_eq!(s["ctr"], "1.23 %");
-        assert_eq!(s["frequency"], "0.67");
-        assert_eq!(s["unique_reach"], "12,345");
-        assert_eq!(s["ad_id"], "ad-1");
-        assert_eq!(s["conversion_rate"], Value::Null);
+        assert_eq!(money(Some(760.62), "USD"), "USD 760.62");
+        assert_eq!(percent(Some(0.0123)), "1.23 %");
+        assert_eq!(two(Some(2.0 / 3.0)), "0.67");
+        assert_eq!(count(Some(12345.0)), "12,345");
+        assert_eq!(percent(None), "–");
     }
 
     #[test]
-    fn escapes_and_names_milestones() {
-        assert_eq!(
-            esc("<a href='x'>&\"</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+    fn every_value_is_escaped_and_milestones_named() {
+        let rows = vec![FunnelRow {
+            breakdown: "region".into(),
+            segment: "<script>alert('x')</script>&\"".into(),
+            step: 1,
+            step_type: "page_view".into(),
+            users: 3,
+            conversion_from_previous: None,
+            conversion_overall: Some(1.0),
+            drop_off: None,
+            dropped_window_closed: None,
+            dropped_never_came_back: None,
+            median_seconds_from_previous: None,
+            p90_seconds_from_previous: None,
+            window_ms: 1,
+            mode: "furthest".into(),
+            registered: true,
+        }];
+        let html = table(
+            "t",
+            &rows,
+            &[col("segment", "Segment", |r: &FunnelRow| r.segment.clone())],
+        )
+        .into_string();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert('x')&lt;/script&gt;&amp;&quot;"),
+            "{html}"
         );
+        assert_eq!(url_escape("a b/\"<"), "a%20b%2F%22%3C");
         assert_eq!(after(1), "+1 s");
         assert_eq!(after(600), "+10 min");
         assert_eq!(after(86_400), "+24 h");

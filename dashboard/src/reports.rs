@@ -7,12 +7,16 @@ use axum::extract::{Path, State as AxState};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use lake::registry::Role;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, QueryParams};
+use crate::model::*;
+use crate::row;
+use crate::rows::FromBatch;
 use crate::view::View;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -141,182 +145,146 @@ impl HasFormat for Format {
     }
 }
 
+row! {
+    /// The newest day of a table.
+    pub struct Newest {
+        pub d: Option<String>,
+    }
+}
+
 /// The newest day of `table` matching `filter` (a `WHERE` condition).
 async fn latest(view: &View, table: &str, filter: &str) -> Result<Option<i32>, ApiError> {
-    let rows = view
-        .rows(
+    let rows: Vec<Newest> = view
+        .typed(
             &format!("SELECT CAST(max(day) AS VARCHAR) AS d FROM {table} WHERE {filter}"),
             &[table],
         )
         .await?;
     Ok(rows
-        .first()
-        .and_then(|r| r["d"].as_str())
-        .and_then(|d| query::tz::parse_day(d).ok()))
+        .into_iter()
+        .next()
+        .and_then(|r| r.d)
+        .and_then(|d| query::tz::parse_day(&d).ok()))
 }
 
 /// One daily report over a metric table.
 pub(crate) struct Daily<'a> {
-    name: &'a str,
+    name: &'static str,
     table: &'a str,
     columns: &'a str,
     /// A `WHERE` condition: the tenant's rows, or all.
     filter: String,
     order: &'a str,
-    /// Fields of the JSON report over the whole range (see [`Extra`]).
-    totals: Vec<Extra<'a>>,
 }
 
-/// A field of a JSON report over the whole range: the query (without its day filter) that
-/// fills it, one object, or an array of rows with `GROUP BY group`.
-pub(crate) struct Extra<'a> {
-    field: &'a str,
-    sql: String,
-    group: Option<&'a str>,
+/// A row of a daily report: its day, and whether that day may still change.
+pub(crate) trait DailyRow: FromBatch + Serialize + Clone {
+    fn day(&self) -> &str;
+    fn mark(&mut self, provisional: bool);
 }
 
-/// The rows of `SELECT columns FROM table WHERE filter AND <days> ORDER BY order`, with the
-/// report's range, time zone and freshness; cached until the lake changes.
-async fn daily(state: &State, report: Daily<'_>, params: Params) -> Result<Response, ApiError> {
-    let body = daily_body(state, report, params).await?;
-    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
+macro_rules! daily_rows {
+    ($($t:ty),*) => {$(
+        impl DailyRow for $t {
+            fn day(&self) -> &str {
+                &self.day
+            }
+            fn mark(&mut self, provisional: bool) {
+                self.provisional = provisional;
+            }
+        }
+    )*};
 }
+daily_rows!(ActivityRow, UploadsRow, FollowersRow, AdDayRow, CampaignDay);
 
-/// A daily report as JSON (for the pages), from the same cache as the API's.
-pub(crate) async fn daily_value(
+/// The rows of `SELECT columns FROM table WHERE filter AND <days> ORDER BY order` with the
+/// report's range, time zone and freshness; and the range's first and last day.
+async fn daily_of<R: DailyRow>(
     state: &State,
-    report: Daily<'_>,
-    mut params: Params,
-) -> Result<Value, ApiError> {
-    params.format = None;
-    let body = daily_body(state, report, params).await?;
-    serde_json::from_slice(&body.1).map_err(|e| ApiError::internal(e.to_string()))
-}
-
-async fn daily_body(
-    state: &State,
-    report: Daily<'_>,
-    params: Params,
-) -> Result<crate::view::Cached, ApiError> {
+    view: &View,
+    report: &Daily<'_>,
+    params: &Params,
+) -> Result<(DailyReport<R>, Option<i32>, Option<i32>), ApiError> {
     let Daily {
         name,
         table,
         columns,
         filter,
         order,
-        totals: extra,
     } = report;
-    let filter = filter.as_str();
-    let format = out(&params)?;
-    // The queries themselves are in the key: one report's queries differ by tenant and by the
-    // tenant's settings (an advertiser's currency).
-    let extras: String = extra.iter().map(|e| e.sql.as_str()).collect();
+    let newest = latest(view, table, filter).await?;
+    let (from, to) = days(params, newest)?;
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE {filter}{} ORDER BY {order}",
+        day_filter(from, to)
+    );
+    let mut rows: Vec<R> = view.typed(&sql, &[table]).await?;
+    let fresh = view
+        .freshness(table, state.options.allowed_lateness)
+        .await?;
+    for r in &mut rows {
+        let provisional = fresh.provisional_text(r.day());
+        r.mark(provisional);
+    }
+    let report = DailyReport {
+        report: name,
+        tz: state.options.tz.name().to_string(),
+        from: from.map(query::tz::format_day),
+        to: to.map(query::tz::format_day),
+        newest_day: newest.map(query::tz::format_day),
+        complete_up_to: fresh.instant(),
+        allowed_lateness_seconds: state.options.allowed_lateness.as_secs(),
+        rows,
+    };
+    Ok((report, from, to))
+}
+
+/// A range's part of a cache key.
+fn range_key(params: &Params) -> String {
+    format!("{:?}|{:?}|{:?}", params.range, params.from, params.to)
+}
+
+/// A daily report, typed, cached until the lake changes (the API's and the pages' alike).
+pub(crate) async fn daily_report<R: DailyRow>(
+    state: &State,
+    report: Daily<'_>,
+    params: &Params,
+) -> Result<Arc<DailyReport<R>>, ApiError> {
     let key = format!(
-        "{name}|{filter}|{columns}|{extras}|{:?}|{:?}|{:?}|{:?}",
-        params.range, params.from, params.to, params.format
+        "{}|{}|{}|{}",
+        report.name,
+        report.filter,
+        report.columns,
+        range_key(params)
     );
     let view = state.view.current().await?;
-    let body = view
-        .cached(key, || async {
-            let newest = latest(&view, table, filter).await?;
-            let (from, to) = days(&params, newest)?;
-            let sql = format!(
-                "SELECT {columns} FROM {table} WHERE {filter}{} ORDER BY {order}",
-                day_filter(from, to)
-            );
-            match format {
-                Out::Csv => Ok((
-                    "text/csv; charset=utf-8".into(),
-                    csv(&view, &sql, table).await?,
-                )),
-                Out::Json => {
-                    let mut rows = view.rows(&sql, &[table]).await?;
-                    let fresh = view
-                        .freshness(table, state.options.allowed_lateness)
-                        .await?;
-                    fresh.mark_rows(&mut rows);
-                    let mut report = json!({
-                        "report": name,
-                        "tz": state.options.tz.name(),
-                        "from": from.map(query::tz::format_day),
-                        "to": to.map(query::tz::format_day),
-                        "newest_day": newest.map(query::tz::format_day),
-                        "complete_up_to": fresh.instant(),
-                        "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
-                        "rows": rows,
-                    });
-                    for e in &extra {
-                        let sql = format!("{}{}", e.sql, day_filter(from, to));
-                        report[e.field] = match e.group {
-                            Some(g) => {
-                                let sql = format!("{sql} GROUP BY {g} ORDER BY {g}");
-                                Value::Array(view.rows(&sql, &[table]).await?)
-                            }
-                            None => view
-                                .rows(&sql, &[table])
-                                .await?
-                                .into_iter()
-                                .next()
-                                .unwrap_or(Value::Null),
-                        };
-                    }
-                    Ok((
-                        "application/json".into(),
-                        serde_json::to_vec(&report).expect("json"),
-                    ))
-                }
-            }
-        })
-        .await?;
-    Ok(body)
+    view.cached(key, || async {
+        Ok(daily_of(state, &view, &report, params).await?.0)
+    })
+    .await
 }
 
-/// The rows of `sql` over `table` as CSV (none when the table does not exist yet). Cells a
-/// spreadsheet would evaluate (ad ids and segments come from events) are written as text.
-pub(crate) async fn csv(
-    view: &crate::view::View,
-    sql: &str,
-    table: &str,
-) -> Result<Vec<u8>, ApiError> {
-    if !view.ctx.table_exist(table).unwrap_or(false) {
-        return Ok(Vec::new());
-    }
-    let df = view
-        .ctx
-        .sql(sql)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let batches = batches
-        .iter()
-        .map(query::output::spreadsheet_safe)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    query::output::encode(query::output::Format::Csv, schema, &batches)
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-/// A campaign report as CSV, cached until the lake changes.
-async fn cached_csv(
-    state: &State,
-    key: String,
-    sql: String,
-    table: &'static str,
+/// A report as the API answers it: JSON, or its rows as CSV.
+fn answer<T: Serialize>(
+    format: Out,
+    report: &T,
+    csv: impl FnOnce(&T) -> Result<Vec<u8>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let view = state.view.current().await?;
-    let body = view
-        .cached(key, || async {
-            Ok((
-                "text/csv; charset=utf-8".into(),
-                csv(&view, &sql, table).await?,
-            ))
-        })
-        .await?;
-    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
+    Ok(match format {
+        Out::Json => axum::Json(report).into_response(),
+        Out::Csv => ([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv(report)?).into_response(),
+    })
+}
+
+/// A daily report's response.
+async fn daily<R: DailyRow>(
+    state: &State,
+    report: Daily<'_>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let format = out(&params)?;
+    let report = daily_report::<R>(state, report, &params).await?;
+    answer(format, &*report, |r| crate::rows::csv(&r.rows))
 }
 
 /// DAU, WAU, MAU, DAU/MAU and new users per day, overall and by platform group.
@@ -328,7 +296,6 @@ pub(crate) fn activity_report() -> Daily<'static> {
          dau_approx, wau_approx, mau_approx, estimator, hll_precision, hll_relative_error",
         filter: "breakdown IN ('total', 'platform_group')".into(),
         order: "day, breakdown DESC, segment",
-        totals: Vec::new(),
     }
 }
 
@@ -341,7 +308,6 @@ pub(crate) fn uploads_report() -> Daily<'static> {
          peak_minute, peak_minute_photos, peak_hour, peak_hour_photos",
         filter: "true".into(),
         order: "day",
-        totals: Vec::new(),
     }
 }
 
@@ -355,15 +321,19 @@ pub(crate) fn followers_report(id: &str) -> Daily<'static> {
          to_char(baseline_as_of, '%Y-%m-%dT%H:%M:%SZ') AS baseline_as_of",
         filter: format!("account_id = {}", lit(id)),
         order: "day",
-        totals: Vec::new(),
     }
 }
 
 /// An advertiser's ads per day, with totals and each ad's over the range: unique reach exact
 /// (the union of the daily reach bitmaps) with its HLL++ estimate beside it, frequency as
-/// impressions per exactly reached user.
-pub(crate) fn advertiser_report(id: &str, currency: &str) -> Daily<'static> {
-    let filter = format!("advertiser_id = {}", lit(id));
+/// impressions per exactly reached user; cached until the lake changes.
+pub(crate) async fn advertiser_report(
+    state: &State,
+    id: &str,
+    params: &Params,
+) -> Result<Arc<AdvertiserReport>, ApiError> {
+    let currency = currency_of(state, id).await?;
+    let filter = daily_filter(id);
     let figures = format!(
         "{cur} AS currency, sum(impressions) AS impressions, sum(clicks) AS clicks, \
          CAST(sum(clicks) AS DOUBLE) / NULLIF(sum(impressions), 0) AS ctr, \
@@ -377,32 +347,53 @@ pub(crate) fn advertiser_report(id: &str, currency: &str) -> Daily<'static> {
          AS frequency, round(hll_count(hll_merge(reach_hll))) AS unique_reach_approx, \
          {est} AS unique_reach_estimator, \
          {rse} AS unique_reach_relative_error",
-        cur = lit(currency),
+        cur = lit(&currency),
         est = lit(query::sketch::HLL_ESTIMATOR),
         rse = query::sketch::hll_relative_error(),
     );
-    Daily {
+    let daily = Daily {
         name: "advertiser",
         table: "advertisers_daily",
         columns: "CAST(day AS VARCHAR) AS day, ad_id, impressions, clicks, ctr, conversions, \
          conversion_rate, spend_cents, CAST(spend_cents AS DOUBLE) / 100 AS spend, \
          conversion_value_cents, CAST(conversion_value_cents AS DOUBLE) / 100 AS conversion_value, \
          reach, reach_approx, frequency",
-        totals: vec![
-            Extra {
-                field: "totals",
-                sql: format!("SELECT {figures} FROM advertisers_daily WHERE {filter}"),
-                group: None,
-            },
-            Extra {
-                field: "ads",
-                sql: format!("SELECT ad_id, {figures} FROM advertisers_daily WHERE {filter}"),
-                group: Some("ad_id"),
-            },
-        ],
-        filter,
+        filter: filter.clone(),
         order: "day, ad_id",
-    }
+    };
+    let view = state.view.current().await?;
+    let key = format!("advertiser|{id}|{currency}|{}", range_key(params));
+    view.cached(key, || async {
+        let (daily, from, to) = daily_of(state, &view, &daily, params).await?;
+        let days = day_filter(from, to);
+        let table = ["advertisers_daily"];
+        let totals: Vec<AdFigures> = view
+            .typed(
+                &format!("SELECT {figures} FROM advertisers_daily WHERE {filter}{days}"),
+                &table,
+            )
+            .await?;
+        let ads = view
+            .typed(
+                &format!(
+                    "SELECT ad_id, {figures} FROM advertisers_daily WHERE {filter}{days} \
+                     GROUP BY ad_id ORDER BY ad_id"
+                ),
+                &table,
+            )
+            .await?;
+        Ok(AdvertiserReport {
+            daily,
+            totals: totals.into_iter().next(),
+            ads,
+        })
+    })
+    .await
+}
+
+/// The advertiser's rows.
+fn daily_filter(id: &str) -> String {
+    format!("advertiser_id = {}", lit(id))
 }
 
 #[utoipa::path(get, path = "/platform/activity", tag = "reports", params(Params), responses((status = 200, description = "DAU, WAU, MAU, DAU/MAU, new users per day, total and by platform group (JSON or CSV)"), (status = 400, description = "A bad range"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
@@ -412,7 +403,7 @@ pub async fn activity(
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Operator, Role::Analyst])?;
-    daily(&state, activity_report(), params).await
+    daily::<ActivityRow>(&state, activity_report(), params).await
 }
 
 #[utoipa::path(get, path = "/platform/uploads", tag = "reports", params(Params), responses((status = 200, description = "Photos per day with the peak second, minute and hour (JSON or CSV)"), (status = 400, description = "A bad range"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "The token's role may not do this")), security(("bearer" = []), ("cookie" = [])))]
@@ -422,7 +413,7 @@ pub async fn uploads(
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Operator, Role::Analyst])?;
-    daily(&state, uploads_report(), params).await
+    daily::<UploadsRow>(&state, uploads_report(), params).await
 }
 
 #[utoipa::path(get, path = "/accounts/{id}/followers", tag = "reports", params(("id" = String, Path, description = "Official account id"), Params), responses((status = 200, description = "Follows, unfollows, net, followers, reach, engagement per day (JSON or CSV)"), (status = 400, description = "A bad range"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not the right role, or the account is not verified"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
@@ -433,7 +424,7 @@ pub async fn followers(
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, ApiError> {
     caller.tenant(Role::Official, &id)?;
-    daily(&state, followers_report(&id), params).await
+    daily::<FollowersRow>(&state, followers_report(&id), params).await
 }
 
 #[utoipa::path(get, path = "/advertisers/{id}/report", tag = "reports", params(("id" = String, Path, description = "Advertiser id"), Params), responses((status = 200, description = "Impressions, clicks, CTR, conversions, spend, value, reach, frequency per day and ad, with totals (JSON or CSV)"), (status = 400, description = "A bad range"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not the right role, or the account is not verified"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
@@ -444,8 +435,9 @@ pub async fn advertiser(
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, ApiError> {
     caller.tenant(Role::Advertiser, &id)?;
-    let currency = currency_of(&state, &id).await?;
-    daily(&state, advertiser_report(&id, &currency), params).await
+    let format = out(&params)?;
+    let report = advertiser_report(&state, &id, &params).await?;
+    answer(format, &*report, |r| crate::rows::csv(&r.daily.rows))
 }
 
 /// The currency an advertiser's money is reported in (the registry's; CNY for an advertiser
@@ -465,15 +457,18 @@ pub async fn campaigns(
     caller: Caller,
     AxState(state): AxState<State>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<CampaignList>, ApiError> {
     caller.tenant(Role::Official, &id)?;
-    Ok(axum::Json(campaigns_value(&state, &id).await?))
+    Ok(axum::Json(campaign_list(&state, &id).await?))
 }
 
-pub(crate) async fn campaigns_value(state: &State, id: &str) -> Result<Value, ApiError> {
+pub(crate) async fn campaign_list(state: &State, id: &str) -> Result<CampaignList, ApiError> {
     let all = state.registry.call(|r| r.campaigns()).await?;
-    let own: Vec<_> = all.into_iter().filter(|c| c.account_id == id).collect();
-    Ok(json!({"account_id": id, "campaigns": own}))
+    let campaigns = all.into_iter().filter(|c| c.account_id == id).collect();
+    Ok(CampaignList {
+        account_id: id.to_string(),
+        campaigns,
+    })
 }
 
 /// The campaign's owner may see it (and operators); an unregistered campaign is operators'.
@@ -514,28 +509,12 @@ pub async fn funnel(
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, ApiError> {
     campaign_access(&caller, &state, &id).await?;
-    if let Out::Csv = out(&params)? {
-        let view = state.view.current().await?;
-        let newest = latest(&view, CAMPAIGN_DAYS, &format!("campaign_id = {}", lit(&id))).await?;
-        let sql = match ranged(&params) {
-            true => {
-                let (from, to) = days(&params, newest)?;
-                range_funnel_sql(&id, from, to)
-            }
-            false => funnel_sql(&id),
-        };
-        return cached_csv(
-            &state,
-            format!("funnel.csv|{id}|{params:?}"),
-            sql,
-            "funnels",
-        )
-        .await;
-    }
-    cached_json(&state, format!("funnel|{id}|{params:?}"), || {
-        funnel_value(&state, &id, &params)
+    let format = out(&params)?;
+    let report = funnel_report(&state, &id, &params).await?;
+    answer(format, &*report, |r| match &r.range_rows {
+        Some(rows) => crate::rows::csv(rows),
+        None => crate::rows::csv(&r.rows),
     })
-    .await
 }
 
 /// The campaigns' reach per day (the `campaigns` job's).
@@ -595,34 +574,27 @@ fn curve_sql(id: &str) -> String {
     )
 }
 
-/// A JSON report, cached until the lake changes (as the daily reports are).
-async fn cached_json<F, Fut>(state: &State, key: String, make: F) -> Result<Response, ApiError>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<Value, ApiError>>,
-{
-    let view = state.view.current().await?;
-    let body = view
-        .cached(key, || async {
-            let v = make().await?;
-            Ok((
-                "application/json".into(),
-                serde_json::to_vec(&v).expect("json"),
-            ))
-        })
-        .await?;
-    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
-}
-
-pub(crate) async fn funnel_value(
+/// The funnel report, cached until the lake changes.
+pub(crate) async fn funnel_report(
     state: &State,
     id: &str,
     params: &Params,
-) -> Result<Value, ApiError> {
+) -> Result<Arc<FunnelReport>, ApiError> {
     let view = state.view.current().await?;
-    let rows = view.rows(&funnel_sql(id), &["funnels"]).await?;
+    let key = format!("funnel|{id}|{}", range_key(params));
+    view.cached(key, || funnel_of(state, &view, id, params))
+        .await
+}
+
+async fn funnel_of(
+    state: &State,
+    view: &View,
+    id: &str,
+    params: &Params,
+) -> Result<FunnelReport, ApiError> {
+    let rows = view.typed(&funnel_sql(id), &["funnels"]).await?;
     let times = view
-        .rows(
+        .typed(
             &format!(
                 "SELECT step, step_type, from_seconds, to_seconds, users FROM funnel_times \
                  WHERE campaign_id = {} ORDER BY step, from_seconds",
@@ -635,7 +607,7 @@ pub(crate) async fn funnel_value(
         .freshness("funnels", state.options.allowed_lateness)
         .await?;
     let campaign = format!("campaign_id = {}", lit(id));
-    let newest = latest(&view, CAMPAIGN_DAYS, &campaign).await?;
+    let newest = latest(view, CAMPAIGN_DAYS, &campaign).await?;
     let (from, to) = days(params, newest)?;
     // A preset over a campaign with no days yet covers nothing (not every day).
     let nothing = params.range.is_some() && newest.is_none();
@@ -644,8 +616,8 @@ pub(crate) async fn funnel_value(
     } else {
         day_filter(from, to)
     };
-    let mut daily = view
-        .rows(
+    let mut daily: Vec<CampaignDay> = view
+        .typed(
             &format!(
                 "SELECT CAST(day AS VARCHAR) AS day, reach, new_users FROM {CAMPAIGN_DAYS} \
                  WHERE {campaign}{range} ORDER BY day"
@@ -653,10 +625,12 @@ pub(crate) async fn funnel_value(
             &[CAMPAIGN_DAYS],
         )
         .await?;
-    fresh.mark_rows(&mut daily);
+    for d in &mut daily {
+        d.provisional = fresh.provisional_text(&d.day);
+    }
     // Reach over the range: the days' users unioned (exact), and their HLL++ sketches merged.
-    let reach = view
-        .rows(
+    let counts: Vec<ReachCounts> = view
+        .typed(
             &format!(
                 "SELECT COALESCE(bitmap_count(bitmap_union(reach_bitmap)), 0) AS reach, \
                  COALESCE(round(hll_count(hll_merge(reach_hll))), 0) AS reach_approx \
@@ -664,38 +638,42 @@ pub(crate) async fn funnel_value(
             ),
             &[CAMPAIGN_DAYS],
         )
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| json!({"reach": 0, "reach_approx": 0.0}));
-    let mut reach = reach;
-    reach["estimator"] = json!(query::sketch::HLL_ESTIMATOR);
-    reach["hll_relative_error"] = json!(query::sketch::hll_relative_error());
+        .await?;
+    let counts = counts.into_iter().next().unwrap_or(ReachCounts {
+        reach: 0,
+        reach_approx: 0.0,
+    });
     let range_rows = if nothing {
-        Value::Array(Vec::new())
+        Some(Vec::new())
     } else if ranged(params) {
-        Value::Array(
-            view.rows(&range_funnel_sql(id, from, to), &["funnels"])
+        Some(
+            view.typed(&range_funnel_sql(id, from, to), &["funnels"])
                 .await?,
         )
     } else {
-        Value::Null
+        None
     };
-    Ok(json!({
-        "campaign_id": id,
-        "complete_up_to": fresh.instant(),
-        "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
-        "time_zone": state.options.tz.name(),
-        "tz": state.options.tz.name(),
-        "from": from.map(query::tz::format_day),
-        "to": to.map(query::tz::format_day),
-        "newest_day": newest.map(query::tz::format_day),
-        "rows": rows,
-        "range_rows": range_rows,
-        "reach": reach,
-        "daily": daily,
-        "time_to_convert": times,
-    }))
+    let tz = state.options.tz.name().to_string();
+    Ok(FunnelReport {
+        campaign_id: id.to_string(),
+        complete_up_to: fresh.instant(),
+        allowed_lateness_seconds: state.options.allowed_lateness.as_secs(),
+        time_zone: tz.clone(),
+        tz,
+        from: from.map(query::tz::format_day),
+        to: to.map(query::tz::format_day),
+        newest_day: newest.map(query::tz::format_day),
+        rows,
+        range_rows,
+        reach: Reach {
+            reach: counts.reach,
+            reach_approx: counts.reach_approx,
+            estimator: query::sketch::HLL_ESTIMATOR,
+            hll_relative_error: query::sketch::hll_relative_error(),
+        },
+        daily,
+        time_to_convert: times,
+    })
 }
 
 /// The launch: the milestones (+1 s ... +24 h) and the first hour second by second.
@@ -707,22 +685,21 @@ pub async fn launch(
     QueryParams(format): QueryParams<Format>,
 ) -> Result<Response, ApiError> {
     campaign_access(&caller, &state, &id).await?;
-    if let Out::Csv = out(&format)? {
-        return cached_csv(
-            &state,
-            format!("curve.csv|{id}"),
-            curve_sql(&id),
-            "launch_curve",
-        )
-        .await;
-    }
-    cached_json(&state, format!("launch|{id}"), || launch_value(&state, &id)).await
+    let format = out(&format)?;
+    let report = launch_report(&state, &id).await?;
+    answer(format, &*report, |r| crate::rows::csv(&r.curve))
 }
 
-pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiError> {
+/// The launch report, cached until the lake changes.
+pub(crate) async fn launch_report(state: &State, id: &str) -> Result<Arc<LaunchReport>, ApiError> {
     let view = state.view.current().await?;
-    let mut milestones = view
-        .rows(
+    view.cached(format!("launch|{id}"), || launch_of(state, &view, id))
+        .await
+}
+
+async fn launch_of(state: &State, view: &View, id: &str) -> Result<LaunchReport, ApiError> {
+    let stored: Vec<MilestoneRow> = view
+        .typed(
             &format!(
                 "SELECT after_seconds, users, CAST(start AS BIGINT) AS start_us \
                  FROM launch_milestones WHERE campaign_id = {} ORDER BY after_seconds",
@@ -731,30 +708,23 @@ pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiEr
             &["launch_milestones"],
         )
         .await?;
-    let curve = view.rows(&curve_sql(id), &["launch_curve"]).await?;
+    let curve: Vec<CurvePoint> = view.typed(&curve_sql(id), &["launch_curve"]).await?;
     // A milestone still open (its instant after `complete_up_to`) may grow.
     let fresh = view
         .freshness("launch_milestones", state.options.allowed_lateness)
         .await?;
-    let mut start_ms = None;
-    for m in &mut milestones {
-        let start = m["start_us"].as_i64().map(|us| us.div_euclid(1000));
-        start_ms = start_ms.or(start);
-        let at = start
-            .zip(m["after_seconds"].as_i64())
-            .map(|(s, a)| s + a * 1000);
-        if let Some(o) = m.as_object_mut() {
-            o.remove("start_us");
-            o.insert(
-                "provisional".into(),
-                Value::Bool(
-                    fresh
-                        .complete_up_to
-                        .is_none_or(|c| at.is_none_or(|at| at > c)),
-                ),
-            );
-        }
-    }
+    let start_ms = stored.first().map(|m| m.start_us.div_euclid(1000));
+    let milestones: Vec<Milestone> = stored
+        .iter()
+        .map(|m| {
+            let at = m.start_us.div_euclid(1000) + m.after_seconds * 1000;
+            Milestone {
+                after_seconds: m.after_seconds,
+                users: m.users,
+                provisional: fresh.complete_up_to.is_none_or(|c| at > c),
+            }
+        })
+        .collect();
     // The first second of the curve that may still grow.
     let provisional_from_second = match (start_ms, fresh.complete_up_to) {
         (Some(s), Some(c)) => ((c - s).div_euclid(1000)).clamp(0, jobs::campaigns::CURVE_SECONDS),
@@ -764,12 +734,11 @@ pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiEr
     // those by the end of its second); once +24 h is complete, the figure itself.
     let day = milestones
         .iter()
-        .find(|m| m["after_seconds"].as_i64() == Some(86_400))
-        .filter(|m| m["provisional"] == Value::Bool(false))
-        .and_then(|m| m["users"].as_u64());
+        .find(|m| m.after_seconds == 86_400 && !m.provisional)
+        .map(|m| m.users.max(0) as u64);
     let points: Vec<(i64, u64)> = curve
         .iter()
-        .filter_map(|p| Some((p["second"].as_i64()? + 1, p["users"].as_u64()?)))
+        .map(|p| (p.second + 1, p.users.max(0) as u64))
         .collect();
     let forecast = match day {
         Some(users) => query::forecast::forecast(&[(86_400, users)], 86_400),
@@ -778,26 +747,26 @@ pub(crate) async fn launch_value(state: &State, id: &str) -> Result<Value, ApiEr
             provisional_from_second.min(jobs::campaigns::CURVE_SECONDS),
         ),
     }
-    .map(|f| {
-        json!({
-            "from_second": f.from_second,
-            "observed": f.observed,
-            "users_24h": f.users_24h.round(),
-            "low": f.low.round(),
-            "high": f.high.round(),
-            "interval": "80 %",
-            "stretch": f.stretch,
-            "method": f.method,
-        })
+    .map(|f| Forecast {
+        from_second: f.from_second,
+        observed: f.observed,
+        users_24h: f.users_24h.round(),
+        low: f.low.round(),
+        high: f.high.round(),
+        interval: "80 %",
+        stretch: f.stretch,
+        method: f.method,
     });
-    Ok(json!({
-        "campaign_id": id,
-        "forecast": forecast,
-        "start": start_ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
-        "complete_up_to": fresh.instant(),
-        "allowed_lateness_seconds": state.options.allowed_lateness.as_secs(),
-        "provisional_from_second": provisional_from_second,
-        "milestones": milestones,
-        "curve": curve,
-    }))
+    Ok(LaunchReport {
+        campaign_id: id.to_string(),
+        forecast,
+        start: start_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339()),
+        complete_up_to: fresh.instant(),
+        allowed_lateness_seconds: state.options.allowed_lateness.as_secs(),
+        provisional_from_second,
+        milestones,
+        curve,
+    })
 }

@@ -7,12 +7,13 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use lake::registry::Role;
 use lake::tables::REVISIONS_TABLE;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use maud::{Markup, html};
+use serde::{Deserialize, Serialize};
 
 use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, QueryParams};
+use crate::model::Revision;
 use crate::pages::grouped;
 use crate::reports::{HasFormat, Out, campaign_access, currency_of, lit, out};
 
@@ -35,7 +36,8 @@ impl HasFormat for RevisionParams {
 }
 
 /// Whose revisions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub(crate) enum Scope {
     /// Platform-wide figures (activity, uploads).
     Platform,
@@ -44,7 +46,9 @@ pub(crate) enum Scope {
         id: String,
         campaigns: Vec<String>,
     },
-    Campaign(String),
+    Campaign {
+        id: String,
+    },
     /// An advertiser's ads, money in its currency.
     Advertiser {
         id: String,
@@ -64,7 +68,7 @@ impl Scope {
                 parts.extend(campaigns.iter().map(|c| one("campaign", c)));
                 parts.join(" OR ")
             }
-            Scope::Campaign(id) => one("campaign", id),
+            Scope::Campaign { id } => one("campaign", id),
             Scope::Advertiser { id, .. } => one("advertiser", id),
         }
     }
@@ -104,10 +108,10 @@ fn limit(params: &RevisionParams) -> Result<u32, ApiError> {
 }
 
 /// A revision in one line: "+1,204 followers on 2015-04-28 after late events".
-pub(crate) fn text(row: &Value, currency: Option<&str>) -> String {
-    let change = row["change"].as_f64().unwrap_or(0.0);
+pub(crate) fn text(row: &Revision, currency: Option<&str>) -> String {
+    let change = row.change;
     let sign = if change < 0.0 { "−" } else { "+" };
-    let metric = row["metric"].as_str().unwrap_or("");
+    let metric = row.metric.as_str();
     let amount = match (metric, currency) {
         ("spend_cents" | "conversion_value_cents", c) => format!(
             "{sign}{} {}",
@@ -133,7 +137,7 @@ pub(crate) fn text(row: &Value, currency: Option<&str>) -> String {
     };
     let mut of = Vec::new();
     let mut after_seconds = None;
-    for part in row["key"].as_str().unwrap_or("").split(", ") {
+    for part in row.key.split(", ") {
         match part.split_once('=') {
             Some(("ad_id", ad)) => of.push(format!("ad {ad}")),
             Some(("breakdown", "total")) | Some(("segment", "all")) | None => {}
@@ -148,38 +152,25 @@ pub(crate) fn text(row: &Value, currency: Option<&str>) -> String {
     } else {
         format!(" ({})", of.join(" "))
     };
-    let when = match (after_seconds, row["day"].as_str()) {
+    let when = match (after_seconds, row.day.as_deref()) {
         (Some(s), _) => format!(
             "at {} into campaign {}",
             crate::pages::after(s),
-            row["entity_id"].as_str().unwrap_or("?")
+            row.entity_id.as_deref().unwrap_or("?")
         ),
         (None, Some(day)) => format!("on {day}"),
         (None, None) => String::new(),
     };
-    let reason = row["reason"].as_str().unwrap_or("a recompute");
-    format!("{amount} {noun}{of} {when} after {reason}")
+    format!("{amount} {noun}{of} {when} after {}", row.reason)
 }
 
-/// The revisions of `scope`, newest first, each with its line of text.
-async fn value(state: &State, scope: &Scope, limit: u32) -> Result<Value, ApiError> {
-    let view = state.view.current().await?;
-    let mut rows = view.rows(&sql(scope, limit), &[REVISIONS_TABLE]).await?;
-    for r in &mut rows {
-        let t = text(r, scope.currency());
-        r["text"] = Value::String(t);
-    }
-    Ok(json!({
-        "scope": match scope {
-            Scope::Platform => json!({"kind": "platform"}),
-            Scope::Account { id, campaigns } => json!({"kind": "account", "id": id, "campaigns": campaigns}),
-            Scope::Campaign(id) => json!({"kind": "campaign", "id": id}),
-            Scope::Advertiser { id, currency } => json!({"kind": "advertiser", "id": id, "currency": currency}),
-        },
-        "time_zone": state.options.tz.name(),
-        "limit": limit,
-        "revisions": rows,
-    }))
+/// The revisions of a scope, newest first, each with its line of text.
+#[derive(Debug, Serialize)]
+pub(crate) struct RevisionsReport {
+    pub scope: Scope,
+    pub time_zone: String,
+    pub limit: u32,
+    pub revisions: Vec<Revision>,
 }
 
 async fn respond(
@@ -188,33 +179,38 @@ async fn respond(
     params: RevisionParams,
 ) -> Result<Response, ApiError> {
     let n = limit(&params)?;
-    let body = cached(state, &scope, n, matches!(out(&params)?, Out::Csv)).await?;
-    Ok(([(CONTENT_TYPE, body.0.clone())], body.1.clone()).into_response())
+    let format = out(&params)?;
+    let report = cached(state, &scope, n).await?;
+    Ok(match format {
+        Out::Json => axum::Json(&*report).into_response(),
+        Out::Csv => (
+            [(CONTENT_TYPE, "text/csv; charset=utf-8")],
+            crate::rows::csv(&report.revisions)?,
+        )
+            .into_response(),
+    })
 }
 
-/// The newest `n` revisions of `scope` as JSON or CSV, cached until the lake changes (for the
-/// API and the pages alike).
+/// The newest `n` revisions of `scope`, cached until the lake changes (for the API and the
+/// pages alike).
 async fn cached(
     state: &State,
     scope: &Scope,
     n: u32,
-    csv: bool,
-) -> Result<crate::view::Cached, ApiError> {
+) -> Result<std::sync::Arc<RevisionsReport>, ApiError> {
     let view = state.view.current().await?;
-    let key = format!("{}|{n}|{csv}", scope.key());
+    let key = format!("{}|{n}", scope.key());
     view.cached(key, || async {
-        if csv {
-            Ok((
-                "text/csv; charset=utf-8".into(),
-                crate::reports::csv(&view, &sql(scope, n), REVISIONS_TABLE).await?,
-            ))
-        } else {
-            let v = value(state, scope, n).await?;
-            Ok((
-                "application/json".into(),
-                serde_json::to_vec(&v).expect("json"),
-            ))
+        let mut revisions: Vec<Revision> = view.typed(&sql(scope, n), &[REVISIONS_TABLE]).await?;
+        for r in &mut revisions {
+            r.text = text(r, scope.currency());
         }
+        Ok(RevisionsReport {
+            scope: scope.clone(),
+            time_zone: state.options.tz.name().to_string(),
+            limit: n,
+            revisions,
+        })
     })
     .await
 }
@@ -278,7 +274,7 @@ pub async fn campaign(
     QueryParams(params): QueryParams<RevisionParams>,
 ) -> Result<Response, ApiError> {
     campaign_access(&caller, &state, &id).await?;
-    respond(&state, Scope::Campaign(id), params).await
+    respond(&state, Scope::Campaign { id }, params).await
 }
 
 #[utoipa::path(get, path = "/advertisers/{id}/revisions", tag = "reports", params(("id" = String, Path, description = "Advertiser id"), RevisionParams), responses((status = 200, description = "What job runs changed in the advertiser's complete daily figures, and why, newest first (JSON or CSV)"), (status = 400, description = "A bad limit or format"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not the right role, or the account is not verified"), (status = 404, description = "No such resource, or another tenant's")), security(("bearer" = []), ("cookie" = [])))]
@@ -294,39 +290,36 @@ pub async fn advertiser(
 }
 
 /// The page section: the newest revisions, each in one line.
-pub(crate) async fn section(state: &State, scope: &Scope) -> Result<String, ApiError> {
-    let body = cached(state, scope, 20, false).await?;
-    let v: Value =
-        serde_json::from_slice(&body.1).map_err(|e| ApiError::internal(e.to_string()))?;
-    let rows = v["revisions"].as_array().cloned().unwrap_or_default();
-    let body = if rows.is_empty() {
-        "<p class=\"empty\">No complete figure has been revised.</p>".to_string()
-    } else {
-        let items: String = rows
-            .iter()
-            .map(|r| {
-                format!(
-                    "<li><b>{}</b> <span class=\"meta\">recorded {} · {} was {}, now {}</span></li>",
-                    crate::pages::esc(r["text"].as_str().unwrap_or("")),
-                    crate::pages::esc(r["recorded_at"].as_str().unwrap_or("")),
-                    crate::pages::esc(r["metric"].as_str().unwrap_or("")),
-                    shown(&r["before"]),
-                    shown(&r["after"]),
-                )
-            })
-            .collect();
-        format!("<ul id=\"revisions\">{items}</ul>")
+pub(crate) async fn section(state: &State, scope: &Scope) -> Result<Markup, ApiError> {
+    let report = cached(state, scope, 20).await?;
+    let shown = |v: Option<f64>| {
+        v.map_or("none".into(), |x| {
+            grouped(x, if x.fract() == 0.0 { 0 } else { 2 })
+        })
     };
-    Ok(format!(
-        "<section><h2>Revisions</h2><p class=\"meta\">Figures of complete days (and passed \
-         launch milestones) that a later job run changed, newest first, with the reason.</p>\
-         {body}</section>"
-    ))
-}
-
-fn shown(v: &Value) -> String {
-    v.as_f64().map_or("none".into(), |x| {
-        grouped(x, if x.fract() == 0.0 { 0 } else { 2 })
+    Ok(html! {
+        section {
+            h2 { "Revisions" }
+            p.meta {
+                "Figures of complete days (and passed launch milestones) that a later job run \
+                 changed, newest first, with the reason."
+            }
+            @if report.revisions.is_empty() {
+                p.empty { "No complete figure has been revised." }
+            } @else {
+                ul id="revisions" {
+                    @for r in &report.revisions {
+                        li {
+                            b { (r.text) } " "
+                            span.meta {
+                                "recorded " (r.recorded_at) " · " (r.metric) " was "
+                                (shown(r.before)) ", now " (shown(r.after))
+                            }
+                        }
+                    }
+                }
+            }
+        }
     })
 }
 
@@ -334,35 +327,73 @@ fn shown(v: &Value) -> String {
 mod tests {
     use super::*;
 
+    fn rev(change: f64, metric: &str, key: &str, day: Option<&str>, reason: &str) -> Revision {
+        Revision {
+            recorded_at: String::new(),
+            table_name: String::new(),
+            table_version: 1,
+            entity_kind: "campaign".into(),
+            entity_id: Some("launch-1".into()),
+            day: day.map(str::to_string),
+            key: key.into(),
+            metric: metric.into(),
+            before: None,
+            after: None,
+            change,
+            reason: reason.into(),
+            events_version_before: None,
+            events_version_after: None,
+            text: String::new(),
+        }
+    }
+
     #[test]
     fn a_revision_reads_as_a_sentence() {
-        let r = json!({"change": 1204.0, "metric": "followers", "key": "", "day": "2015-04-28",
-                       "reason": "late events", "entity_id": "xiaomi"});
+        let r = rev(1204.0, "followers", "", Some("2015-04-28"), "late events");
         assert_eq!(
             text(&r, None),
             "+1,204 followers on 2015-04-28 after late events"
         );
-        let r = json!({"change": -250.0, "metric": "spend_cents", "key": "ad_id=ad-7",
-                       "day": "2015-05-04", "reason": "late events"});
+        let r = rev(
+            -250.0,
+            "spend_cents",
+            "ad_id=ad-7",
+            Some("2015-05-04"),
+            "late events",
+        );
         assert_eq!(
             text(&r, Some("USD")),
             "−2.50 USD spend (ad ad-7) on 2015-05-04 after late events"
         );
-        let r = json!({"change": 3.0, "metric": "users", "key": "after_seconds=600",
-                       "day": null, "entity_id": "launch-1",
-                       "reason": "the campaign's definition changed"});
+        let r = rev(
+            3.0,
+            "users",
+            "after_seconds=600",
+            None,
+            "the campaign's definition changed",
+        );
         assert_eq!(
             text(&r, None),
             "+3 users at +10 min into campaign launch-1 after the campaign's definition changed"
         );
-        let r = json!({"change": -1.0, "metric": "followers", "key": "", "day": "2015-04-28",
-                       "reason": "a follower baseline was imported"});
+        let r = rev(
+            -1.0,
+            "followers",
+            "",
+            Some("2015-04-28"),
+            "a follower baseline was imported",
+        );
         assert_eq!(
             text(&r, None),
             "−1 follower on 2015-04-28 after a follower baseline was imported"
         );
-        let r = json!({"change": 7.0, "metric": "dau", "key": "breakdown=platform_group, segment=mobile",
-                       "day": "2015-04-29", "reason": "late events"});
+        let r = rev(
+            7.0,
+            "dau",
+            "breakdown=platform_group, segment=mobile",
+            Some("2015-04-29"),
+            "late events",
+        );
         assert_eq!(
             text(&r, None),
             "+7 DAU (platform group mobile) on 2015-04-29 after late events"

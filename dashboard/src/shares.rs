@@ -9,13 +9,14 @@ use axum::extract::{FromRequestParts, Path, State as AxState};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lake::registry::{NewShare, Opened, Role, ShareLink, SharedReport};
+use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, JsonBody};
-use crate::pages::{self, esc};
+use crate::pages;
 use crate::reports::Params;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -202,27 +203,24 @@ async fn shared(state: &State, secret: &str, password: Option<String>) -> Respon
     };
     match opened {
         Ok(Opened::Open(link)) => match body(state, &link).await {
-            Ok(body) => frame(StatusCode::OK, &title(&link), &body, &link),
+            Ok(body) => frame(StatusCode::OK, &title(&link), body, &link),
             Err(e) => e.into_response(),
         },
-        Ok(Opened::NeedsPassword) => password_form(secret, StatusCode::OK, ""),
-        Ok(Opened::WrongPassword) => password_form(
-            secret,
-            StatusCode::UNAUTHORIZED,
-            "<p class=\"error\">Wrong password.</p>",
-        ),
+        Ok(Opened::NeedsPassword) => password_form(secret, StatusCode::OK, None),
+        Ok(Opened::WrongPassword) => {
+            password_form(secret, StatusCode::UNAUTHORIZED, Some("Wrong password."))
+        }
         Ok(Opened::LockedOut { retry_after_s }) => {
+            let wait = match (retry_after_s + 59) / 60 {
+                1 => "a minute".to_string(),
+                n => format!("{n} minutes"),
+            };
             let mut r = password_form(
                 secret,
                 StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "<p class=\"error\">Too many wrong passwords for this link: try again in \
-                     {}.</p>",
-                    match (retry_after_s + 59) / 60 {
-                        1 => "a minute".to_string(),
-                        n => format!("{n} minutes"),
-                    }
-                ),
+                Some(&format!(
+                    "Too many wrong passwords for this link: try again in {wait}."
+                )),
             );
             if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_s.to_string()) {
                 r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
@@ -232,8 +230,10 @@ async fn shared(state: &State, secret: &str, password: Option<String>) -> Respon
         Ok(Opened::Gone) => plain(
             StatusCode::NOT_FOUND,
             "Link not valid",
-            "<h1>This link is not valid</h1><p>It has expired, was revoked, or never existed. \
-             Ask whoever shared it for a new one.</p>",
+            html! {
+                h1 { "This link is not valid" }
+                p { "It has expired, was revoked, or never existed. Ask whoever shared it for a new one." }
+            },
         ),
         Err(e) => pages::PageError::from(e).into_response(),
     }
@@ -248,7 +248,7 @@ fn title(link: &ShareLink) -> String {
 }
 
 /// The report the link shares, over its range.
-async fn body(state: &State, link: &ShareLink) -> Result<String, pages::PageError> {
+async fn body(state: &State, link: &ShareLink) -> Result<Markup, pages::PageError> {
     let params = Params {
         range: link.range.clone(),
         from: link.from.clone(),
@@ -262,17 +262,22 @@ async fn body(state: &State, link: &ShareLink) -> Result<String, pages::PageErro
     }
 }
 
-fn password_form(secret: &str, status: StatusCode, note: &str) -> Response {
+fn password_form(secret: &str, status: StatusCode, error: Option<&str>) -> Response {
     plain(
         status,
         "Shared report",
-        &format!(
-            "<h1>Shared report</h1><p>This link needs the password its owner gave you.</p>{note}\
-             <form method=\"post\" action=\"/s/{}\" class=\"login\">\
-             <label>Password <input type=\"password\" name=\"password\" autocomplete=\"off\" \
-             required autofocus></label><button>Open</button></form>",
-            esc(secret)
-        ),
+        html! {
+            h1 { "Shared report" }
+            p { "This link needs the password its owner gave you." }
+            @if let Some(e) = error { p.error { (e) } }
+            form.login method="post" action=(format!("/s/{secret}")) {
+                label {
+                    "Password "
+                    input type="password" name="password" autocomplete="off" required autofocus;
+                }
+                button { "Open" }
+            }
+        },
     )
 }
 
@@ -284,21 +289,21 @@ fn utc_seconds(ms: i64) -> String {
 }
 
 /// A shared page: the report alone, no navigation, saying what it is and until when.
-fn frame(status: StatusCode, title: &str, body: &str, link: &ShareLink) -> Response {
-    let until = utc_seconds(link.expires_at_ms);
+fn frame(status: StatusCode, title: &str, body: Markup, link: &ShareLink) -> Response {
     plain(
         status,
         title,
-        &format!(
-            "<p class=\"meta\" id=\"shared\">A read-only report shared by <b>{}</b>; the link \
-             works until <b>{}</b>.</p>{body}",
-            esc(&link.account_id),
-            esc(&until)
-        ),
+        html! {
+            p.meta id="shared" {
+                "A read-only report shared by " b { (link.account_id) } "; the link works until "
+                b { (utc_seconds(link.expires_at_ms)) } "."
+            }
+            (body)
+        },
     )
 }
 
-fn plain(status: StatusCode, title: &str, body: &str) -> Response {
+fn plain(status: StatusCode, title: &str, body: Markup) -> Response {
     let mut r = (status, pages::standalone(title, body)).into_response();
     // The secret is in the address: no index keeps it (and the pages' same-origin referrer
     // policy tells no other site; a shared page links nowhere else).
@@ -327,8 +332,8 @@ pub async fn page(
     AxState(state): AxState<State>,
 ) -> Result<Response, pages::PageError> {
     tenant(&c)?;
-    let body = links_page(&state, &c, "").await?;
-    pages::page("Share links", &c, &body)
+    let body = links_page(&state, &c, None).await?;
+    pages::page("Share links", &c, body)
 }
 
 /// `POST /shares`: makes a link; the page shows its address this once.
@@ -367,13 +372,8 @@ pub async fn page_create(
         .call(move |r| r.create_share(&new, &actor))
         .await?;
     let url = format!("/s/{}", made.secret);
-    let note = format!(
-        "<p class=\"notice\">New link (shown this once; copy it now): \
-         <a id=\"new-link\" href=\"{0}\">{0}</a></p>",
-        esc(&url)
-    );
-    let body = links_page(&state, &c, &note).await?;
-    pages::page("Share links", &c, &body)
+    let body = links_page(&state, &c, Some(&url)).await?;
+    pages::page("Share links", &c, body)
 }
 
 /// `POST /shares/{id}/revoke`
@@ -394,7 +394,12 @@ pub async fn page_revoke(
     Ok(axum::response::Redirect::to("/shares").into_response())
 }
 
-async fn links_page(state: &State, c: &Caller, note: &str) -> Result<String, pages::PageError> {
+/// The tenant's links and the form to make one; `new` is a link just made, shown this once.
+async fn links_page(
+    state: &State,
+    c: &Caller,
+    new: Option<&str>,
+) -> Result<Markup, pages::PageError> {
     let account = c.account.id.clone();
     let (links, campaigns) = state
         .registry
@@ -413,57 +418,70 @@ async fn links_page(state: &State, c: &Caller, note: &str) -> Result<String, pag
         Role::Advertiser => ("advertiser", "My ads report"),
         _ => ("followers", "My followers"),
     };
-    let options: String = std::iter::once((own.0.to_string(), own.1.to_string()))
+    let options: Vec<(String, String)> = std::iter::once((own.0.to_string(), own.1.to_string()))
         .chain(
             campaigns
                 .iter()
                 .map(|id| (format!("campaign:{id}"), format!("Campaign {id}"))),
         )
-        .map(|(v, t)| format!("<option value=\"{}\">{}</option>", esc(&v), esc(&t)))
         .collect();
     let now = chrono::Utc::now().timestamp_millis();
-    let rows: String = links
-        .iter()
-        .map(|l| {
-            let status = match l.revoked_at_ms {
-                Some(_) => "revoked",
-                None if l.expires_at_ms <= now => "expired",
-                None => "live",
-            };
-            let revoke = if status == "live" {
-                format!(
-                    "<form method=\"post\" action=\"/shares/{}/revoke\"><button>Revoke</button></form>",
-                    esc(&l.id)
-                )
-            } else {
-                String::new()
-            };
-            format!(
-                "<tr><td data-col=\"id\">{}</td><td data-col=\"report\">{} {}</td>\
-                 <td data-col=\"range\">{}</td><td data-col=\"password\">{}</td>\
-                 <td data-col=\"expires\">{}</td><td data-col=\"status\">{status}</td><td>{revoke}</td></tr>",
-                esc(&l.id),
-                l.report.as_str(),
-                esc(&l.target),
-                esc(l.range.as_deref().unwrap_or("all days")),
-                if l.password { "yes" } else { "no" },
-                utc_seconds(l.expires_at_ms),
-            )
-        })
-        .collect();
-    Ok(format!(
-        "<h1>Share links</h1>{note}\
-         <p class=\"meta\">A share link opens one of your reports, read-only, for anyone who has \
-         it, until it expires or you revoke it. Keep it like a password.</p>\
-         <form method=\"post\" action=\"/shares\" id=\"new-share\" class=\"login\">\
-         <label>Report <select name=\"what\">{options}</select></label>\
-         <label>Range <select name=\"range\"><option value=\"7d\">Last 7 days</option>\
-         <option value=\"30d\">Last 30 days</option><option value=\"today\">Today</option>\
-         <option value=\"all\">All days</option></select></label>\
-         <label>Expires in hours <input name=\"expires_in_hours\" value=\"168\" inputmode=\"decimal\"></label>\
-         <label>Password (optional, 8+ characters) <input type=\"password\" name=\"password\" \
-         autocomplete=\"new-password\"></label><button id=\"create-share\">Create link</button></form>\
-         <table id=\"shares\"><thead><tr><th>Link</th><th>Report</th><th>Range</th><th>Password</th>\
-         <th>Expires</th><th>Status</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
-    ))
+    let status = |l: &ShareLink| match l.revoked_at_ms {
+        Some(_) => "revoked",
+        None if l.expires_at_ms <= now => "expired",
+        None => "live",
+    };
+    Ok(html! {
+        h1 { "Share links" }
+        @if let Some(url) = new {
+            p.notice { "New link (shown this once; copy it now): " a id="new-link" href=(url) { (url) } }
+        }
+        p.meta {
+            "A share link opens one of your reports, read-only, for anyone who has it, until it \
+             expires or you revoke it. Keep it like a password."
+        }
+        form.login method="post" action="/shares" id="new-share" {
+            label { "Report " select name="what" { @for (v, t) in &options { option value=(v) { (t) } } } }
+            label {
+                "Range "
+                select name="range" {
+                    option value="7d" { "Last 7 days" }
+                    option value="30d" { "Last 30 days" }
+                    option value="today" { "Today" }
+                    option value="all" { "All days" }
+                }
+            }
+            label { "Expires in hours " input name="expires_in_hours" value="168" inputmode="decimal"; }
+            label {
+                "Password (optional, 8+ characters) "
+                input type="password" name="password" autocomplete="new-password";
+            }
+            button id="create-share" { "Create link" }
+        }
+        table id="shares" {
+            thead { tr {
+                th { "Link" } th { "Report" } th { "Range" } th { "Password" } th { "Expires" }
+                th { "Status" } th {}
+            } }
+            tbody {
+                @for l in &links {
+                    tr {
+                        td data-col="id" { (l.id) }
+                        td data-col="report" { (l.report.as_str()) " " (l.target) }
+                        td data-col="range" { (l.range.as_deref().unwrap_or("all days")) }
+                        td data-col="password" { @if l.password { "yes" } @else { "no" } }
+                        td data-col="expires" { (utc_seconds(l.expires_at_ms)) }
+                        td data-col="status" { (status(l)) }
+                        td {
+                            @if status(l) == "live" {
+                                form method="post" action=(format!("/shares/{}/revoke", l.id)) {
+                                    button { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
 }

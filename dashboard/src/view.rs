@@ -1,6 +1,7 @@
 //! The server's view of the lake: a query session reopened when the jobs publish, and the
 //! report responses cached until then.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,22 +11,20 @@ use deltalake::datafusion::prelude::SessionContext;
 use lake::tables::{Lake, METRIC_TABLES, REVISIONS_TABLE};
 use query::guard::{Guarded, Limits};
 use query::tz::ReportTz;
-use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::rows::FromBatch;
 
 /// How often the Delta logs are looked at for new commits (a request at most this long after
 /// the jobs publish may still get the previous figures).
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
-/// A response body: its content type and bytes.
-pub type Cached = Arc<(String, Vec<u8>)>;
-
 pub struct View {
     pub ctx: SessionContext,
     pub sql: Guarded,
     fingerprint: String,
-    cache: Mutex<HashMap<String, Cached>>,
+    /// Reports as typed values and response bodies, by key.
+    cache: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
     tz: ReportTz,
     /// The metric tables the session reads, at the versions it reads.
     tables: HashMap<String, deltalake::DeltaTable>,
@@ -61,26 +60,35 @@ impl Freshness {
             .is_none_or(|c| self.tz.day_start_us(day + 1) / 1000 > c)
     }
 
-    /// Marks each JSON row by its `day` field (`YYYY-MM-DD`) with `"provisional": bool`.
-    pub fn mark_rows(&self, rows: &mut [Value]) {
-        for r in rows {
-            let Some(day) = r["day"].as_str().and_then(|d| query::tz::parse_day(d).ok()) else {
-                continue;
-            };
-            if let Some(o) = r.as_object_mut() {
-                o.insert("provisional".into(), Value::Bool(self.provisional(day)));
-            }
-        }
+    /// Whether the day `day` (`YYYY-MM-DD`, a report row's) may still change.
+    pub fn provisional_text(&self, day: &str) -> bool {
+        query::tz::parse_day(day).is_ok_and(|d| self.provisional(d))
     }
 }
 
 impl View {
-    /// Rows of a trusted (server-written) query as JSON objects; no rows when a table it
-    /// reads does not exist yet (the jobs have not run).
-    pub async fn rows(&self, sql: &str, tables: &[&str]) -> Result<Vec<Value>, ApiError> {
+    /// The rows of a trusted (server-written) query, typed; none when a table it reads does
+    /// not exist yet (the jobs have not run).
+    pub async fn typed<R: FromBatch>(
+        &self,
+        sql: &str,
+        tables: &[&str],
+    ) -> Result<Vec<R>, ApiError> {
+        Ok(match self.batches(sql, tables).await? {
+            Some(batches) => crate::rows::decode_all(&batches)?,
+            None => Vec::new(),
+        })
+    }
+
+    /// The batches of a trusted query; `None` when a table it reads does not exist yet.
+    async fn batches(
+        &self,
+        sql: &str,
+        tables: &[&str],
+    ) -> Result<Option<Vec<RecordBatch>>, ApiError> {
         for t in tables {
             if !self.ctx.table_exist(*t).unwrap_or(false) {
-                return Ok(Vec::new());
+                return Ok(None);
             }
         }
         let batches = self
@@ -91,7 +99,7 @@ impl View {
             .collect()
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        to_json(&batches)
+        Ok(Some(batches))
     }
 
     /// How fresh the figures of metric table `table` are: the completeness its job recorded
@@ -122,36 +130,26 @@ impl View {
         })
     }
 
-    /// A cached response body (content type, bytes) for `key`, made by `make` on a miss.
-    pub async fn cached<F, Fut>(&self, key: String, make: F) -> Result<Cached, ApiError>
+    /// The value cached under `key` (a typed report, a response body), made by `make` on a
+    /// miss; kept until the lake changes.
+    pub async fn cached<T, F, Fut>(&self, key: String, make: F) -> Result<Arc<T>, ApiError>
     where
+        T: Any + Send + Sync,
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(String, Vec<u8>), ApiError>>,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
-        if let Some(hit) = self.cache.lock().expect("not poisoned").get(&key) {
-            return Ok(Arc::clone(hit));
+        let hit = self.cache.lock().expect("not poisoned").get(&key).cloned();
+        if let Some(hit) = hit.and_then(|h| h.downcast::<T>().ok()) {
+            return Ok(hit);
         }
         let made = Arc::new(make().await?);
         let mut cache = self.cache.lock().expect("not poisoned");
         if cache.len() > 10_000 {
             cache.clear();
         }
-        cache.insert(key, Arc::clone(&made));
+        cache.insert(key, Arc::clone(&made) as Arc<dyn Any + Send + Sync>);
         Ok(made)
     }
-}
-
-pub fn to_json(batches: &[RecordBatch]) -> Result<Vec<Value>, ApiError> {
-    let mut w = arrow::json::ArrayWriter::new(Vec::new());
-    for b in batches {
-        w.write(b).map_err(|e| ApiError::internal(e.to_string()))?;
-    }
-    w.finish().map_err(|e| ApiError::internal(e.to_string()))?;
-    let bytes = w.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 pub struct LakeView {
@@ -304,14 +302,17 @@ mod tests {
         let lateness = Duration::from_secs(60);
         let fresh = old.freshness("activity", lateness).await.unwrap();
         assert_eq!(fresh.complete_up_to, Some(first - 60_000));
-        let rows = old
-            .rows(
+        crate::row! {
+            pub struct Days { pub days: i64 }
+        }
+        let rows: Vec<Days> = old
+            .typed(
                 "SELECT count(*) AS days FROM activity WHERE breakdown = 'total'",
                 &["activity"],
             )
             .await
             .unwrap();
-        assert_eq!(rows[0]["days"], 1);
+        assert_eq!(rows[0].days, 1);
         // A view built now has both.
         let new = build(&lake, Limits::default(), ReportTz::default(), String::new())
             .await

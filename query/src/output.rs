@@ -199,13 +199,19 @@ impl Encoder {
     }
 }
 
+/// Whether a spreadsheet would evaluate text cell `v` as a formula (`=`, `+`, `-`, `@`, a tab
+/// or a carriage return first); such cells are written with a leading `'`.
+pub fn formula_like(v: &str) -> bool {
+    v.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
 /// `batch` with every text cell that a spreadsheet would take for a formula (starting with
 /// `=`, `+`, `-`, `@`, a tab or a carriage return) prefixed with `'`, which spreadsheets show
 /// as text (OWASP's advice on CSV injection); other columns as they are.
 pub fn spreadsheet_safe(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     use arrow::array::{Array, AsArray, StringArray};
     use arrow::datatypes::DataType;
-    let risky = |v: &str| v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let risky = formula_like;
     let columns = batch
         .columns()
         .iter()
