@@ -115,7 +115,24 @@ pub struct AdOverRange {
 }
 
 impl crate::rows::FromBatch for AdOverRange {
-    const COLUMNS: &'static [&'static str] = &[];
+    const COLUMNS: &'static [&'static str] = &[
+        "ad_id",
+        "currency",
+        "impressions",
+        "clicks",
+        "ctr",
+        "conversions",
+        "conversion_rate",
+        "spend_cents",
+        "conversion_value_cents",
+        "spend",
+        "conversion_value",
+        "unique_reach",
+        "frequency",
+        "unique_reach_approx",
+        "unique_reach_estimator",
+        "unique_reach_relative_error",
+    ];
 
     fn decode(batch: &arrow::array::RecordBatch) -> Result<Vec<Self>, String> {
         let ids = crate::rows::column::<String>(batch, "ad_id")?;
@@ -132,7 +149,10 @@ impl crate::rows::FromBatch for AdOverRange {
     }
 
     fn spreadsheet_safe(self) -> Self {
-        self
+        Self {
+            ad_id: crate::rows::Cell::spreadsheet_safe(self.ad_id),
+            figures: self.figures.spreadsheet_safe(),
+        }
     }
 }
 

@@ -362,7 +362,7 @@ pub(crate) async fn advertiser_report(
         order: "day, ad_id",
     };
     let view = state.view.current().await?;
-    let key = format!("advertiser|{id}|{currency}|{}", range_key(params));
+    let key = format!("advertiser|{id:?}|{currency:?}|{}", range_key(params));
     view.cached(key, || async {
         let (daily, from, to) = daily_of(state, &view, &daily, params).await?;
         let days = day_filter(from, to);
@@ -581,7 +581,7 @@ pub(crate) async fn funnel_report(
     params: &Params,
 ) -> Result<Arc<FunnelReport>, ApiError> {
     let view = state.view.current().await?;
-    let key = format!("funnel|{id}|{}", range_key(params));
+    let key = format!("funnel|{id:?}|{}", range_key(params));
     view.cached(key, || funnel_of(state, &view, id, params))
         .await
 }
@@ -693,7 +693,7 @@ pub async fn launch(
 /// The launch report, cached until the lake changes.
 pub(crate) async fn launch_report(state: &State, id: &str) -> Result<Arc<LaunchReport>, ApiError> {
     let view = state.view.current().await?;
-    view.cached(format!("launch|{id}"), || launch_of(state, &view, id))
+    view.cached(format!("launch|{id:?}"), || launch_of(state, &view, id))
         .await
 }
 

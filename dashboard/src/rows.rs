@@ -114,7 +114,13 @@ pub fn column<T: Cell>(batch: &RecordBatch, name: &str) -> Result<ArrayRef, Stri
     if c.data_type() == &T::arrow_type() {
         return Ok(Arc::clone(c));
     }
-    arrow::compute::cast(c, &T::arrow_type()).map_err(|e| format!("column {name:?}: {e}"))
+    // Not `safe`: a value the type cannot hold is an error, never a null.
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow::compute::cast_with_options(c, &T::arrow_type(), &options)
+        .map_err(|e| format!("column {name:?}: {e}"))
 }
 
 /// Cell `i` of column `name` (cast by [`column`]).

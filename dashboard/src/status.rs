@@ -66,9 +66,33 @@ pub struct JobStatus {
     pub last_commit_at: Option<String>,
     pub watermark: Option<String>,
     pub complete_up_to: Option<String>,
-    /// Its runs under `spacepulse run` (else nothing).
+    /// Its runs under `spacepulse run` (else each field null).
     #[serde(flatten)]
-    pub runs: Option<JobRuns>,
+    pub runs: Runs,
+}
+
+/// A job's runs as `/status` shows them: every field null outside `spacepulse run`.
+#[derive(Debug, Default, Serialize)]
+pub struct Runs {
+    pub runs_ok: Option<u64>,
+    pub runs_failed: Option<u64>,
+    pub last_run: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub next_run: Option<String>,
+    pub running_since: Option<String>,
+}
+
+impl From<Option<&JobRuns>> for Runs {
+    fn from(r: Option<&JobRuns>) -> Self {
+        r.map_or_else(Self::default, |r| Self {
+            runs_ok: Some(r.runs_ok),
+            runs_failed: Some(r.runs_failed),
+            last_run: r.last_run.clone(),
+            duration_seconds: Some(r.duration_seconds),
+            next_run: r.next_run.clone(),
+            running_since: r.running_since.clone(),
+        })
+    }
 }
 
 #[utoipa::path(get, path = "/status", tag = "operations", responses((status = 200, description = "{events_version, partitions: [{source, partition, covered_offset, events, rejected, commits, last_commit_at, watermark, lag}], jobs: [{job, table, events_version_seen, versions_behind, last_commit_at, watermark, complete_up_to, runs_ok, runs_failed, last_run, duration_seconds, next_run, running_since}], live_lag}"), (status = 401, description = "No token, or an unknown or revoked one"), (status = 403, description = "Not an operator")), security(("bearer" = []), ("cookie" = [])))]
@@ -135,7 +159,7 @@ pub(crate) async fn status_of(state: &State) -> Result<Status, ApiError> {
     let mut jobs = Vec::new();
     for job in jobs::Job::ALL {
         let app = jobs::app_id(job, state.options.tz);
-        let runs = process.jobs.get(job.name()).cloned();
+        let runs = process.jobs.get(job.name());
         for name in job.tables() {
             let Some(table) = lake.open(&jobs::publish::table_name(name)).await? else {
                 jobs.push(JobStatus {
@@ -146,7 +170,7 @@ pub(crate) async fn status_of(state: &State) -> Result<Status, ApiError> {
                     last_commit_at: None,
                     watermark: None,
                     complete_up_to: None,
-                    runs: runs.clone(),
+                    runs: runs.into(),
                 });
                 continue;
             };
@@ -167,7 +191,7 @@ pub(crate) async fn status_of(state: &State) -> Result<Status, ApiError> {
                 last_commit_at: instant(last),
                 watermark: instant(watermark),
                 complete_up_to: instant(watermark.map(|w| w - lateness)),
-                runs: runs.clone(),
+                runs: runs.into(),
             });
         }
     }
