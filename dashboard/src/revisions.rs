@@ -217,23 +217,10 @@ async fn cached(
 
 /// An official account's scope: the account and the campaigns it owns.
 pub(crate) async fn account_scope(state: &State, id: &str) -> Result<Scope, ApiError> {
-    let own = {
-        let id = id.to_string();
-        state
-            .registry
-            .call(move |r| {
-                r.campaigns().map(|all| {
-                    all.into_iter()
-                        .filter(|c| c.account_id == id)
-                        .map(|c| c.id)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .await?
-    };
+    let own = crate::reports::campaign_list(state, id).await?;
     Ok(Scope::Account {
         id: id.to_string(),
-        campaigns: own,
+        campaigns: own.campaigns.into_iter().map(|c| c.id).collect(),
     })
 }
 
