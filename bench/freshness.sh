@@ -12,7 +12,8 @@
 # report ended with every reservation counted, and the ingest rate `run` kept.
 # Usage: bench/freshness.sh [SCALE]   (default 1)
 #   SECS=S seconds of launch (default 120), BACKGROUND=R (default 100000), PROFILE=release|dev (default release),
-#   BG_SCALE=S the background generator's --scale (default 0.001: a pool of 600,000 users)
+#   BG_SCALE=S the background generator's --scale (default 0.001: a pool of 600,000 users),
+#   RUN_LOG=FILE keep `spacepulse run`'s log (SPACEPULSE_LOG=warn,jobs=debug shows each job's phases)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${1:-1}"
@@ -42,6 +43,7 @@ cleanup() {
   kill ${PRODUCER:-} ${RUN_PID:-} 2>/dev/null || true
   wait ${RUN_PID:-} 2>/dev/null || true
   kill ${TANSU_PID:-} 2>/dev/null || true
+  if [ -n "${RUN_LOG:-}" ]; then cp "$WORK/run.log" "$RUN_LOG" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -70,7 +72,7 @@ START=$(date -u -d "@$(( START_MS / 1000 ))" +%Y-%m-%dT%H:%M:%S+00:00)
 "$BIN" campaigns add bench-launch --account brand --start "$START" --window 24h --lake "$LAKE" >&2
 
 DPORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-SPACEPULSE_LOG=warn "$BIN" run --brokers "$BROKERS" --lake "$LAKE" --listen "127.0.0.1:$DPORT" \
+SPACEPULSE_LOG="${SPACEPULSE_LOG:-warn}" "$BIN" run --brokers "$BROKERS" --lake "$LAKE" --listen "127.0.0.1:$DPORT" \
   --jobs-every 5s >"$WORK/run.log" 2>&1 &
 RUN_PID=$!
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$DPORT/healthz" >/dev/null && break; sleep 0.1; done
@@ -86,15 +88,35 @@ RESULT=$("$PY" bench/freshness.py "$BROKERS" events "127.0.0.1:$DPORT" "$BRAND" 
   "$START_MS" "$SCALE" "$SECS")
 T1=$(date +%s.%N); A1=$(accepted)
 kill "$PRODUCER" 2>/dev/null || true
+# Where the time went: each job's runs and mean run time, the ingester's commits and their mean
+# latency, from `run`'s own /metrics.
+METRICS=$(curl -sf -H "Authorization: Bearer $SCRAPER" "http://127.0.0.1:$DPORT/metrics")
 RATE=$(echo "($A1 - $A0) / ($T1 - $T0)" | bc -l)
 
 echo "command: $CMD"
 echo "machine: $(nproc) cores; spacepulse run ($PROFILE build) --jobs-every 5s, Tansu 0.6 in-memory engine, 8 partitions"
 echo "launch: $RESULT"
 printf "ingest under run: %.0f events/s accepted from the launch's start to the end (background offered: %d/s)\n" "$RATE" "$BACKGROUND"
-"$PY" - "$RESULT" <<'PY'
-import json, sys
+"$PY" - "$RESULT" "$METRICS" <<'PY'
+import json, re, sys
 r = json.loads(sys.argv[1])
+m = {}
+for line in sys.argv[2].splitlines():
+    if not line.startswith("#") and " " in line:
+        k, v = line.rsplit(" ", 1)
+        m[k] = float(v)
+def get(name):
+    return m.get(name, 0.0)
+parts = []
+for job in sorted({re.sub(r'.*job="([^"]+)".*', r"\1", k) for k in m if k.startswith("spacepulse_jobs_runs_total{")}):
+    runs = get(f'spacepulse_jobs_runs_total{{job="{job}",outcome="ok"}}')
+    secs = get(f'spacepulse_jobs_run_seconds_total{{job="{job}"}}')
+    if runs:
+        parts.append(f"{job} {runs:.0f} runs, mean {secs / runs:.2f} s")
+commits = get("spacepulse_ingest_commit_duration_seconds_count")
+if commits:
+    parts.append(f"ingest {commits:.0f} commits, mean {get('spacepulse_ingest_commit_duration_seconds_sum') / commits:.2f} s")
+print("under run: " + "; ".join(parts))
 ok = r["shown"] == r["reservations"] and r["final_count"] == r["reservations"] and r["undelivered"] == 0
 print(f"every reservation shown and counted once: {'yes' if ok else 'NO'}")
 print(f"latency, produced -> in the launch report: p50 {r['p50']} s, p95 {r['p95']} s, p99 {r['p99']} s, max {r['max']} s "

@@ -130,7 +130,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Two loops: the campaigns job at launch pace, woken by each commit and reading only the
     // files committed since its last run (it keeps the campaign events in memory); the daily
     // jobs every --jobs-every, so that a long recompute of a busy day never holds back a
-    // launch's report.
+    // launch's report. The daily jobs run on threads of lower priority (jobs::background):
+    // when the cores are contended, the ingester, the campaigns job and the dashboard go
+    // first.
     let launch = tokio::spawn(jobs_loop(
         JobsLoop {
             opts: jobs_options(
@@ -144,7 +146,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         stop.clone(),
         pipeline.clone(),
     ));
-    let daily = tokio::spawn(jobs_loop(
+    let runtime = jobs::background::runtime().context("the daily jobs' runtime")?;
+    let daily_jobs = runtime.handle().clone();
+    let background = Background(Some(runtime));
+    let daily = daily_jobs.spawn(jobs_loop(
         JobsLoop {
             opts: jobs_options(
                 jobs::Job::ALL
@@ -172,6 +177,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     ingested.context("the ingester")?;
     launched.context("the campaigns job")?;
     ran.context("the jobs")?;
+    drop(background);
     let served = match served {
         Some(r) => r,
         None => server.await,
@@ -264,6 +270,18 @@ async fn ingest_loop(
         }
         if sleep_or_stop(backoff.next(), &stop).await {
             return;
+        }
+    }
+}
+
+/// The daily jobs' runtime, shut down without blocking however `run` ends (a runtime dropped
+/// on an async thread panics).
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
         }
     }
 }

@@ -211,6 +211,7 @@ fn fingerprint(campaigns: &[Campaign]) -> i64 {
 }
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
+    let phase = std::time::Instant::now();
     let campaigns = registered(ctx)?;
     let registry_app = format!("jobs/{}/registry", Job::Campaigns.name());
     let print = fingerprint(&campaigns);
@@ -278,6 +279,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     // with a campaign: the other columns are decoded around those rows alone. A process that
     // keeps a memory between runs reads only the files committed since its last run.
     const COLUMNS: [&str; 6] = ["campaign_id", "user_id", "ts", "type", "platform", "region"];
+    tracing::debug!(secs = phase.elapsed().as_secs_f64(), "campaigns: plan");
+    let phase = std::time::Instant::now();
     let files = files_with(&ctx.events, ctx.opts.tz, "campaign_id")?;
     let table_id = ctx.events.snapshot()?.metadata().id().to_string();
     let kept = ctx
@@ -321,6 +324,12 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         },
     )
     .await?;
+    tracing::debug!(
+        secs = phase.elapsed().as_secs_f64(),
+        files = new_paths.len(),
+        "campaigns: fold"
+    );
+    let phase = std::time::Instant::now();
     folded.files.extend(new_paths);
     let merged = &mut folded.per;
     for part in parts {
@@ -370,6 +379,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     if let Some(m) = &ctx.opts.memory {
         m.campaigns.keep(folded);
     }
+    tracing::debug!(secs = phase.elapsed().as_secs_f64(), "campaigns: figures");
+    let phase = std::time::Instant::now();
     let mut txns = plan.txns.clone();
     txns.push((registry_app, print));
     let [f, t, m, c, d] = out.finish()?;
@@ -394,6 +405,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         )
         .await?;
     }
+    tracing::debug!(secs = phase.elapsed().as_secs_f64(), "campaigns: publish");
     Ok((campaigns_out, rows, false))
 }
 

@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod activity;
 pub mod advertisers;
+pub mod background;
 pub mod campaigns;
 pub mod changes;
 pub mod codes;
@@ -334,6 +335,7 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
     {
         return Err(Error::Usage("--from is after --to".into()));
     }
+    let setup = Instant::now();
     let Some(events) = opts.lake.open("events").await? else {
         return Err(Error::Usage(format!(
             "the lake {} has no events table yet: ingest some events first (spacepulse ingest)",
@@ -344,6 +346,7 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
     let session = query::session::context();
     query::session::register(&session, "events", &events).await?;
     let watermark = changes::watermark(&events).await?;
+    tracing::debug!(secs = setup.elapsed().as_secs_f64(), "jobs: events opened");
     let ctx = Ctx {
         opts,
         events,
@@ -363,6 +366,11 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
     for job in jobs {
         let started = Instant::now();
         let was = revisions::before(&opts.lake, job, opts.tz).await?;
+        tracing::debug!(
+            job = job.name(),
+            secs = started.elapsed().as_secs_f64(),
+            "revisions: before"
+        );
         let (days, rows, up_to_date) = match job {
             Job::Activity => activity::run(&ctx).await?,
             Job::Peaks => peaks::run(&ctx).await?,
@@ -373,6 +381,7 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
         // The job's figures are committed: a revision record that fails is logged, and the
         // run goes on.
         if !up_to_date {
+            let t = Instant::now();
             match revisions::record(&opts.lake, job, opts.tz, opts.full, was).await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -380,6 +389,11 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
                 }
                 Err(e) => tracing::warn!(job = job.name(), error = %e, "revisions not recorded"),
             }
+            tracing::debug!(
+                job = job.name(),
+                secs = t.elapsed().as_secs_f64(),
+                "revisions: record"
+            );
         }
         let s = Summary {
             job: job.name(),

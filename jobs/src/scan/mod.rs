@@ -156,7 +156,13 @@ pub fn cores() -> usize {
 /// Maps `f` over `items` on rayon's pool, keeping the order; items are taken as threads come
 /// free, so items of unequal cost (say, a job's figures beside its days' encodings) balance
 /// out.
+/// Called from a background thread ([`crate::background`]), the work runs on the background
+/// pool, at the same lower priority.
 pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
-    items.into_par_iter().with_max_len(1).map(f).collect()
+    let map = || items.into_par_iter().with_max_len(1).map(f).collect();
+    match crate::background::pool().filter(|_| crate::background::is_background()) {
+        Some(pool) => pool.install(map),
+        None => map(),
+    }
 }
