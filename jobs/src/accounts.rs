@@ -21,7 +21,7 @@ use arrow::datatypes::{DataType, Date32Type, Field, Int64Type, SchemaRef, TimeUn
 use futures::TryStreamExt;
 use query::sketch::{HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_of, hll_relative_error};
 
-use crate::publish::{Scope, has_columns, publish, schema, seen, table_name};
+use crate::publish::{Scope, publish, schema, table_name};
 use crate::scan::{distinct, event_key, ints, strs, times, types};
 use crate::{Ctx, Job, Result};
 use lake::registry::Baseline;
@@ -310,8 +310,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let print = fingerprint(&all_baselines);
     // New baselines restart running figures anywhere, and a table written before the
     // baseline columns existed is rewritten whole.
-    let current = has_columns(&ctx.opts.lake, TABLE, &table_schema()).await?
-        && seen(&ctx.opts.lake, TABLE, &baselines_app).await? == Some(print);
+    let current = ctx.has_columns(TABLE, &table_schema()).await?
+        && ctx.seen(TABLE, &baselines_app).await? == Some(print);
     let plan = if current {
         ctx.plan(Job::Accounts).await?
     } else {

@@ -15,7 +15,7 @@ use query::sketch::{
     HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_of, bitmap_to_bytes, hll_relative_error,
 };
 
-use crate::publish::{has_columns, publish, schema};
+use crate::publish::{publish, schema};
 use crate::scan::{distinct, event_key, ints, strs, types};
 use crate::{Ctx, Job, Result};
 
@@ -123,7 +123,7 @@ async fn day_ads(ctx: &Ctx<'_>, day: i32) -> Result<Vec<((String, String), Ad)>>
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     // A table written before its columns changed is rewritten whole.
-    let current = has_columns(&ctx.opts.lake, TABLE, &table_schema()).await?;
+    let current = ctx.has_columns(TABLE, &table_schema()).await?;
     let plan = if current {
         ctx.plan(Job::Advertisers).await?
     } else {

@@ -229,6 +229,9 @@ pub struct Ctx<'a> {
     pub watermark: Option<i64>,
     pub scan: scan::Scan,
     pub progress: &'a dyn Progress,
+    /// The metric tables the running job has looked at, each opened once ([`Ctx::table`]);
+    /// emptied before each job, whose looks all come before its commits.
+    tables: std::sync::Mutex<std::collections::HashMap<String, Option<deltalake::DeltaTable>>>,
 }
 
 impl Ctx<'_> {
@@ -236,6 +239,46 @@ impl Ctx<'_> {
     /// time zone is part of it, so a run in another zone recomputes everything.
     pub fn app(&self, job: Job) -> String {
         app_id(job, self.opts.tz)
+    }
+
+    /// Metric table `name` (`None` if it does not exist yet), opened once per job.
+    pub async fn table(&self, name: &str) -> Result<Option<deltalake::DeltaTable>> {
+        let cached = self.cached_tables().get(name).cloned();
+        if let Some(t) = cached {
+            return Ok(t);
+        }
+        let t = self.opts.lake.open(&publish::table_name(name)).await?;
+        self.cached_tables().insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// The last version of `app` that metric table `name` has seen; `None` if the table does
+    /// not exist or never recorded `app`.
+    pub async fn seen(&self, name: &str, app: &str) -> Result<Option<i64>> {
+        match self.table(name).await? {
+            Some(t) => Ok(lake::tables::covered(&t, app).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether metric table `name` is missing or has `schema`'s columns
+    /// ([`publish::same_columns`]).
+    pub async fn has_columns(
+        &self,
+        name: &str,
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<bool> {
+        match self.table(name).await? {
+            Some(t) => publish::same_columns(&t, schema),
+            None => Ok(true),
+        }
+    }
+
+    fn cached_tables(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<deltalake::DeltaTable>>>
+    {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn in_range(&self, day: i32) -> bool {
@@ -261,7 +304,7 @@ impl Ctx<'_> {
         let mut since: Option<i64> = Some(i64::MAX);
         // A full recompute needs no record of what the tables have seen.
         for t in job.tables().iter().filter(|_| !full) {
-            let v = publish::seen(&self.opts.lake, t, &app).await?;
+            let v = self.seen(t, &app).await?;
             since = match (since, v) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 _ => None,
@@ -354,6 +397,7 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
         watermark,
         scan: scan::Scan::new(session, opts.tz),
         progress,
+        tables: Default::default(),
     };
     let mut jobs = if opts.jobs.is_empty() {
         Job::ALL.to_vec()
@@ -365,6 +409,7 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
     let mut out = Vec::new();
     for job in jobs {
         let started = Instant::now();
+        ctx.cached_tables().clear();
         let was = revisions::before(&opts.lake, job, opts.tz).await?;
         tracing::debug!(
             job = job.name(),

@@ -37,21 +37,9 @@ pub fn table_name(name: &str) -> String {
     format!("metrics/{name}")
 }
 
-/// The last version of `app` that metric table `name` has seen; `None` if the table does not
-/// exist or never recorded `app`.
-pub async fn seen(lake: &Lake, name: &str, app: &str) -> Result<Option<i64>> {
-    match lake.open(&table_name(name)).await? {
-        Some(t) => Ok(covered(&t, app).await?),
-        None => Ok(None),
-    }
-}
-
-/// Whether metric table `name` is missing or has `schema`'s columns: a table written by an
-/// older spacepulse is rewritten whole by a full recompute.
-pub async fn has_columns(lake: &Lake, name: &str, schema: &SchemaRef) -> Result<bool> {
-    let Some(table) = lake.open(&table_name(name)).await? else {
-        return Ok(true);
-    };
+/// Whether `table` has `schema`'s columns: a table written by an older spacepulse is rewritten
+/// whole by a full recompute.
+pub fn same_columns(table: &DeltaTable, schema: &SchemaRef) -> Result<bool> {
     let wanted: StructType = schema.as_ref().try_into_kernel()?;
     Ok(columns(table.snapshot()?.schema().as_ref()) == columns(&wanted))
 }
