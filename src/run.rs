@@ -72,6 +72,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .into());
     }
     let lake = Lake::new(&args.lake.lake)?;
+    // Made before any part starts: a failure here stops `run` with nothing to wind down.
+    let runtime = jobs::background::runtime().context("the daily jobs' runtime")?;
+    let daily_jobs = runtime.handle().clone();
+    let background = Background(Some(runtime));
     let (stop_tx, stop) = watch::channel(false);
     // Caught from here on: a signal sent once the "serving" line is out is never lost.
     let signal = crate::commands::shutdown_signal();
@@ -146,9 +150,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         stop.clone(),
         pipeline.clone(),
     ));
-    let runtime = jobs::background::runtime().context("the daily jobs' runtime")?;
-    let daily_jobs = runtime.handle().clone();
-    let background = Background(Some(runtime));
     let daily = daily_jobs.spawn(jobs_loop(
         JobsLoop {
             opts: jobs_options(

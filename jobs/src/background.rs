@@ -37,7 +37,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// The rayon pool of background threads, or `None` if it could not be made (then rayon's
-/// global pool serves, at the default priority).
+/// global pool serves).
 pub fn pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -62,18 +62,18 @@ fn lower() {
     }
 }
 
-/// Sets the calling thread's nice value. Linux applies `setpriority` with a thread id to that
-/// thread alone (setpriority(2), "BUGS"); raising one's own nice value needs no privilege.
+/// Sets the calling thread's nice value. On Linux the nice value is a thread's, and
+/// `setpriority(PRIO_PROCESS, 0, ..)` sets the calling thread's alone (setpriority(2), "BUGS");
+/// raising one's own nice value needs no privilege.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn set_nice(nice: i32) -> std::io::Result<()> {
     // SAFETY: these calls take and return plain integers and touch no memory of ours.
     let rc = unsafe {
-        let tid = libc::gettid() as libc::id_t;
         // Never raise a thread's priority (a process started under `nice 19` stays there);
         // -1 here is either nice -1 or an error, and either way `nice` is the floor.
-        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, nice.max(current))
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice.max(current))
     };
     if rc == 0 {
         Ok(())

@@ -389,9 +389,10 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         .map(|b| b.num_rows() as u64)
         .sum();
     // Five tables, five independent commits: written side by side, so one table's file
-    // writes and log reads overlap another's.
+    // writes and log reads overlap another's. Each runs to its end (none is dropped halfway
+    // because another failed); the first error is the run's.
     let txns = &txns;
-    futures::future::try_join_all(
+    let published = futures::future::join_all(
         [
             ("funnels", funnels_schema(), f),
             ("funnel_times", funnel_times_schema(), t),
@@ -403,7 +404,10 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
             publish(&ctx.opts.lake, name, schema, vec![batch], &Scope::All, txns)
         }),
     )
-    .await?;
+    .await;
+    for p in published {
+        p?;
+    }
     tracing::debug!(secs = phase.elapsed().as_secs_f64(), "campaigns: publish");
     Ok((campaigns_out, rows, false))
 }

@@ -161,7 +161,10 @@ pub fn cores() -> usize {
 pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
     let map = || items.into_par_iter().with_max_len(1).map(f).collect();
-    match crate::background::pool().filter(|_| crate::background::is_background()) {
+    match crate::background::is_background()
+        .then(crate::background::pool)
+        .flatten()
+    {
         Some(pool) => pool.install(map),
         None => map(),
     }
