@@ -287,6 +287,10 @@ impl Drop for Background {
     }
 }
 
+/// How long a running job may go on after a stop signal before it is dropped: well within
+/// the 10 s a stop may take, and longer than a campaigns run at launch pace.
+const JOB_GRACE: Duration = Duration::from_secs(3);
+
 /// Which jobs a loop runs and what wakes it.
 struct JobsLoop {
     opts: jobs::Options,
@@ -357,10 +361,16 @@ async fn jobs_loop(mut l: JobsLoop, stop: watch::Receiver<bool>, pipeline: Arc<P
             .jobs
             .starting(&names, chrono::Utc::now().timestamp());
         let run = jobs::run(&l.opts, &jobs::Quiet);
+        tokio::pin!(run);
         let result = tokio::select! {
-            r = run => r,
-            // A job dropped before its commit leaves its tables as they were.
-            _ = stopped(stop.clone()) => return,
+            r = &mut run => r,
+            // A run near its end finishes (its file reads on blocking threads would otherwise
+            // outlive the runtime's tasks they wait on); one that is not is dropped before its
+            // commit, which leaves its tables as they were.
+            _ = stopped(stop.clone()) => match tokio::time::timeout(JOB_GRACE, run).await {
+                Ok(r) => r,
+                Err(_) => return,
+            },
         };
         let now = chrono::Utc::now().timestamp();
         match result {
