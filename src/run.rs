@@ -364,9 +364,8 @@ async fn jobs_loop(mut l: JobsLoop, stop: watch::Receiver<bool>, pipeline: Arc<P
         tokio::pin!(run);
         let result = tokio::select! {
             r = &mut run => r,
-            // A run near its end finishes (its file reads on blocking threads would otherwise
-            // outlive the runtime's tasks they wait on); one that is not is dropped before its
-            // commit, which leaves its tables as they were.
+            // A run near its end finishes and commits what it computed; one that is not is
+            // dropped before its commit, which leaves its tables as they were.
             _ = stopped(stop.clone()) => match tokio::time::timeout(JOB_GRACE, run).await {
                 Ok(r) => r,
                 Err(_) => return,

@@ -156,6 +156,7 @@ pub fn cores() -> usize {
 /// Maps `f` over `items` on rayon's pool, keeping the order; items are taken as threads come
 /// free, so items of unequal cost (say, a job's figures beside its days' encodings) balance
 /// out.
+///
 /// Called from a background thread ([`crate::background`]), the work runs on the background
 /// pool, at the same lower priority.
 pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
