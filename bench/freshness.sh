@@ -13,7 +13,8 @@
 # Usage: bench/freshness.sh [SCALE]   (default 1)
 #   SECS=S seconds of launch (default 120), BACKGROUND=R (default 100000), PROFILE=release|dev (default release),
 #   BG_SCALE=S the background generator's --scale (default 0.001: a pool of 600,000 users),
-#   RUN_LOG=FILE keep `spacepulse run`'s log (SPACEPULSE_LOG=warn,jobs=debug shows each job's phases)
+#   RUN_LOG=FILE keep `spacepulse run`'s log (SPACEPULSE_LOG=warn,jobs=debug shows each job's phases),
+#   BIN=PATH a spacepulse binary built before (to compare two builds on one machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${1:-1}"
@@ -26,7 +27,9 @@ for v in SECS BACKGROUND PROFILE BG_SCALE; do
 done
 CACHE="$HOME/.cache/spacepulse"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
-if [ "$PROFILE" = release ]; then
+if [ -n "${BIN:-}" ]; then
+  [ -x "$BIN" ] || { echo "BIN=$BIN: not an executable" >&2; exit 2; }
+elif [ "$PROFILE" = release ]; then
   cargo build --release --bin spacepulse >&2
   BIN="$CARGO_TARGET_DIR/release/spacepulse"
 else

@@ -547,10 +547,12 @@ async fn commit(
     watermarks: bool,
 ) -> Result<u64> {
     table.update_state().await?;
-    // Fencing: the table must still cover exactly what this writer last saw it cover.
+    // Fencing: the table must still cover exactly what this writer last saw it cover. Every
+    // partition's `txn` is read in one pass over the log, not in a log replay per partition.
+    let covering = lake::txns::app_versions(table, "spacepulse/").await?;
     for (part, _, expected) in ranges {
         let app = app_id(&part.source, part.partition);
-        let now = covered(table, &app).await?;
+        let now = covering.get(&app).copied();
         if now != *expected {
             return Err(Error::Fenced(format!(
                 "{}: {app} covers {now:?}, this writer expected {expected:?}",

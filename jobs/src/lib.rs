@@ -232,7 +232,12 @@ pub struct Ctx<'a> {
     /// The metric tables the running job has looked at, each opened once ([`Ctx::table`]);
     /// emptied before each job, whose looks all come before its commits.
     tables: std::sync::Mutex<std::collections::HashMap<String, Option<deltalake::DeltaTable>>>,
+    /// Those tables' `txn` application versions, read once per job ([`Ctx::seen`]).
+    txns: std::sync::Mutex<std::collections::HashMap<String, Txns>>,
 }
+
+/// A table's `txn` application versions, by application id.
+type Txns = std::sync::Arc<std::collections::BTreeMap<String, i64>>;
 
 impl Ctx<'_> {
     /// The `txn` application id a job's tables record their `events` version under; the
@@ -253,12 +258,22 @@ impl Ctx<'_> {
     }
 
     /// The last version of `app` that metric table `name` has seen; `None` if the table does
-    /// not exist or never recorded `app`.
+    /// not exist or never recorded `app`. The table's `txn` actions are read once per job,
+    /// all at once, rather than in a log replay per application.
     pub async fn seen(&self, name: &str, app: &str) -> Result<Option<i64>> {
-        match self.table(name).await? {
-            Some(t) => Ok(lake::tables::covered(&t, app).await?),
-            None => Ok(None),
-        }
+        let cached = self.cached_txns().get(name).cloned();
+        let txns = match cached {
+            Some(t) => t,
+            None => {
+                let t = match self.table(name).await? {
+                    Some(t) => std::sync::Arc::new(lake::txns::app_versions(&t, "").await?),
+                    None => Default::default(),
+                };
+                self.cached_txns().insert(name.to_string(), t.clone());
+                t
+            }
+        };
+        Ok(txns.get(app).copied())
     }
 
     /// Whether metric table `name` is missing or has `schema`'s columns
@@ -279,6 +294,10 @@ impl Ctx<'_> {
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<deltalake::DeltaTable>>>
     {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cached_txns(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Txns>> {
+        self.txns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn in_range(&self, day: i32) -> bool {
@@ -398,6 +417,7 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
         scan: scan::Scan::new(session, opts.tz),
         progress,
         tables: Default::default(),
+        txns: Default::default(),
     };
     let mut jobs = if opts.jobs.is_empty() {
         Job::ALL.to_vec()
@@ -410,6 +430,7 @@ pub async fn run(opts: &Options, progress: &dyn Progress) -> Result<Vec<Summary>
     for job in jobs {
         let started = Instant::now();
         ctx.cached_tables().clear();
+        ctx.cached_txns().clear();
         let was = revisions::before(&opts.lake, job, opts.tz).await?;
         tracing::debug!(
             job = job.name(),

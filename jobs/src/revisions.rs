@@ -19,7 +19,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Date32Type, Field, Float64Type, SchemaRef, TimeUnit};
 use deltalake::DeltaTable;
-use lake::tables::{Lake, commit_actions, covered};
+use lake::tables::{Lake, commit_actions};
 use query::tz::{LocalClock, format_day};
 
 use crate::publish::{Scope, publish, schema, table_name};
@@ -152,11 +152,14 @@ struct Versions {
 }
 
 async fn versions(table: &DeltaTable, job: Job, tz: query::tz::ReportTz) -> Result<Versions> {
+    // Every application below is the job's: its `txn` actions read at once.
+    let txns = lake::txns::app_versions(table, &format!("jobs/{}/", job.name())).await?;
+    let get = |app: String| txns.get(&app).copied();
     Ok(Versions {
-        events: covered(table, &app_id(job, tz)).await?,
-        watermark: covered(table, &watermark_app_id(job, tz)).await?,
-        registry: covered(table, &format!("jobs/{}/registry", job.name())).await?,
-        baselines: covered(table, &format!("jobs/{}/baselines", job.name())).await?,
+        events: get(app_id(job, tz)),
+        watermark: get(watermark_app_id(job, tz)),
+        registry: get(format!("jobs/{}/registry", job.name())),
+        baselines: get(format!("jobs/{}/baselines", job.name())),
     })
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -89,9 +90,58 @@ pub const METRIC_TABLES: &[&str] = &[
 pub const REVISIONS_TABLE: &str = "revisions";
 
 /// A lake: a local directory or an object-store URL holding Delta tables.
+///
+/// A lake keeps the snapshot of every table it opened, shared by its clones: opening the
+/// table again reads only the commits made since ([`Lake::open`]). A long-running process
+/// (`spacepulse run`, `serve`) opens its tables many times a second; replaying each log from
+/// its last checkpoint every time was most of a launch report's delay.
 #[derive(Debug, Clone)]
 pub struct Lake {
     root: Url,
+    opened: Opened,
+}
+
+/// The snapshots a lake has loaded, by table name.
+#[derive(Clone, Default)]
+struct Opened(Arc<Mutex<HashMap<String, Loaded>>>);
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("tables", &self.lock().len())
+            .finish()
+    }
+}
+
+impl Opened {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Loaded>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A table's snapshot and the commit file it was loaded up to: the same file (size and time)
+/// still there says the snapshot is an older state of the same table, not of one deleted and
+/// created again, nor past a log cleanup.
+#[derive(Clone)]
+struct Loaded {
+    table: DeltaTable,
+    commit: CommitFile,
+}
+
+type CommitFile = (u64, chrono::DateTime<chrono::Utc>);
+
+/// The size and time of the commit file of `table`'s loaded version, if it is still there.
+async fn commit_file(table: &DeltaTable) -> Option<CommitFile> {
+    use object_store::ObjectStoreExt;
+    let version = table.version()?;
+    let meta = table
+        .object_store()
+        .head(&deltalake::Path::from(format!(
+            "_delta_log/{version:020}.json"
+        )))
+        .await
+        .ok()?;
+    Some((meta.size, meta.last_modified))
 }
 
 impl Lake {
@@ -113,7 +163,10 @@ impl Lake {
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            opened: Opened::default(),
+        })
     }
 
     pub fn url(&self) -> &Url {
@@ -131,15 +184,70 @@ impl Lake {
     }
 
     /// Opens a table at its latest version, or `None` if it was never created.
+    ///
+    /// A table this lake (or a clone of it) opened before is brought up to date from the
+    /// snapshot it loaded then, reading only the newer commits; it is loaded afresh when that
+    /// snapshot's commit file is gone or differs (the table was deleted and created again, or
+    /// its log cleaned up) or the update fails. Either way the result is the latest version.
     pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
         let url = self.table_url(name)?;
         if let Ok(dir) = url.to_file_path()
             && !dir.join("_delta_log").is_dir()
         {
+            self.opened.lock().remove(name);
             return Ok(None);
         }
+        if let Some(table) = self.updated(name).await {
+            return Ok(Some(table));
+        }
         let table = DeltaTable::try_from_url(url).await?;
-        Ok(table.version().is_some().then_some(table))
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        self.keep(name, &table).await;
+        Ok(Some(table))
+    }
+
+    /// The snapshot of `name` loaded before, updated to the latest version; `None` when there
+    /// is none or it cannot be built on.
+    async fn updated(&self, name: &str) -> Option<DeltaTable> {
+        let Loaded { mut table, commit } = self.opened.lock().get(name).cloned()?;
+        if commit_file(&table).await != Some(commit) {
+            self.opened.lock().remove(name);
+            return None;
+        }
+        if let Err(e) = table.update_incremental(None).await {
+            tracing::debug!(table = name, error = %e, "loading the table afresh");
+            self.opened.lock().remove(name);
+            return None;
+        }
+        // Kept even at the same version: the update may have taken up a checkpoint written
+        // since, which the next update then need not read again.
+        self.keep(name, &table).await;
+        Some(table)
+    }
+
+    /// Keeps `table`'s snapshot for the next [`Lake::open`] of `name` (a snapshot whose commit
+    /// file is not there is not kept).
+    async fn keep(&self, name: &str, table: &DeltaTable) {
+        let Some(commit) = commit_file(table).await else {
+            self.opened.lock().remove(name);
+            return;
+        };
+        let mut opened = self.opened.lock();
+        // Two opens side by side: the newer snapshot stays.
+        if opened
+            .get(name)
+            .is_none_or(|l| l.table.version() <= table.version())
+        {
+            opened.insert(
+                name.to_string(),
+                Loaded {
+                    table: table.clone(),
+                    commit,
+                },
+            );
+        }
     }
 
     /// Opens one of the ingest's tables, creating it with its schema and partitioning if it
@@ -235,4 +343,119 @@ pub async fn commit_actions<T: serde::de::DeserializeOwned>(
         .filter(|l| !l.is_empty())
         .filter_map(|l| serde_json::from_slice(l).ok())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use deltalake::kernel::{DataType, StructField};
+    use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+
+    use super::*;
+
+    /// Table `name` of one `n` column, created empty by another handle than the lake's.
+    async fn create(lake: &Lake, name: &str) -> DeltaTable {
+        let url = lake.table_url(name).unwrap();
+        std::fs::create_dir_all(url.to_file_path().unwrap()).unwrap();
+        deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .build()
+            .unwrap()
+            .create()
+            .with_columns([StructField::new("n", DataType::LONG, false)])
+            .await
+            .unwrap()
+    }
+
+    /// Commits one row `n` through `table` (not through the lake).
+    async fn append(table: &mut DeltaTable, n: i64) {
+        let batch = RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("n", arrow::datatypes::DataType::Int64, false),
+            ])),
+            vec![Arc::new(Int64Array::from(vec![n]))],
+        )
+        .unwrap();
+        let mut w = RecordBatchWriter::for_table(table).unwrap();
+        w.write(batch).await.unwrap();
+        w.flush_and_commit(table).await.unwrap();
+    }
+
+    fn files(t: &DeltaTable) -> usize {
+        t.snapshot().unwrap().log_data().iter().count()
+    }
+
+    #[tokio::test]
+    async fn an_open_table_is_brought_up_to_the_latest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(&dir.path().to_string_lossy()).unwrap();
+        let mut writer = create(&lake, "t").await;
+        append(&mut writer, 1).await;
+        let first = lake.open("t").await.unwrap().unwrap();
+        assert_eq!((first.version(), files(&first)), (Some(1), 1));
+        // Committed by another handle: a clone of the lake sees it, from the kept snapshot.
+        append(&mut writer, 2).await;
+        append(&mut writer, 3).await;
+        let later = lake.clone().open("t").await.unwrap().unwrap();
+        assert_eq!((later.version(), files(&later)), (Some(3), 3));
+        // The handle returned before is not moved on behind its holder's back.
+        assert_eq!(first.version(), Some(1));
+        assert_eq!(lake.opened.lock()["t"].table.version(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_table_deleted_and_created_again_is_loaded_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(&dir.path().to_string_lossy()).unwrap();
+        let mut writer = create(&lake, "t").await;
+        for n in 0..3 {
+            append(&mut writer, n).await;
+        }
+        assert_eq!(lake.open("t").await.unwrap().unwrap().version(), Some(3));
+        let table_dir = lake.table_url("t").unwrap().to_file_path().unwrap();
+        // Gone: none, and nothing kept.
+        std::fs::remove_dir_all(&table_dir).unwrap();
+        assert!(lake.open("t").await.unwrap().is_none());
+        assert!(lake.opened.lock().get("t").is_none());
+        // Kept, then replaced behind the lake's back by a younger table (version 1 < 3) and
+        // by one as old (version 3, another commit file): each is read afresh, never the
+        // kept snapshot brought "up to date".
+        let mut writer = create(&lake, "t").await;
+        for n in 0..3 {
+            append(&mut writer, n).await;
+        }
+        assert_eq!(lake.open("t").await.unwrap().unwrap().version(), Some(3));
+        std::fs::remove_dir_all(&table_dir).unwrap();
+        let mut writer = create(&lake, "t").await;
+        append(&mut writer, 10).await;
+        let young = lake.open("t").await.unwrap().unwrap();
+        assert_eq!((young.version(), files(&young)), (Some(1), 1));
+        std::fs::remove_dir_all(&table_dir).unwrap();
+        let mut writer = create(&lake, "t").await;
+        for n in [100, 200] {
+            append(&mut writer, n).await;
+        }
+        append(&mut writer, 1_000_000_007).await;
+        let again = lake.open("t").await.unwrap().unwrap();
+        assert_eq!((again.version(), files(&again)), (Some(3), 3));
+        let mut paths: Vec<String> = again
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect();
+        let mut written: Vec<String> = writer
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect();
+        paths.sort();
+        written.sort();
+        assert_eq!(paths, written);
+    }
 }
