@@ -130,10 +130,12 @@ struct Loaded {
 
 type CommitFile = (u64, chrono::DateTime<chrono::Utc>);
 
-/// The size and time of the commit file of `table`'s loaded version, if it is still there.
-async fn commit_file(table: &DeltaTable) -> Option<CommitFile> {
+/// The size and time of the commit file of `version` of `table`, if it is there.
+async fn commit_file(
+    table: &DeltaTable,
+    version: deltalake::kernel::Version,
+) -> Option<CommitFile> {
     use object_store::ObjectStoreExt;
-    let version = table.version()?;
     let meta = table
         .object_store()
         .head(&deltalake::Path::from(format!(
@@ -212,12 +214,20 @@ impl Lake {
     /// is none or it cannot be built on.
     async fn updated(&self, name: &str) -> Option<DeltaTable> {
         let Loaded { mut table, commit } = self.opened.lock().get(name).cloned()?;
-        if commit_file(&table).await != Some(commit) {
+        let version = table.version()?;
+        if commit_file(&table, version).await != Some(commit) {
             self.opened.lock().remove(name);
             return None;
         }
-        if let Err(e) = table.update_incremental(None).await {
+        let updated = table.update_incremental(None).await;
+        // Looked at again: a table deleted and created again while the update read its log
+        // would have had its newer commits put on the old one's snapshot.
+        if let Err(e) = updated {
             tracing::debug!(table = name, error = %e, "loading the table afresh");
+            self.opened.lock().remove(name);
+            return None;
+        }
+        if commit_file(&table, version).await != Some(commit) {
             self.opened.lock().remove(name);
             return None;
         }
@@ -227,10 +237,21 @@ impl Lake {
         Some(table)
     }
 
-    /// Keeps `table`'s snapshot for the next [`Lake::open`] of `name` (a snapshot whose commit
-    /// file is not there is not kept).
+    /// Keeps `table`'s snapshot for the next [`Lake::open`] of `name`: only when the commit
+    /// file of its version is the one its load listed (same time), so that a table created
+    /// again since cannot pass for it. A snapshot at a checkpoint's version (no commit file
+    /// listed) is not kept: the next open loads the table afresh.
     async fn keep(&self, name: &str, table: &DeltaTable) {
-        let Some(commit) = commit_file(table).await else {
+        let listed = table
+            .version()
+            .and_then(|v| Some((v, table.snapshot().ok()?.version_timestamp(v)?)));
+        let commit = match listed {
+            Some((v, ms)) => commit_file(table, v)
+                .await
+                .filter(|c| c.1.timestamp_millis() == ms),
+            None => None,
+        };
+        let Some(commit) = commit else {
             self.opened.lock().remove(name);
             return;
         };

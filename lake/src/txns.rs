@@ -55,22 +55,60 @@ pub async fn app_versions(table: &DeltaTable, prefix: &str) -> Result<BTreeMap<S
         Err(object_store::Error::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let listed: Vec<ObjectMeta> = match last {
+    let hinted = match last {
         // A checkpoint newer than the loaded version (written since the table was opened)
         // says nothing of that version: the whole log is listed then.
         Some(LastCheckpoint { version }) if version <= latest => {
             let from = Path::from(format!("_delta_log/{version:020}"));
-            store
-                .list_with_offset(Some(&log), &from)
-                .try_collect()
-                .await?
+            Some(
+                store
+                    .list_with_offset(Some(&log), &from)
+                    .try_collect::<Vec<ObjectMeta>>()
+                    .await?,
+            )
         }
-        _ => store.list(Some(&log)).try_collect().await?,
+        _ => None,
     };
+    let (mut commits, mut checkpoints) = match hinted.map(|l| log_files(&l, latest)) {
+        Some(found) if !found.1.is_empty() => found,
+        // No whole checkpoint where `_last_checkpoint` points (one of another kind, or parts
+        // missing): the commits before it must not be skipped, so the whole log is read.
+        _ => log_files(
+            &store
+                .list(Some(&log))
+                .try_collect::<Vec<ObjectMeta>>()
+                .await?,
+            latest,
+        ),
+    };
+    let checkpoint = checkpoints.pop_last();
+    if let Some((_, parts)) = &checkpoint {
+        for part in parts {
+            let bytes = store.get(part).await?.bytes().await?;
+            read_checkpoint(bytes, prefix, &mut versions)?;
+        }
+    }
+    let after = checkpoint.map(|(v, _)| v);
+    commits.retain(|v| after.is_none_or(|c| *v > c));
+    commits.sort_unstable();
+    for version in commits {
+        let actions: Vec<LogLine> = crate::tables::commit_actions(table, version).await?;
+        for txn in actions.into_iter().filter_map(|a| a.txn) {
+            if txn.app_id.starts_with(prefix) {
+                versions.insert(txn.app_id, txn.version);
+            }
+        }
+    }
+    Ok(versions)
+}
+
+/// The commit versions and the whole checkpoints (each version's parts) among `listed`, up
+/// to version `latest`.
+fn log_files(listed: &[ObjectMeta], latest: u64) -> (Vec<u64>, BTreeMap<u64, Vec<Path>>) {
     // Log files are `<version:020>.json` and `<version:020>.checkpoint[.<part>.<parts>].parquet`.
     let mut commits: Vec<u64> = Vec::new();
     let mut checkpoints: BTreeMap<u64, Vec<Path>> = BTreeMap::new();
-    for meta in &listed {
+    for meta in listed {
         let Some((version, kind)) = meta.location.filename().and_then(|f| f.split_once('.')) else {
             continue;
         };
@@ -99,25 +137,7 @@ pub async fn app_versions(table: &DeltaTable, prefix: &str) -> Result<BTreeMap<S
             .unwrap_or(1);
         parts.len() == expected
     });
-    let checkpoint = checkpoints.pop_last();
-    if let Some((_, parts)) = &checkpoint {
-        for part in parts {
-            let bytes = store.get(part).await?.bytes().await?;
-            read_checkpoint(bytes, prefix, &mut versions)?;
-        }
-    }
-    let after = checkpoint.map(|(v, _)| v);
-    commits.retain(|v| after.is_none_or(|c| *v > c));
-    commits.sort_unstable();
-    for version in commits {
-        let actions: Vec<LogLine> = crate::tables::commit_actions(table, version).await?;
-        for txn in actions.into_iter().filter_map(|a| a.txn) {
-            if txn.app_id.starts_with(prefix) {
-                versions.insert(txn.app_id, txn.version);
-            }
-        }
-    }
-    Ok(versions)
+    (commits, checkpoints)
 }
 
 /// The `txn` rows of one checkpoint file (only its `txn` column is decoded).
@@ -165,4 +185,69 @@ fn read_checkpoint(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+    use deltalake::kernel::{DataType, StructField, Transaction};
+    use deltalake::protocol::{DeltaOperation, SaveMode};
+
+    use super::*;
+
+    /// Commits nothing but `txn` (`app`, `version`) onto `table`.
+    async fn txn(table: &mut DeltaTable, app: &str, version: i64) {
+        CommitBuilder::from(
+            CommitProperties::default()
+                .with_application_transactions(vec![Transaction::new(app, version)]),
+        )
+        .with_actions(Vec::new())
+        .build(
+            Some(table.snapshot().unwrap()),
+            table.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            },
+        )
+        .await
+        .unwrap();
+        table.update_incremental(None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_hint_without_its_checkpoint_does_not_hide_older_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        let mut table = deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .build()
+            .unwrap()
+            .create()
+            .with_columns([StructField::new("n", DataType::LONG, false)])
+            .await
+            .unwrap();
+        txn(&mut table, "spacepulse/t/0", 10).await;
+        txn(&mut table, "spacepulse/t/1", 20).await;
+        txn(&mut table, "spacepulse/t/0", 11).await;
+        let want = BTreeMap::from([
+            ("spacepulse/t/0".to_string(), 11),
+            ("spacepulse/t/1".to_string(), 20),
+        ]);
+        assert_eq!(app_versions(&table, "spacepulse/").await.unwrap(), want);
+        // `_last_checkpoint` names version 3, whose checkpoint is not there (a writer killed
+        // while writing it, or one of a kind this reader does not know): the commits before
+        // it still count.
+        std::fs::write(
+            dir.path().join("_delta_log/_last_checkpoint"),
+            r#"{"version":3,"size":1}"#,
+        )
+        .unwrap();
+        assert_eq!(app_versions(&table, "spacepulse/").await.unwrap(), want);
+        assert_eq!(
+            app_versions(&table, "spacepulse/t/1").await.unwrap(),
+            BTreeMap::from([("spacepulse/t/1".to_string(), 20)])
+        );
+    }
 }
