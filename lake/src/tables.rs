@@ -336,6 +336,20 @@ impl Lake {
     }
 }
 
+/// A new empty table at `url` of one non-null `n` BIGINT column (the lake's tests).
+#[cfg(test)]
+pub(crate) async fn one_column_table(url: Url) -> DeltaTable {
+    use deltalake::kernel::{DataType, StructField};
+    deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap()
+        .create()
+        .with_columns([StructField::new("n", DataType::LONG, false)])
+        .await
+        .unwrap()
+}
+
 /// The last offset of `app_id` that the table's snapshot covers.
 pub async fn covered(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
     let snapshot = table.snapshot()?;
@@ -371,7 +385,6 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, RecordBatch};
-    use deltalake::kernel::{DataType, StructField};
     use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
     use super::*;
@@ -380,14 +393,7 @@ mod tests {
     async fn create(lake: &Lake, name: &str) -> DeltaTable {
         let url = lake.table_url(name).unwrap();
         std::fs::create_dir_all(url.to_file_path().unwrap()).unwrap();
-        deltalake::DeltaTableBuilder::from_url(url)
-            .unwrap()
-            .build()
-            .unwrap()
-            .create()
-            .with_columns([StructField::new("n", DataType::LONG, false)])
-            .await
-            .unwrap()
+        one_column_table(url).await
     }
 
     /// Commits one row `n` through `table` (not through the lake).
@@ -461,22 +467,17 @@ mod tests {
         append(&mut writer, 1_000_000_007).await;
         let again = lake.open("t").await.unwrap().unwrap();
         assert_eq!((again.version(), files(&again)), (Some(3), 3));
-        let mut paths: Vec<String> = again
-            .snapshot()
-            .unwrap()
-            .log_data()
-            .iter()
-            .map(|f| f.path().to_string())
-            .collect();
-        let mut written: Vec<String> = writer
-            .snapshot()
-            .unwrap()
-            .log_data()
-            .iter()
-            .map(|f| f.path().to_string())
-            .collect();
-        paths.sort();
-        written.sort();
-        assert_eq!(paths, written);
+        let paths = |t: &DeltaTable| {
+            let mut p: Vec<String> = t
+                .snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .map(|f| f.path().to_string())
+                .collect();
+            p.sort();
+            p
+        };
+        assert_eq!(paths(&again), paths(&writer));
     }
 }

@@ -189,8 +189,8 @@ fn read_checkpoint(
 
 #[cfg(test)]
 mod tests {
+    use deltalake::kernel::Transaction;
     use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-    use deltalake::kernel::{DataType, StructField, Transaction};
     use deltalake::protocol::{DeltaOperation, SaveMode};
 
     use super::*;
@@ -220,14 +220,7 @@ mod tests {
     async fn a_checkpoint_hint_without_its_checkpoint_does_not_hide_older_commits() {
         let dir = tempfile::tempdir().unwrap();
         let url = url::Url::from_directory_path(dir.path()).unwrap();
-        let mut table = deltalake::DeltaTableBuilder::from_url(url)
-            .unwrap()
-            .build()
-            .unwrap()
-            .create()
-            .with_columns([StructField::new("n", DataType::LONG, false)])
-            .await
-            .unwrap();
+        let mut table = crate::tables::one_column_table(url).await;
         txn(&mut table, "spacepulse/t/0", 10).await;
         txn(&mut table, "spacepulse/t/1", 20).await;
         txn(&mut table, "spacepulse/t/0", 11).await;
