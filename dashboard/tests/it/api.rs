@@ -792,9 +792,18 @@ async fn late_events_revise_complete_figures_and_say_why() {
     crate::fixture::ingest_file(&lake, &late).await;
     crate::fixture::run_jobs(&lake).await;
 
-    let (s, got) = f
-        .json("/api/v1/campaigns/redmi-launch/revisions", "xiaomi")
-        .await;
+    // The server looks at the lake's logs at most every 250 ms (dashboard::view): asked again
+    // until its view has moved on to the run's commits, for at most 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (s, got) = loop {
+        let (s, got) = f
+            .json("/api/v1/campaigns/redmi-launch/revisions", "xiaomi")
+            .await;
+        if got["revisions"] != json!([]) || std::time::Instant::now() > deadline {
+            break (s, got);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(s, StatusCode::OK, "{got}");
     let mut seen: Vec<(i64, f64, f64, String)> = got["revisions"]
         .as_array()
