@@ -220,14 +220,12 @@ impl Lake {
             return None;
         }
         let updated = table.update_incremental(None).await;
-        // Looked at again: a table deleted and created again while the update read its log
-        // would have had its newer commits put on the old one's snapshot.
-        if let Err(e) = updated {
+        if let Err(e) = &updated {
             tracing::debug!(table = name, error = %e, "loading the table afresh");
-            self.opened.lock().remove(name);
-            return None;
         }
-        if commit_file(&table, version).await != Some(commit) {
+        // The commit file looked at again: a table deleted and created again while the
+        // update read its log would have had its newer commits put on the old one's snapshot.
+        if updated.is_err() || commit_file(&table, version).await != Some(commit) {
             self.opened.lock().remove(name);
             return None;
         }
