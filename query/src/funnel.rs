@@ -103,11 +103,22 @@ pub fn reach(events: &mut [(i64, u64)], steps: usize, window: i64, mode: FunnelM
 
 /// The `q` quantile (0..=1) of sorted values by the nearest-rank method.
 pub fn quantile(sorted: &[i64], q: f64) -> Option<i64> {
-    if sorted.is_empty() {
+    nearest_rank(sorted.len(), q).map(|i| sorted[i])
+}
+
+/// `quantile` of values in any order, which it reorders: the same value, found by selection
+/// in linear time instead of a sort.
+pub fn quantile_unsorted(values: &mut [i64], q: f64) -> Option<i64> {
+    nearest_rank(values.len(), q).map(|i| *values.select_nth_unstable(i).1)
+}
+
+/// The index, among `n` sorted values, of the `q` quantile by the nearest-rank method.
+fn nearest_rank(n: usize, q: f64) -> Option<usize> {
+    if n == 0 {
         return None;
     }
-    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
-    Some(sorted[rank.min(sorted.len()) - 1])
+    let rank = (q * n as f64).ceil().max(1.0) as usize;
+    Some(rank.min(n) - 1)
 }
 
 #[cfg(test)]
@@ -148,5 +159,31 @@ mod tests {
         assert_eq!(quantile(&[1, 2, 3, 4], 0.5), Some(2));
         assert_eq!(quantile(&[1, 2, 3, 4], 0.9), Some(4));
         assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn quantiles_of_unsorted_values_equal_the_sorted_ones() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for n in [1usize, 2, 3, 10, 101, 1000] {
+            let values: Vec<i64> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % 97) as i64
+                })
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            let mut shuffled = values.clone();
+            for q in [0.0, 0.1, 0.5, 0.9, 0.99, 1.0] {
+                assert_eq!(
+                    quantile_unsorted(&mut shuffled, q),
+                    quantile(&sorted, q),
+                    "n {n}, q {q}"
+                );
+            }
+        }
+        assert_eq!(quantile_unsorted(&mut [], 0.5), None);
     }
 }
