@@ -133,8 +133,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     // Two loops: the campaigns job at launch pace, woken by each commit and reading only the
     // files committed since its last run (it keeps the campaign events in memory); the daily
-    // jobs every --jobs-every, so that a long recompute of a busy day never holds back a
-    // launch's report. The daily jobs run on threads of lower priority (jobs::background):
+    // jobs every --jobs-every (activity keeps the newest days' users hour by hour and reads
+    // only the files committed since), so that a long recompute of a busy day never holds
+    // back a launch's report. The daily jobs run on threads of lower priority (jobs::background):
     // when the cores are contended, the ingester, the campaigns job and the dashboard go
     // first.
     let launch = tokio::spawn(jobs_loop(
@@ -157,7 +158,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     .into_iter()
                     .filter(|j| *j != jobs::Job::Campaigns)
                     .collect(),
-                None,
+                Some(Arc::new(jobs::Memory::default())),
             ),
             every: args.jobs_every,
             commits: None,

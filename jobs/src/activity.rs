@@ -24,6 +24,7 @@ use roaring::RoaringBitmap;
 
 use crate::codes::UserCodes;
 
+use crate::changes::Hour;
 use crate::pages::{Coded, Dictionary};
 use crate::publish::{Scope, publish, schema};
 use crate::scan::{
@@ -118,31 +119,31 @@ const MASKS: [u8; 7] = [
     1 << 1 | 1 << 2,
 ];
 
-/// Each day's users with the platforms they were seen on, shared by the scan's workers.
-type SharedDays = Arc<std::sync::Mutex<BTreeMap<i32, Arc<SharedFlags>>>>;
+/// What a scan gathers users for: a report day, or one UTC hour of it.
+type Slot = (i32, Option<Hour>);
 
-/// A worker's buffer into the users of `day` (their platforms) if it is one of the wanted days
-/// (`wanted[day - first]`).
-fn day_users<'a>(
-    per_day: &'a mut BTreeMap<i32, FlagsBuffer>,
-    shared: &SharedDays,
-    wanted: &[bool],
-    first: i32,
-    day: i32,
+/// Each slot's users with the platforms they were seen on, shared by the scan's workers.
+type SharedSlots = Arc<std::sync::Mutex<BTreeMap<Slot, Arc<SharedFlags>>>>;
+
+/// Which slot the rows of `day` in a file go to, if any.
+type SlotOf = Arc<dyn Fn(i32, &EventFile) -> Option<Slot> + Send + Sync>;
+
+/// A worker's buffer into the users of `slot` (their platforms).
+fn slot_users<'a>(
+    per_slot: &'a mut BTreeMap<Slot, FlagsBuffer>,
+    shared: &SharedSlots,
+    slot: Option<Slot>,
 ) -> Option<&'a mut FlagsBuffer> {
-    let k = usize::try_from(day.checked_sub(first)?).ok()?;
-    if !wanted.get(k).copied().unwrap_or(false) {
-        return None;
-    }
-    Some(per_day.entry(day).or_insert_with(|| {
+    let slot = slot?;
+    Some(per_slot.entry(slot).or_insert_with(|| {
         let mut all = shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Files come in hour order: a new day is sized as the day before it, whose users it
         // resembles, instead of growing from nothing.
-        let like = all.range(..day).next_back().map_or(0, |(_, u)| u.len());
+        let like = all.range(..slot).next_back().map_or(0, |(_, u)| u.len());
         let set = all
-            .entry(day)
+            .entry(slot)
             .or_insert_with(|| Arc::new(SharedFlags::with_capacity(like)));
         FlagsBuffer::new(set.clone())
     }))
@@ -184,20 +185,20 @@ fn users_and_platforms(batch: &RecordBatch) -> Result<(&[i64], Vec<u8>)> {
     ))
 }
 
-/// The distinct users of each of `days` per segment, from one scan of the events.
-async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32, Vec<(u64, u8)>>> {
-    let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
-        return Ok(BTreeMap::new());
-    };
-    let wanted: Vec<bool> = (first..=last).map(|d| days.contains(&d)).collect();
+/// The distinct users (each with the platforms they were seen on) of each slot that
+/// `slot_of` gives the rows of `files`, from one scan.
+async fn slots_users(
+    ctx: &Ctx<'_>,
+    mut files: Vec<EventFile>,
+    slot_of: SlotOf,
+) -> Result<BTreeMap<Slot, Vec<(u64, u8)>>> {
     let tz = ctx.opts.tz;
-    // Per day, each user and the platforms they were seen on; a worker's buffers into them.
-    let shared: SharedDays = Default::default();
+    // Per slot, each user and the platforms they were seen on; a worker's buffers into them.
+    let shared: SharedSlots = Default::default();
     let into = shared.clone();
-    type Acc = (query::tz::LocalClock, BTreeMap<i32, FlagsBuffer>);
+    type Acc = (query::tz::LocalClock, BTreeMap<Slot, FlagsBuffer>);
     // Hour by hour: both cores fill the same day's sets, which stay in their caches (taken
     // largest first, the files of 30 days interleave and every insert misses the cache).
-    let mut files = files_of_days(&ctx.events, tz, days)?;
     files.sort_by_key(|f| f.hour);
     let parts = fold_sources(
         &ctx.events,
@@ -209,7 +210,7 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
                 // An hour in one report day: every row is the hour's day, and a distinct
                 // count needs each (user, platform) pair once: from the columns' dictionary
                 // codes where the file has them.
-                let Some(users) = day_users(per_day, &into, &wanted, first, day) else {
+                let Some(users) = slot_users(per_day, &into, slot_of(day, file)) else {
                     return Ok(());
                 };
                 if let Some(coded) = source.codes(&["user_id", "platform"])? {
@@ -238,7 +239,7 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
                     let day = clock.day(ts.value(i));
                     if day != current {
                         current = day;
-                        slot = day_users(per_day, &into, &wanted, first, day);
+                        slot = slot_users(per_day, &into, slot_of(day, file));
                     }
                     if let Some(m) = slot.as_mut() {
                         m.insert(u as u64, 1 << p);
@@ -256,16 +257,16 @@ async fn days_users(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<BTreeMap<i32,
         }
     }
     let shared = Arc::try_unwrap(shared)
-        .map_err(|_| Error::Internal("the scan's day sets are still shared".into()))?
+        .map_err(|_| Error::Internal("the scan's user sets are still shared".into()))?
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut sets = Vec::with_capacity(shared.len());
-    for (day, set) in shared {
+    for (slot, set) in shared {
         let set = Arc::try_unwrap(set)
-            .map_err(|_| Error::Internal("a day's user set is still shared".into()))?;
-        sets.push((day, set));
+            .map_err(|_| Error::Internal("a slot's user set is still shared".into()))?;
+        sets.push((slot, set));
     }
-    Ok(par_map(sets, |(day, users)| (day, users.into_sorted()))
+    Ok(par_map(sets, |(slot, users)| (slot, users.into_sorted()))
         .into_iter()
         .collect())
 }
@@ -338,6 +339,216 @@ impl Day {
     }
 }
 
+impl Day {
+    /// A day without users.
+    fn empty() -> Self {
+        Day {
+            users: vec![RoaringBitmap::new(); SEGMENTS.len()],
+            sketches: vec![Hll::new(); SEGMENTS.len()],
+            codes: vec![Some(Vec::new()); SEGMENTS.len()],
+        }
+    }
+
+    /// Adds `other`'s users: the union of each segment's users and sketches.
+    fn merge(&mut self, other: &Day) -> Result<()> {
+        for s in 0..SEGMENTS.len() {
+            self.users[s] |= &other.users[s];
+            self.sketches[s]
+                .merge(&other.sketches[s])
+                .map_err(internal)?;
+            self.codes[s] = self.sketches[s].sparse_codes();
+        }
+        Ok(())
+    }
+}
+
+/// What `spacepulse run` keeps of the activity job between runs, so that a commit into the
+/// current hour reads only its own files: the newest report days' users hour by hour (per
+/// UTC hour, the files read and their users' bitmaps and sketches per segment), a day being
+/// the merge of its hours. Dropped, and the hours read again, when the events table was
+/// replaced, the user dictionary or the report time zone changed, a file read before is no
+/// longer live in its hour (a compaction rewrote it), or a run failed or was stopped part way
+/// (the memory is taken out for the run and put back only at its end).
+#[derive(Default)]
+pub struct Memory {
+    kept: std::sync::Mutex<Option<Hours>>,
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memory").finish_non_exhaustive()
+    }
+}
+
+/// The report days kept hour by hour: the newest changed day and the one before it (late
+/// events of yesterday keep coming after midnight).
+const HOURLY_DAYS: i32 = 2;
+
+struct Hours {
+    table_id: String,
+    dict: Option<String>,
+    tz: query::tz::ReportTz,
+    parts: BTreeMap<(i32, Hour), HourPart>,
+    /// This run's days gathered hour by hour, and their live files not read yet (by day, and
+    /// by day and hour).
+    days: Arc<BTreeSet<i32>>,
+    unread: Arc<std::collections::HashSet<(i32, deltalake::Path)>>,
+    new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>>,
+}
+
+struct HourPart {
+    files: std::collections::HashSet<deltalake::Path>,
+    users: Day,
+}
+
+impl Memory {
+    /// The hours kept, checked against this run's live `files` of the changed `days`.
+    fn take(
+        &self,
+        ctx: &Ctx<'_>,
+        dict: Option<String>,
+        days: &BTreeSet<i32>,
+        files: &[EventFile],
+    ) -> Result<Hours> {
+        let table_id = ctx.events.snapshot()?.metadata().id().to_string();
+        let tz = ctx.opts.tz;
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .filter(|h| h.table_id == table_id && h.dict == dict && h.tz == tz);
+        let mut parts = kept.map(|h| h.parts).unwrap_or_default();
+        let newest = days.last().copied().unwrap_or(i32::MIN);
+        let hourly: BTreeSet<i32> = days
+            .range(newest.saturating_sub(HOURLY_DAYS - 1)..)
+            .copied()
+            .collect();
+        // Each hourly day's live files per hour.
+        let mut live: BTreeMap<(i32, Hour), Vec<&deltalake::Path>> = BTreeMap::new();
+        for f in files {
+            for d in f.days.iter().filter(|d| hourly.contains(d)) {
+                live.entry((*d, f.hour)).or_default().push(&f.path);
+            }
+        }
+        // A part is kept while every file it read is live in its hour, and only while its day
+        // is one of the newest.
+        let oldest = hourly
+            .first()
+            .copied()
+            .unwrap_or(newest)
+            .min(newest.saturating_sub(HOURLY_DAYS - 1));
+        parts.retain(|key, part| {
+            key.0 >= oldest
+                && (!hourly.contains(&key.0)
+                    || live.get(key).is_some_and(|files| {
+                        let files: std::collections::HashSet<&deltalake::Path> =
+                            files.iter().copied().collect();
+                        part.files.iter().all(|p| files.contains(p))
+                    }))
+        });
+        let mut unread = std::collections::HashSet::new();
+        let mut new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>> = BTreeMap::new();
+        for (key, files) in &live {
+            let part = parts.get(key);
+            for p in files {
+                if part.is_none_or(|part| !part.files.contains(*p)) {
+                    unread.insert((key.0, (*p).clone()));
+                    new_files.entry(*key).or_default().push((*p).clone());
+                }
+            }
+        }
+        Ok(Hours {
+            table_id,
+            dict,
+            tz,
+            parts,
+            days: Arc::new(hourly),
+            unread: Arc::new(unread),
+            new_files,
+        })
+    }
+
+    fn keep(&self, hours: Hours) {
+        *self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hours);
+    }
+
+    /// The hours kept (0 with nothing kept).
+    pub fn hours(&self) -> usize {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |h| h.parts.len())
+    }
+}
+
+impl Hours {
+    /// The files to read: those of the changed `days` gathered whole, and the unread ones of
+    /// the days gathered hour by hour.
+    fn to_read(&self, files: Vec<EventFile>, days: &BTreeSet<i32>) -> Vec<EventFile> {
+        files
+            .into_iter()
+            .filter(|f| {
+                f.days.iter().any(|d| {
+                    if self.days.contains(d) {
+                        self.unread.contains(&(*d, f.path.clone()))
+                    } else {
+                        days.contains(d)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Adds the users read from each hour's unread files to the hour, and gives each day
+    /// gathered hour by hour as the merge of its hours.
+    fn merge(&mut self, read: Vec<(i32, Hour, Day)>) -> Result<Vec<(i32, Day)>> {
+        let mut read: BTreeMap<(i32, Hour), Day> =
+            read.into_iter().map(|(d, h, u)| ((d, h), u)).collect();
+        for (key, paths) in std::mem::take(&mut self.new_files) {
+            let users = read.remove(&key);
+            match self.parts.get_mut(&key) {
+                Some(part) => {
+                    if let Some(u) = users {
+                        part.users.merge(&u)?;
+                    }
+                    part.files.extend(paths);
+                }
+                None => {
+                    let part = HourPart {
+                        files: paths.into_iter().collect(),
+                        users: users.unwrap_or_else(Day::empty),
+                    };
+                    self.parts.insert(key, part);
+                }
+            }
+        }
+        if let Some((day, hour)) = read.keys().next() {
+            return Err(Error::Internal(format!(
+                "activity: users read for day {day}, hour {hour:?}, which had no file to read"
+            )));
+        }
+        let mut out = Vec::new();
+        for &day in self.days.iter() {
+            let mut hours = self.parts.iter().filter(|(k, _)| k.0 == day);
+            let Some((_, first)) = hours.next() else {
+                continue;
+            };
+            let mut merged = first.users.clone();
+            for (_, part) in hours {
+                merged.merge(&part.users)?;
+            }
+            out.push((day, merged));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone)]
 struct Day {
     /// Per segment, the day's users: their codes in the user dictionary.
     users: Vec<RoaringBitmap>,
@@ -388,11 +599,7 @@ async fn stored(ctx: &Ctx<'_>, skip: &BTreeSet<i32>) -> Result<BTreeMap<i32, Day
                 segments.get(i).unwrap_or(""),
             );
             let Some(&s) = index.get(&key) else { continue };
-            let entry = out.entry(day).or_insert_with(|| Day {
-                users: vec![RoaringBitmap::new(); SEGMENTS.len()],
-                sketches: vec![Hll::new(); SEGMENTS.len()],
-                codes: vec![Some(Vec::new()); SEGMENTS.len()],
-            });
+            let entry = out.entry(day).or_insert_with(Day::empty);
             entry.users[s] = codes_from_bytes(bitmaps.value(i)).map_err(internal)?;
             let mut sketch = Hll::from_bytes(sketches.value(i)).map_err(internal)?;
             entry.codes[s] = sketch.sparse_codes();
@@ -427,7 +634,37 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         stored(ctx, &plan.days).await?
     };
     let started = std::time::Instant::now();
-    let fresh = days_users(ctx, &plan.days).await?;
+    let files = files_of_days(&ctx.events, ctx.opts.tz, &plan.days)?;
+    // Under `spacepulse run` the newest days are gathered hour by hour, and only the files
+    // committed since the last run are read: a day is the merge of its hours.
+    let mut hours = match &ctx.opts.memory {
+        Some(m) => Some(m.activity.take(ctx, dict.app(), &plan.days, &files)?),
+        None => None,
+    };
+    let slot_of: SlotOf = match &hours {
+        Some(h) => {
+            let (hourly, unread) = (h.days.clone(), h.unread.clone());
+            let days = plan.days.clone();
+            Arc::new(move |day, file: &EventFile| {
+                if hourly.contains(&day) {
+                    unread
+                        .contains(&(day, file.path.clone()))
+                        .then_some((day, Some(file.hour)))
+                } else {
+                    days.contains(&day).then_some((day, None))
+                }
+            })
+        }
+        None => {
+            let days = plan.days.clone();
+            Arc::new(move |day, _: &EventFile| days.contains(&day).then_some((day, None)))
+        }
+    };
+    let files = match &hours {
+        Some(h) => h.to_read(files, &plan.days),
+        None => files,
+    };
+    let fresh = slots_users(ctx, files, slot_of).await?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "activity: scan");
     // The users no run has coded yet get the next codes, committed before any bitmap uses them.
     let mut new: Vec<u64> = Vec::new();
@@ -446,8 +683,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         codes = dict.len(),
         "activity: scan, codes"
     );
-    let fresh = par_map(fresh.into_iter().collect(), |(day, users)| {
-        Day::of_users(&users, &dict).map(|d| (day, d))
+    let fresh = par_map(fresh.into_iter().collect(), |(slot, users)| {
+        Day::of_users(&users, &dict).map(|d| (slot, d))
     });
     tracing::debug!(
         secs = started.elapsed().as_secs_f64(),
@@ -457,10 +694,22 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         days.remove(&day);
         ctx.progress.advance(Job::Activity.name());
     }
+    let mut by_hour = Vec::new();
     for f in fresh {
-        let (day, d) = f?;
-        if !d.users[0].is_empty() {
-            days.insert(day, d);
+        match f? {
+            ((day, None), d) => {
+                if !d.users[0].is_empty() {
+                    days.insert(day, d);
+                }
+            }
+            ((day, Some(hour)), d) => by_hour.push((day, hour, d)),
+        }
+    }
+    if let Some(h) = hours.as_mut() {
+        for (day, d) in h.merge(by_hour)? {
+            if !d.users[0].is_empty() {
+                days.insert(day, d);
+            }
         }
     }
     // Every day from the first recomputed one on: its WAU, MAU and new users may change.
@@ -494,6 +743,11 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     )
     .await?;
     tracing::debug!(secs = t.elapsed().as_secs_f64(), "activity: publish");
+    if let (Some(m), Some(mut h)) = (&ctx.opts.memory, hours) {
+        // The codes are the dictionary's as it is now (the first run creates it).
+        h.dict = dict.app();
+        m.activity.keep(h);
+    }
     Ok((plan.days.len(), rows, false))
 }
 

@@ -189,6 +189,7 @@ pub struct Options {
 #[derive(Debug, Default)]
 pub struct Memory {
     pub campaigns: campaigns::Memory,
+    pub activity: activity::Memory,
 }
 
 /// How a job went.

@@ -1094,10 +1094,11 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
     assert_eq!(per_day(&ctx, dau).await, before);
 }
 
-/// The campaigns job as `spacepulse run` runs it, keeping the campaign events in memory
-/// between runs and reading only the files committed since: over many small commits (with
-/// producer retries and late events), a campaign registered part way, and a compaction that
-/// rewrites the folded files, its tables equal a full recompute's.
+/// The campaigns and activity jobs as `spacepulse run` runs them, keeping the campaign events
+/// (and each user's contribution) and the newest days' users hour by hour in memory between
+/// runs and reading only the files committed since: over many small commits (with producer
+/// retries and late events), a campaign registered part way, and a compaction that rewrites
+/// the folded files, their tables equal a full recompute's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaigns_kept_in_memory_between_runs_equal_a_full_recompute() {
     let _turn = spacepulse_tests::HEAVY.lock().await;
@@ -1125,7 +1126,7 @@ async fn campaigns_kept_in_memory_between_runs_equal_a_full_recompute() {
         from: None,
         to: None,
         full: false,
-        jobs: vec![jobs::Job::Campaigns],
+        jobs: vec![jobs::Job::Campaigns, jobs::Job::Activity],
         memory: Some(memory.clone()),
     };
     let parts = 6;
@@ -1142,21 +1143,24 @@ async fn campaigns_kept_in_memory_between_runs_equal_a_full_recompute() {
             ok(&["lake", "compact", "--lake", lake]);
         }
         jobs::run(&opts, &jobs::Quiet).await.unwrap();
-        kept.push(memory.campaigns.files());
+        kept.push((memory.campaigns.files(), memory.activity.hours()));
     }
-    // The memory was used: every run left the files it had folded.
-    assert!(kept.iter().all(|n| *n > 0), "{kept:?}");
+    // The memory was used: every run left the files it had folded and the hours it read.
+    assert!(kept.iter().all(|(f, h)| *f > 0 && *h > 0), "{kept:?}");
     let campaign_tables = |snap: BTreeMap<String, Vec<String>>| -> BTreeMap<String, Vec<String>> {
         snap.into_iter()
             .filter(|(name, _)| {
-                name.contains("funnel") || name.contains("launch") || name == "campaigns_daily"
+                name.contains("funnel")
+                    || name.contains("launch")
+                    || name == "campaigns_daily"
+                    || name == "activity"
             })
             .collect()
     };
     let incremental = campaign_tables(snapshot(&lake_dir).await);
-    assert_eq!(incremental.len(), 5, "{:?}", incremental.keys());
+    assert_eq!(incremental.len(), 6, "{:?}", incremental.keys());
     assert!(incremental.values().all(|rows| !rows.is_empty()));
-    jobs(lake, &["--full", "campaigns"]);
+    jobs(lake, &["--full", "campaigns", "activity"]);
     let full = campaign_tables(snapshot(&lake_dir).await);
     for (name, rows) in &full {
         assert!(
