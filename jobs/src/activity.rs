@@ -364,8 +364,9 @@ impl Day {
 
 /// What `spacepulse run` keeps of the activity job between runs, so that a commit into the
 /// current hour reads only its own files: the newest report days' users hour by hour (per
-/// UTC hour, the files read and their users' bitmaps and sketches per segment), a day being
-/// the merge of its hours. Dropped, and the hours read again, when the events table was
+/// UTC hour, the files read and their users' bitmaps and sketches per segment; the hours
+/// closed, all but the newest two, merged into one part per day), a day being the merge of
+/// its parts. Dropped, and the hours read again, when the events table was
 /// replaced, the user dictionary or the report time zone changed, a file read before is no
 /// longer live in its hour (a compaction rewrote it), or a run failed or was stopped part way
 /// (the memory is taken out for the run and put back only at its end).
@@ -384,11 +385,18 @@ impl std::fmt::Debug for Memory {
 /// events of yesterday keep coming after midnight).
 const HOURLY_DAYS: i32 = 2;
 
+/// A part of a day's users: one open hour, or (`None`) the day's closed hours together.
+type PartKey = (i32, Option<Hour>);
+
+/// Hours before the newest one read by more than this are closed: folded into their day's
+/// closed part, so that memory holds at most two open hours and one part per kept day.
+const OPEN_HOURS: i64 = 1;
+
 struct Hours {
     table_id: String,
     dict: Option<String>,
     tz: query::tz::ReportTz,
-    parts: BTreeMap<(i32, Hour), HourPart>,
+    parts: BTreeMap<PartKey, HourPart>,
     /// This run's days gathered hour by hour, and their live files not read yet (by day, and
     /// by day and hour).
     days: Arc<BTreeSet<i32>>,
@@ -424,35 +432,47 @@ impl Memory {
             .range(newest.saturating_sub(HOURLY_DAYS - 1)..)
             .copied()
             .collect();
-        // Each hourly day's live files per hour.
+        // Each hourly day's live files per hour, and per day.
         let mut live: BTreeMap<(i32, Hour), Vec<&deltalake::Path>> = BTreeMap::new();
+        let mut live_days: BTreeMap<i32, std::collections::HashSet<&deltalake::Path>> =
+            BTreeMap::new();
         for f in files {
             for d in f.days.iter().filter(|d| hourly.contains(d)) {
                 live.entry((*d, f.hour)).or_default().push(&f.path);
+                live_days.entry(*d).or_default().insert(&f.path);
             }
         }
-        // A part is kept while every file it read is live in its hour, and only while its day
-        // is one of the newest.
+        // A part is kept while every file it read is live (in its hour, or its day for the
+        // closed hours), and only while its day is one of the newest.
         let oldest = hourly
             .first()
             .copied()
             .unwrap_or(newest)
             .min(newest.saturating_sub(HOURLY_DAYS - 1));
         parts.retain(|key, part| {
-            key.0 >= oldest
-                && (!hourly.contains(&key.0)
-                    || live.get(key).is_some_and(|files| {
-                        let files: std::collections::HashSet<&deltalake::Path> =
-                            files.iter().copied().collect();
-                        part.files.iter().all(|p| files.contains(p))
-                    }))
+            if key.0 < oldest {
+                return false;
+            }
+            if !hourly.contains(&key.0) {
+                return true;
+            }
+            let files: std::collections::HashSet<&deltalake::Path> = match key.1 {
+                Some(hour) => live
+                    .get(&(key.0, hour))
+                    .map(|f| f.iter().copied().collect())
+                    .unwrap_or_default(),
+                None => live_days.get(&key.0).cloned().unwrap_or_default(),
+            };
+            part.files.iter().all(|p| files.contains(p))
         });
         let mut unread = std::collections::HashSet::new();
         let mut new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>> = BTreeMap::new();
         for (key, files) in &live {
-            let part = parts.get(key);
+            let read = |k: PartKey, p: &deltalake::Path| {
+                parts.get(&k).is_some_and(|part| part.files.contains(p))
+            };
             for p in files {
-                if part.is_none_or(|part| !part.files.contains(*p)) {
+                if !read((key.0, Some(key.1)), p) && !read((key.0, None), p) {
                     unread.insert((key.0, (*p).clone()));
                     new_files.entry(*key).or_default().push((*p).clone());
                 }
@@ -476,7 +496,7 @@ impl Memory {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hours);
     }
 
-    /// The hours kept (0 with nothing kept).
+    /// The parts kept (open hours, and each day's closed hours as one; 0 with nothing kept).
     pub fn hours(&self) -> usize {
         self.kept
             .lock()
@@ -504,13 +524,54 @@ impl Hours {
             .collect()
     }
 
+    /// Folds each hour older than the newest by more than `OPEN_HOURS` into its day's closed
+    /// part.
+    fn close_hours(&mut self) -> Result<()> {
+        use chrono::Datelike;
+        let ordinal = |h: &Hour| i64::from(h.0.num_days_from_ce()) * 24 + i64::from(h.1);
+        let Some(newest) = self
+            .parts
+            .keys()
+            .filter_map(|k| k.1.as_ref())
+            .map(ordinal)
+            .max()
+        else {
+            return Ok(());
+        };
+        let closing: Vec<PartKey> = self
+            .parts
+            .keys()
+            .filter(|k| {
+                k.1.as_ref()
+                    .is_some_and(|h| ordinal(h) < newest - OPEN_HOURS)
+            })
+            .copied()
+            .collect();
+        for key in closing {
+            let Some(part) = self.parts.remove(&key) else {
+                continue;
+            };
+            match self.parts.get_mut(&(key.0, None)) {
+                Some(closed) => {
+                    closed.users.merge(&part.users)?;
+                    closed.files.extend(part.files);
+                }
+                None => {
+                    self.parts.insert((key.0, None), part);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the users read from each hour's unread files to the hour, and gives each day
     /// gathered hour by hour as the merge of its hours.
     fn merge(&mut self, read: Vec<(i32, Hour, Day)>) -> Result<Vec<(i32, Day)>> {
         let mut read: BTreeMap<(i32, Hour), Day> =
             read.into_iter().map(|(d, h, u)| ((d, h), u)).collect();
-        for (key, paths) in std::mem::take(&mut self.new_files) {
-            let users = read.remove(&key);
+        for ((day, hour), paths) in std::mem::take(&mut self.new_files) {
+            let key = (day, Some(hour));
+            let users = read.remove(&(day, hour));
             match self.parts.get_mut(&key) {
                 Some(part) => {
                     if let Some(u) = users {
@@ -532,6 +593,7 @@ impl Hours {
                 "activity: users read for day {day}, hour {hour:?}, which had no file to read"
             )));
         }
+        self.close_hours()?;
         let mut out = Vec::new();
         for &day in self.days.iter() {
             let mut hours = self.parts.iter().filter(|(k, _)| k.0 == day);
