@@ -190,6 +190,7 @@ pub struct Options {
 pub struct Memory {
     pub campaigns: campaigns::Memory,
     pub activity: activity::Memory,
+    pub peaks: peaks::Memory,
 }
 
 /// How a job went.

@@ -12,6 +12,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use query::tz::{LocalClock, MIN_US, ReportTz, SEC_US};
 
+use crate::changes::Hour;
 use crate::publish::{publish, schema};
 use crate::scan::{EventFile, event_key, files_of_days, fold_files, ints, par_map, strs, times};
 use crate::{Ctx, Job, Result};
@@ -128,19 +129,35 @@ struct DayRows {
 /// `(event key, ts, weight)` rows, before deduplication.
 type Keyed = Vec<(u128, i64, i64)>;
 
-/// What one worker gathered: its campaign names and each day's rows.
+/// What one worker gathered: its campaign names and each slot's rows.
 struct Gathered {
     clock: LocalClock,
     names: Vec<String>,
     index: HashMap<String, i64>,
-    days: BTreeMap<i32, DayRows>,
+    days: BTreeMap<Slot, DayRows>,
 }
 
-/// Every upload and reservation of `days`, from one pass over the hours' files (not a query
-/// per day): per day, the uploads' items and each campaign's reservations, deduplicated.
-async fn gather(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<Vec<(i32, DayItems)>> {
+/// What a pass gathers rows for: a report day, or one UTC hour of it.
+type Slot = (i32, Option<Hour>);
+
+/// Which slot the rows of `day` in a file go to, if any.
+type SlotOf = Arc<dyn Fn(i32, &EventFile) -> Option<Slot> + Send + Sync>;
+
+/// One slot's rows before deduplication: uploads, and reservations by campaign.
+#[derive(Default)]
+struct SlotRows {
+    uploads: Keyed,
+    reserves: HashMap<String, Keyed>,
+}
+
+/// Every upload and reservation of `files` that `slot_of` places, from one pass over the
+/// files (not a query per day), by slot.
+async fn gather(
+    ctx: &Ctx<'_>,
+    files: Vec<EventFile>,
+    slot_of: SlotOf,
+) -> Result<BTreeMap<Slot, SlotRows>> {
     let tz = ctx.opts.tz;
-    let wanted = days.clone();
     let fold = move |acc: &mut Gathered, file: &EventFile, batch: &RecordBatch| -> Result<()> {
         let types = strs(batch, "type")?;
         let ids = strs(batch, "event_id")?;
@@ -151,6 +168,7 @@ async fn gather(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<Vec<(i32, DayItem
             [d] => Some(*d),
             _ => None,
         };
+        let (mut current, mut slot) = (i32::MIN, None);
         for i in 0..batch.num_rows() {
             let upload = match types.get(i) {
                 Some("photo_upload") => true,
@@ -167,9 +185,11 @@ async fn gather(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<Vec<(i32, DayItem
             };
             let t = ts.value(i);
             let day = whole_day.unwrap_or_else(|| acc.clock.day(t));
-            if !wanted.contains(&day) {
-                continue;
+            if day != current {
+                current = day;
+                slot = slot_of(day, file);
             }
+            let Some(slot) = slot else { continue };
             let key = event_key(ids.get(i).unwrap_or(""));
             let weight = match campaign {
                 None if photos.is_null(i) => 1,
@@ -184,7 +204,7 @@ async fn gather(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<Vec<(i32, DayItem
                     }
                 },
             };
-            let rows = acc.days.entry(day).or_default();
+            let rows = acc.days.entry(slot).or_default();
             if upload {
                 rows.uploads.push((key, t, weight));
             } else {
@@ -195,7 +215,7 @@ async fn gather(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<Vec<(i32, DayItem
     };
     let parts = fold_files(
         &ctx.events,
-        files_of_days(&ctx.events, tz, days)?,
+        files,
         |_: &EventFile| -> &'static [&'static str] {
             &["event_id", "ts", "type", "photos", "campaign_id"]
         },
@@ -208,62 +228,82 @@ async fn gather(ctx: &Ctx<'_>, days: &BTreeSet<i32>) -> Result<Vec<(i32, DayItem
         fold,
     )
     .await?;
-    // Per day, the workers' rows; reservations keyed by campaign name.
-    let mut by_day: BTreeMap<i32, (Vec<Keyed>, HashMap<String, Keyed>)> = BTreeMap::new();
+    // Per slot, the workers' rows; reservations keyed by campaign name.
+    let mut by_slot: BTreeMap<Slot, SlotRows> = BTreeMap::new();
     for part in parts {
-        for (day, rows) in part.days {
-            let entry = by_day.entry(day).or_default();
-            entry.0.push(rows.uploads);
+        for (slot, rows) in part.days {
+            let entry = by_slot.entry(slot).or_default();
+            entry.uploads.extend(rows.uploads);
             for (k, t, c) in rows.reserves {
                 entry
-                    .1
+                    .reserves
                     .entry(part.names[c as usize].clone())
                     .or_default()
                     .push((k, t, 1));
             }
         }
     }
-    Ok(par_map(
-        by_day.into_iter().collect(),
-        |(day, (uploads, campaigns))| {
-            let mut reserves: Vec<(String, Vec<(i64, i64)>)> = campaigns
-                .into_iter()
-                .map(|(c, rows)| (c, dedup(vec![rows])))
-                .collect();
-            reserves.sort_by(|a, b| a.0.cmp(&b.0));
-            (
-                day,
-                DayItems {
-                    uploads: dedup(uploads),
-                    reserves,
-                },
-            )
-        },
-    ))
+    Ok(by_slot)
 }
 
-/// One day's deduplicated `(ts, weight)` items, sorted by time: uploads (weight: photos) and
-/// each campaign's reservations (weight 1), by campaign.
-struct DayItems {
-    uploads: Vec<(i64, i64)>,
-    reserves: Vec<(String, Vec<(i64, i64)>)>,
+/// A day's (or hour's) rows deduplicated and counted per second.
+fn seconds_of(rows: SlotRows) -> DaySeconds {
+    let mut reserves: Vec<(String, Vec<Bucket>)> = rows
+        .reserves
+        .into_iter()
+        .map(|(c, rows)| (c, per_second(&dedup(vec![rows]))))
+        .collect();
+    reserves.sort_by(|a, b| a.0.cmp(&b.0));
+    DaySeconds {
+        uploads: per_second(&dedup(vec![rows.uploads])),
+        reserves,
+    }
 }
 
-fn upload_day(tz: ReportTz, day: i32, items: &[(i64, i64)], out: &mut Uploads) {
-    if items.is_empty() {
+/// Per-second buckets of `(ts, weight)` items sorted by time.
+fn per_second(items: &[(i64, i64)]) -> Vec<Bucket> {
+    buckets(items, |t| t.div_euclid(SEC_US) * SEC_US)
+}
+
+/// Buckets of finer buckets (sorted by start), each counted in the bucket `start_of` maps its
+/// start to (monotonic).
+fn regroup(finer: &[Bucket], mut start_of: impl FnMut(i64) -> i64) -> Vec<Bucket> {
+    let mut out: Vec<Bucket> = Vec::new();
+    for b in finer {
+        let start = start_of(b.start);
+        match out.last_mut() {
+            Some(o) if o.start == start => {
+                o.events += b.events;
+                o.sum += b.sum;
+            }
+            _ => out.push(Bucket { start, ..*b }),
+        }
+    }
+    out
+}
+
+/// One day's uploads per second (weight: photos) and each campaign's reservations per second,
+/// by campaign.
+#[derive(Default)]
+struct DaySeconds {
+    uploads: Vec<Bucket>,
+    reserves: Vec<(String, Vec<Bucket>)>,
+}
+
+fn upload_day(tz: ReportTz, day: i32, seconds: Vec<Bucket>, out: &mut Uploads) {
+    if seconds.is_empty() {
         return;
     }
     let mut clock = LocalClock::new(tz);
-    let seconds = buckets(items, |t| t.div_euclid(SEC_US) * SEC_US);
-    let minutes = buckets(items, |t| {
+    let minutes = regroup(&seconds, |t| {
         clock.local_us(t).div_euclid(MIN_US) * MIN_US - clock.offset_us(t)
     });
-    let hours = buckets(items, |t| clock.hour_start_us(t));
-    let photos: i64 = items.iter().map(|i| i.1).sum();
+    let hours = regroup(&seconds, |t| clock.hour_start_us(t));
+    let uploads: i64 = seconds.iter().map(|b| b.events).sum();
+    let photos: i64 = seconds.iter().map(|b| b.sum).sum();
     let (ps, pm, ph) = (peak(&seconds), peak(&minutes), peak(&hours));
     if let (Some(ps), Some(pm), Some(ph)) = (ps, pm, ph) {
-        out.daily
-            .push((day, items.len() as i64, photos, ps, pm, ph));
+        out.daily.push((day, uploads, photos, ps, pm, ph));
     }
     out.second.extend(seconds.into_iter().map(|b| (day, b)));
     out.minute.extend(minutes.into_iter().map(|b| (day, b)));
@@ -271,13 +311,13 @@ fn upload_day(tz: ReportTz, day: i32, items: &[(i64, i64)], out: &mut Uploads) {
 }
 
 /// Each campaign's reservations on one day: (campaign, total, peak second, peak minute).
-fn campaign_day(reserves: &[(String, Vec<(i64, i64)>)]) -> Vec<(String, i64, Bucket, Bucket)> {
+fn campaign_day(reserves: &[(String, Vec<Bucket>)]) -> Vec<(String, i64, Bucket, Bucket)> {
     let mut out = Vec::new();
-    for (campaign, items) in reserves {
-        let seconds = buckets(items, |t| t.div_euclid(SEC_US) * SEC_US);
-        let minutes = buckets(items, |t| t.div_euclid(MIN_US) * MIN_US);
-        if let (Some(s), Some(m)) = (peak(&seconds), peak(&minutes)) {
-            out.push((campaign.clone(), items.len() as i64, s, m));
+    for (campaign, seconds) in reserves {
+        let minutes = regroup(seconds, |t| t.div_euclid(MIN_US) * MIN_US);
+        let total = seconds.iter().map(|b| b.events).sum();
+        if let (Some(s), Some(m)) = (peak(seconds), peak(&minutes)) {
+            out.push((campaign.clone(), total, s, m));
         }
     }
     out
@@ -351,10 +391,41 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     let mut ps_n = Int64Builder::new();
     let mut pm_t = ts_builder();
     let mut pm_n = Int64Builder::new();
-    let days: BTreeSet<i32> = plan.days.iter().copied().collect();
-    for (day, items) in gather(ctx, &days).await? {
-        upload_day(ctx.opts.tz, day, &items.uploads, &mut up);
-        for (c, n, s, m) in campaign_day(&items.reserves) {
+    let files = files_of_days(&ctx.events, ctx.opts.tz, &plan.days)?;
+    // Under `spacepulse run` the newest days are gathered hour by hour, and only the files
+    // committed since the last run are read: a day is the merge of its hours.
+    let mut hours = match &ctx.opts.memory {
+        Some(m) => Some(m.peaks.take(ctx, &plan.days, &files)?),
+        None => None,
+    };
+    let days = plan.days.clone();
+    let slot_of: SlotOf = match &hours {
+        Some(h) => h.slot_of(days),
+        None => Arc::new(move |day, _: &EventFile| days.contains(&day).then_some((day, None))),
+    };
+    let files = match &hours {
+        Some(h) => h.to_read(files, &plan.days),
+        None => files,
+    };
+    let gathered = gather(ctx, files, slot_of).await?;
+    let mut whole = Vec::new();
+    let mut by_hour = Vec::new();
+    for (slot, rows) in gathered {
+        match slot {
+            (day, None) => whole.push((day, rows)),
+            (day, Some(hour)) => by_hour.push(((day, hour), rows)),
+        }
+    }
+    let mut per_day: BTreeMap<i32, DaySeconds> =
+        par_map(whole, |(day, rows)| (day, seconds_of(rows)))
+            .into_iter()
+            .collect();
+    if let Some(h) = hours.as_mut() {
+        per_day.extend(h.merge(by_hour)?);
+    }
+    for (day, seconds) in per_day {
+        upload_day(ctx.opts.tz, day, seconds.uploads, &mut up);
+        for (c, n, s, m) in campaign_day(&seconds.reserves) {
             day_b.append_value(day);
             camp_b.append_value(c);
             res_b.append_value(n);
@@ -411,5 +482,294 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         )
         .await?;
     }
+    if let (Some(m), Some(h)) = (&ctx.opts.memory, hours) {
+        m.peaks.keep(h);
+    }
     Ok((plan.days.len(), rows, false))
+}
+
+/// What `spacepulse run` keeps of the peaks job between runs, so that a commit into the
+/// current hour reads only its own files: the newest report days hour by hour (per UTC hour,
+/// the files read and, while the hour is open, its rows deduplicated by `event_id`; once
+/// closed, all but the newest two, only its counts per second), a day being the merge of its
+/// hours. A file that arrives in a closed hour has the whole hour read again, so a retry of
+/// an event counted before is still counted once. Dropped, and the hours read again, when the
+/// events table was replaced, the report time zone changed, a file read before is no longer
+/// live in its hour (a compaction rewrote it), or a run failed or was stopped part way (the
+/// memory is taken out for the run and put back only at its end).
+#[derive(Default)]
+pub struct Memory {
+    kept: std::sync::Mutex<Option<Hours>>,
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memory").finish_non_exhaustive()
+    }
+}
+
+/// The report days kept hour by hour: the newest changed day and the one before it.
+const HOURLY_DAYS: i32 = 2;
+
+/// Hours before the newest one read by more than this are closed.
+const OPEN_HOURS: i64 = 1;
+
+struct Hours {
+    table_id: String,
+    tz: ReportTz,
+    parts: BTreeMap<(i32, Hour), Part>,
+    /// This run's days gathered hour by hour, and their live files not read yet (by day, and
+    /// by day and hour).
+    days: Arc<BTreeSet<i32>>,
+    unread: Arc<std::collections::HashSet<(i32, deltalake::Path)>>,
+    new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>>,
+}
+
+struct Part {
+    files: std::collections::HashSet<deltalake::Path>,
+    rows: PartRows,
+}
+
+enum PartRows {
+    /// An open hour's rows, deduplicated (sorted by key), for the rows read later to be
+    /// deduplicated against.
+    Open {
+        uploads: Keyed,
+        reserves: HashMap<String, Keyed>,
+    },
+    /// A closed hour: its counts per second.
+    Closed(DaySeconds),
+}
+
+/// Sorts rows by key and keeps one of each key.
+fn dedup_keyed(rows: &mut Keyed) {
+    rows.sort_unstable_by_key(|e| e.0);
+    rows.dedup_by_key(|e| e.0);
+}
+
+impl PartRows {
+    fn seconds(&self) -> DaySeconds {
+        match self {
+            PartRows::Closed(s) => DaySeconds {
+                uploads: s.uploads.clone(),
+                reserves: s.reserves.clone(),
+            },
+            PartRows::Open { uploads, reserves } => {
+                let items = |rows: &Keyed| {
+                    let mut items: Vec<(i64, i64)> = rows.iter().map(|r| (r.1, r.2)).collect();
+                    items.sort_unstable();
+                    per_second(&items)
+                };
+                let mut reserves: Vec<(String, Vec<Bucket>)> = reserves
+                    .iter()
+                    .map(|(c, r)| (c.clone(), items(r)))
+                    .collect();
+                reserves.sort_by(|a, b| a.0.cmp(&b.0));
+                DaySeconds {
+                    uploads: items(uploads),
+                    reserves,
+                }
+            }
+        }
+    }
+}
+
+impl Memory {
+    /// The hours kept, checked against this run's live `files` of the changed `days`.
+    fn take(&self, ctx: &Ctx<'_>, days: &BTreeSet<i32>, files: &[EventFile]) -> Result<Hours> {
+        let table_id = ctx.events.snapshot()?.metadata().id().to_string();
+        let tz = ctx.opts.tz;
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .filter(|h| h.table_id == table_id && h.tz == tz);
+        let mut parts = kept.map(|h| h.parts).unwrap_or_default();
+        let newest = days.last().copied().unwrap_or(i32::MIN);
+        let hourly: BTreeSet<i32> = days
+            .range(newest.saturating_sub(HOURLY_DAYS - 1)..)
+            .copied()
+            .collect();
+        let mut live: BTreeMap<(i32, Hour), std::collections::HashSet<&deltalake::Path>> =
+            BTreeMap::new();
+        for f in files {
+            for d in f.days.iter().filter(|d| hourly.contains(d)) {
+                live.entry((*d, f.hour)).or_default().insert(&f.path);
+            }
+        }
+        // A part is kept while every file it read is live in its hour (a closed one only
+        // while no other file is), and only while its day is one of the newest.
+        let oldest = hourly
+            .first()
+            .copied()
+            .unwrap_or(newest)
+            .min(newest.saturating_sub(HOURLY_DAYS - 1));
+        parts.retain(|key, part| {
+            if key.0 < oldest {
+                return false;
+            }
+            if !hourly.contains(&key.0) {
+                return true;
+            }
+            live.get(key).is_some_and(|files| {
+                part.files.iter().all(|p| files.contains(p))
+                    && (matches!(part.rows, PartRows::Open { .. })
+                        || files.len() == part.files.len())
+            })
+        });
+        let mut unread = std::collections::HashSet::new();
+        let mut new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>> = BTreeMap::new();
+        for (key, files) in &live {
+            let part = parts.get(key);
+            for p in files {
+                if part.is_none_or(|part| !part.files.contains(*p)) {
+                    unread.insert((key.0, (*p).clone()));
+                    new_files.entry(*key).or_default().push((*p).clone());
+                }
+            }
+        }
+        Ok(Hours {
+            table_id,
+            tz,
+            parts,
+            days: Arc::new(hourly),
+            unread: Arc::new(unread),
+            new_files,
+        })
+    }
+
+    fn keep(&self, hours: Hours) {
+        *self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hours);
+    }
+
+    /// The hours kept, open and closed (0 with nothing kept).
+    pub fn hours(&self) -> usize {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |h| h.parts.len())
+    }
+}
+
+impl Hours {
+    /// Where rows go: the unread files' rows of a day gathered hour by hour to their hour,
+    /// the rows of the other changed `days` to their day.
+    fn slot_of(&self, days: BTreeSet<i32>) -> SlotOf {
+        let (hourly, unread) = (self.days.clone(), self.unread.clone());
+        Arc::new(move |day, file: &EventFile| {
+            if hourly.contains(&day) {
+                unread
+                    .contains(&(day, file.path.clone()))
+                    .then_some((day, Some(file.hour)))
+            } else {
+                days.contains(&day).then_some((day, None))
+            }
+        })
+    }
+
+    /// The files to read: those of the changed `days` gathered whole, and the unread ones of
+    /// the days gathered hour by hour.
+    fn to_read(&self, files: Vec<EventFile>, days: &BTreeSet<i32>) -> Vec<EventFile> {
+        files
+            .into_iter()
+            .filter(|f| {
+                f.days.iter().any(|d| {
+                    if self.days.contains(d) {
+                        self.unread.contains(&(*d, f.path.clone()))
+                    } else {
+                        days.contains(d)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Adds the rows read from each hour's unread files to the hour, closes the hours older
+    /// than the newest two, and gives each day gathered hour by hour as the merge of its
+    /// hours.
+    fn merge(&mut self, read: Vec<((i32, Hour), SlotRows)>) -> Result<Vec<(i32, DaySeconds)>> {
+        let mut read: BTreeMap<(i32, Hour), SlotRows> = read.into_iter().collect();
+        for (key, paths) in std::mem::take(&mut self.new_files) {
+            let mut rows = read.remove(&key).unwrap_or_default();
+            match self.parts.get_mut(&key) {
+                Some(Part {
+                    files,
+                    rows: PartRows::Open { uploads, reserves },
+                }) => {
+                    uploads.append(&mut rows.uploads);
+                    dedup_keyed(uploads);
+                    for (c, mut r) in rows.reserves {
+                        let into = reserves.entry(c).or_default();
+                        into.append(&mut r);
+                        dedup_keyed(into);
+                    }
+                    files.extend(paths);
+                }
+                Some(_) => {
+                    return Err(crate::Error::Internal(
+                        "peaks: a new file for a closed hour that was not read again".into(),
+                    ));
+                }
+                None => {
+                    dedup_keyed(&mut rows.uploads);
+                    for r in rows.reserves.values_mut() {
+                        dedup_keyed(r);
+                    }
+                    let part = Part {
+                        files: paths.into_iter().collect(),
+                        rows: PartRows::Open {
+                            uploads: rows.uploads,
+                            reserves: rows.reserves,
+                        },
+                    };
+                    self.parts.insert(key, part);
+                }
+            }
+        }
+        if let Some((day, hour)) = read.keys().next() {
+            return Err(crate::Error::Internal(format!(
+                "peaks: rows read for day {day}, hour {hour:?}, which had no file to read"
+            )));
+        }
+        self.close_hours();
+        let mut out = Vec::new();
+        for &day in self.days.iter() {
+            let mut merged = DaySeconds::default();
+            let mut reserves: BTreeMap<String, Vec<Bucket>> = BTreeMap::new();
+            let mut any = false;
+            for (_, part) in self.parts.iter().filter(|(k, _)| k.0 == day) {
+                any = true;
+                let s = part.rows.seconds();
+                merged.uploads.extend(s.uploads);
+                for (c, b) in s.reserves {
+                    reserves.entry(c).or_default().extend(b);
+                }
+            }
+            if any {
+                merged.reserves = reserves.into_iter().collect();
+                out.push((day, merged));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps only the counts per second of each hour older than the newest by more than
+    /// `OPEN_HOURS`.
+    fn close_hours(&mut self) {
+        use chrono::Datelike;
+        let ordinal = |h: &Hour| i64::from(h.0.num_days_from_ce()) * 24 + i64::from(h.1);
+        let Some(newest) = self.parts.keys().map(|k| ordinal(&k.1)).max() else {
+            return;
+        };
+        for (key, part) in self.parts.iter_mut() {
+            if ordinal(&key.1) < newest - OPEN_HOURS && matches!(part.rows, PartRows::Open { .. }) {
+                part.rows = PartRows::Closed(part.rows.seconds());
+            }
+        }
+    }
 }
