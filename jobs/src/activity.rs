@@ -25,6 +25,7 @@ use roaring::RoaringBitmap;
 use crate::codes::UserCodes;
 
 use crate::changes::Hour;
+use crate::hours::{self, Kept, Live, Reading, Slot, SlotOf};
 use crate::pages::{Coded, Dictionary};
 use crate::publish::{Scope, publish, schema};
 use crate::scan::{
@@ -119,14 +120,8 @@ const MASKS: [u8; 7] = [
     1 << 1 | 1 << 2,
 ];
 
-/// What a scan gathers users for: a report day, or one UTC hour of it.
-type Slot = (i32, Option<Hour>);
-
 /// Each slot's users with the platforms they were seen on, shared by the scan's workers.
 type SharedSlots = Arc<std::sync::Mutex<BTreeMap<Slot, Arc<SharedFlags>>>>;
-
-/// Which slot the rows of `day` in a file go to, if any.
-type SlotOf = Arc<dyn Fn(i32, &EventFile) -> Option<Slot> + Send + Sync>;
 
 /// A worker's buffer into the users of `slot` (their platforms).
 fn slot_users<'a>(
@@ -363,45 +358,24 @@ impl Day {
 }
 
 /// What `spacepulse run` keeps of the activity job between runs, so that a commit into the
-/// current hour reads only its own files: the newest report days' users hour by hour (per
-/// UTC hour, the files read and their users' bitmaps and sketches per segment; the hours
-/// closed, all but the newest two, merged into one part per day), a day being the merge of
-/// its parts. Dropped, and the hours read again, when the events table was
-/// replaced, the user dictionary or the report time zone changed, a file read before is no
-/// longer live in its hour (a compaction rewrote it), or a run failed or was stopped part way
-/// (the memory is taken out for the run and put back only at its end).
-#[derive(Default)]
-pub struct Memory {
-    kept: std::sync::Mutex<Option<Hours>>,
-}
+/// current hour reads only its own files (see [`crate::hours`]): the newest report days' users
+/// in parts (per open UTC hour, and each day's closed hours together: the files read and their
+/// users' bitmaps and sketches per segment), a day being the merge of its parts. A part is read
+/// again when a file it read is no longer live (a compaction rewrote it); everything is, when
+/// the events table was replaced or the user dictionary or the report time zone changed.
+#[derive(Debug, Default)]
+pub struct Memory(Kept<Hours>);
 
-impl std::fmt::Debug for Memory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Memory").finish_non_exhaustive()
-    }
-}
-
-/// The report days kept hour by hour: the newest changed day and the one before it (late
-/// events of yesterday keep coming after midnight).
-const HOURLY_DAYS: i32 = 2;
-
-/// A part of a day's users: one open hour, or (`None`) the day's closed hours together.
+/// A part of a day's users: one open hour, or (`None`) the day's closed hours together, so
+/// that memory holds at most two open hours and one part per kept day.
 type PartKey = (i32, Option<Hour>);
-
-/// Hours before the newest one read by more than this are closed: folded into their day's
-/// closed part, so that memory holds at most two open hours and one part per kept day.
-const OPEN_HOURS: i64 = 1;
 
 struct Hours {
     table_id: String,
     dict: Option<String>,
     tz: query::tz::ReportTz,
     parts: BTreeMap<PartKey, HourPart>,
-    /// This run's days gathered hour by hour, and their live files not read yet (by day, and
-    /// by day and hour).
-    days: Arc<BTreeSet<i32>>,
-    unread: Arc<std::collections::HashSet<(i32, deltalake::Path)>>,
-    new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>>,
+    reading: Reading,
 }
 
 struct HourPart {
@@ -418,122 +392,50 @@ impl Memory {
         days: &BTreeSet<i32>,
         files: &[EventFile],
     ) -> Result<Hours> {
-        let table_id = ctx.events.snapshot()?.metadata().id().to_string();
+        let table_id = hours::table_id(ctx)?;
         let tz = ctx.opts.tz;
         let kept = self
-            .kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
             .take()
             .filter(|h| h.table_id == table_id && h.dict == dict && h.tz == tz);
         let mut parts = kept.map(|h| h.parts).unwrap_or_default();
-        let newest = days.last().copied().unwrap_or(i32::MIN);
-        let hourly: BTreeSet<i32> = days
-            .range(newest.saturating_sub(HOURLY_DAYS - 1)..)
-            .copied()
-            .collect();
-        // Each hourly day's live files per hour, and per day.
-        let mut live: BTreeMap<(i32, Hour), Vec<&deltalake::Path>> = BTreeMap::new();
-        let mut live_days: BTreeMap<i32, std::collections::HashSet<&deltalake::Path>> =
-            BTreeMap::new();
-        for f in files {
-            for d in f.days.iter().filter(|d| hourly.contains(d)) {
-                live.entry((*d, f.hour)).or_default().push(&f.path);
-                live_days.entry(*d).or_default().insert(&f.path);
-            }
-        }
-        // A part is kept while every file it read is live (in its hour, or its day for the
-        // closed hours), and only while its day is one of the newest.
-        let oldest = hourly
-            .first()
-            .copied()
-            .unwrap_or(newest)
-            .min(newest.saturating_sub(HOURLY_DAYS - 1));
+        let live = Live::of(days, files);
         parts.retain(|key, part| {
-            if key.0 < oldest {
-                return false;
-            }
-            if !hourly.contains(&key.0) {
-                return true;
-            }
-            let files: std::collections::HashSet<&deltalake::Path> = match key.1 {
-                Some(hour) => live
-                    .get(&(key.0, hour))
-                    .map(|f| f.iter().copied().collect())
-                    .unwrap_or_default(),
-                None => live_days.get(&key.0).cloned().unwrap_or_default(),
+            let within = match key.1 {
+                Some(hour) => live.hours.get(&(key.0, hour)),
+                None => live.days.get(&key.0),
             };
-            part.files.iter().all(|p| files.contains(p))
+            live.keeps(key.0, &part.files, within)
         });
-        let mut unread = std::collections::HashSet::new();
-        let mut new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>> = BTreeMap::new();
-        for (key, files) in &live {
-            let read = |k: PartKey, p: &deltalake::Path| {
-                parts.get(&k).is_some_and(|part| part.files.contains(p))
-            };
-            for p in files {
-                if !read((key.0, Some(key.1)), p) && !read((key.0, None), p) {
-                    unread.insert((key.0, (*p).clone()));
-                    new_files.entry(*key).or_default().push((*p).clone());
-                }
-            }
-        }
+        let read = |day, hour, p: &deltalake::Path| {
+            [(day, Some(hour)), (day, None)]
+                .iter()
+                .any(|k| parts.get(k).is_some_and(|part| part.files.contains(p)))
+        };
+        let reading = live.reading(read);
         Ok(Hours {
             table_id,
             dict,
             tz,
             parts,
-            days: Arc::new(hourly),
-            unread: Arc::new(unread),
-            new_files,
+            reading,
         })
-    }
-
-    fn keep(&self, hours: Hours) {
-        *self
-            .kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hours);
     }
 
     /// The parts kept (open hours, and each day's closed hours as one; 0 with nothing kept).
     pub fn hours(&self) -> usize {
-        self.kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map_or(0, |h| h.parts.len())
+        self.0.peek(|h| h.parts.len()).unwrap_or(0)
     }
 }
 
 impl Hours {
-    /// The files to read: those of the changed `days` gathered whole, and the unread ones of
-    /// the days gathered hour by hour.
-    fn to_read(&self, files: Vec<EventFile>, days: &BTreeSet<i32>) -> Vec<EventFile> {
-        files
-            .into_iter()
-            .filter(|f| {
-                f.days.iter().any(|d| {
-                    if self.days.contains(d) {
-                        self.unread.contains(&(*d, f.path.clone()))
-                    } else {
-                        days.contains(d)
-                    }
-                })
-            })
-            .collect()
-    }
-
-    /// Folds each hour older than the newest by more than `OPEN_HOURS` into its day's closed
-    /// part.
+    /// Folds each closed hour into its day's closed part.
     fn close_hours(&mut self) -> Result<()> {
-        use chrono::Datelike;
-        let ordinal = |h: &Hour| i64::from(h.0.num_days_from_ce()) * 24 + i64::from(h.1);
         let Some(newest) = self
             .parts
             .keys()
             .filter_map(|k| k.1.as_ref())
-            .map(ordinal)
+            .map(hours::ordinal)
             .max()
         else {
             return Ok(());
@@ -541,10 +443,7 @@ impl Hours {
         let closing: Vec<PartKey> = self
             .parts
             .keys()
-            .filter(|k| {
-                k.1.as_ref()
-                    .is_some_and(|h| ordinal(h) < newest - OPEN_HOURS)
-            })
+            .filter(|k| k.1.as_ref().is_some_and(|h| hours::closed(h, newest)))
             .copied()
             .collect();
         for key in closing {
@@ -569,7 +468,7 @@ impl Hours {
     fn merge(&mut self, read: Vec<(i32, Hour, Day)>) -> Result<Vec<(i32, Day)>> {
         let mut read: BTreeMap<(i32, Hour), Day> =
             read.into_iter().map(|(d, h, u)| ((d, h), u)).collect();
-        for ((day, hour), paths) in std::mem::take(&mut self.new_files) {
+        for ((day, hour), paths) in std::mem::take(&mut self.reading.new_files) {
             let key = (day, Some(hour));
             let users = read.remove(&(day, hour));
             match self.parts.get_mut(&key) {
@@ -595,7 +494,7 @@ impl Hours {
         }
         self.close_hours()?;
         let mut out = Vec::new();
-        for &day in self.days.iter() {
+        for &day in self.reading.days.iter() {
             let mut hours = self.parts.iter().filter(|(k, _)| k.0 == day);
             let Some((_, first)) = hours.next() else {
                 continue;
@@ -703,28 +602,12 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         Some(m) => Some(m.activity.take(ctx, dict.app(), &plan.days, &files)?),
         None => None,
     };
-    let slot_of: SlotOf = match &hours {
-        Some(h) => {
-            let (hourly, unread) = (h.days.clone(), h.unread.clone());
-            let days = plan.days.clone();
-            Arc::new(move |day, file: &EventFile| {
-                if hourly.contains(&day) {
-                    unread
-                        .contains(&(day, file.path.clone()))
-                        .then_some((day, Some(file.hour)))
-                } else {
-                    days.contains(&day).then_some((day, None))
-                }
-            })
-        }
-        None => {
-            let days = plan.days.clone();
-            Arc::new(move |day, _: &EventFile| days.contains(&day).then_some((day, None)))
-        }
-    };
-    let files = match &hours {
-        Some(h) => h.to_read(files, &plan.days),
-        None => files,
+    let (slot_of, files) = match &hours {
+        Some(h) => (
+            h.reading.slot_of(&plan.days),
+            h.reading.to_read(files, &plan.days),
+        ),
+        None => (hours::whole_days(&plan.days), files),
     };
     let fresh = slots_users(ctx, files, slot_of).await?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "activity: scan");
@@ -808,7 +691,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
     if let (Some(m), Some(mut h)) = (&ctx.opts.memory, hours) {
         // The codes are the dictionary's as it is now (the first run creates it).
         h.dict = dict.app();
-        m.activity.keep(h);
+        m.activity.0.keep(h);
     }
     Ok((plan.days.len(), rows, false))
 }

@@ -17,6 +17,7 @@ pub mod background;
 pub mod campaigns;
 pub mod changes;
 pub mod codes;
+pub mod hours;
 pub mod pages;
 pub mod peaks;
 pub mod publish;

@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use query::tz::{LocalClock, MIN_US, ReportTz, SEC_US};
 
 use crate::changes::Hour;
+use crate::hours::{self, Kept, Live, Reading, Slot, SlotOf};
 use crate::publish::{publish, schema};
 use crate::scan::{EventFile, event_key, files_of_days, fold_files, ints, par_map, strs, times};
 use crate::{Ctx, Job, Result};
@@ -136,12 +137,6 @@ struct Gathered {
     index: HashMap<String, i64>,
     days: BTreeMap<Slot, DayRows>,
 }
-
-/// What a pass gathers rows for: a report day, or one UTC hour of it.
-type Slot = (i32, Option<Hour>);
-
-/// Which slot the rows of `day` in a file go to, if any.
-type SlotOf = Arc<dyn Fn(i32, &EventFile) -> Option<Slot> + Send + Sync>;
 
 /// One slot's rows before deduplication: uploads, and reservations by campaign.
 #[derive(Default)]
@@ -398,14 +393,12 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         Some(m) => Some(m.peaks.take(ctx, &plan.days, &files)?),
         None => None,
     };
-    let days = plan.days.clone();
-    let slot_of: SlotOf = match &hours {
-        Some(h) => h.slot_of(days),
-        None => Arc::new(move |day, _: &EventFile| days.contains(&day).then_some((day, None))),
-    };
-    let files = match &hours {
-        Some(h) => h.to_read(files, &plan.days),
-        None => files,
+    let (slot_of, files) = match &hours {
+        Some(h) => (
+            h.reading.slot_of(&plan.days),
+            h.reading.to_read(files, &plan.days),
+        ),
+        None => (hours::whole_days(&plan.days), files),
     };
     let gathered = gather(ctx, files, slot_of).await?;
     let mut whole = Vec::new();
@@ -483,46 +476,27 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         .await?;
     }
     if let (Some(m), Some(h)) = (&ctx.opts.memory, hours) {
-        m.peaks.keep(h);
+        m.peaks.0.keep(h);
     }
     Ok((plan.days.len(), rows, false))
 }
 
 /// What `spacepulse run` keeps of the peaks job between runs, so that a commit into the
-/// current hour reads only its own files: the newest report days hour by hour (per UTC hour,
-/// the files read and, while the hour is open, its rows deduplicated by `event_id`; once
-/// closed, all but the newest two, only its counts per second), a day being the merge of its
-/// hours. A file that arrives in a closed hour has the whole hour read again, so a retry of
-/// an event counted before is still counted once. Dropped, and the hours read again, when the
-/// events table was replaced, the report time zone changed, a file read before is no longer
-/// live in its hour (a compaction rewrote it), or a run failed or was stopped part way (the
-/// memory is taken out for the run and put back only at its end).
-#[derive(Default)]
-pub struct Memory {
-    kept: std::sync::Mutex<Option<Hours>>,
-}
-
-impl std::fmt::Debug for Memory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Memory").finish_non_exhaustive()
-    }
-}
-
-/// The report days kept hour by hour: the newest changed day and the one before it.
-const HOURLY_DAYS: i32 = 2;
-
-/// Hours before the newest one read by more than this are closed.
-const OPEN_HOURS: i64 = 1;
+/// current hour reads only its own files (see [`crate::hours`]): the newest report days hour
+/// by hour (per UTC hour, the files read and, while the hour is open, its rows deduplicated by
+/// `event_id`; once closed, only its counts per second), a day being the merge of its hours.
+/// A file that arrives in a closed hour, or one read that is no longer live (a compaction
+/// rewrote it), has the whole hour read again, so a retry of an event counted before is still
+/// counted once; everything is read again when the events table was replaced or the report
+/// time zone changed.
+#[derive(Debug, Default)]
+pub struct Memory(Kept<Hours>);
 
 struct Hours {
     table_id: String,
     tz: ReportTz,
     parts: BTreeMap<(i32, Hour), Part>,
-    /// This run's days gathered hour by hour, and their live files not read yet (by day, and
-    /// by day and hour).
-    days: Arc<BTreeSet<i32>>,
-    unread: Arc<std::collections::HashSet<(i32, deltalake::Path)>>,
-    new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>>,
+    reading: Reading,
 }
 
 struct Part {
@@ -577,124 +551,48 @@ impl PartRows {
 impl Memory {
     /// The hours kept, checked against this run's live `files` of the changed `days`.
     fn take(&self, ctx: &Ctx<'_>, days: &BTreeSet<i32>, files: &[EventFile]) -> Result<Hours> {
-        let table_id = ctx.events.snapshot()?.metadata().id().to_string();
+        let table_id = hours::table_id(ctx)?;
         let tz = ctx.opts.tz;
         let kept = self
-            .kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
             .take()
             .filter(|h| h.table_id == table_id && h.tz == tz);
         let mut parts = kept.map(|h| h.parts).unwrap_or_default();
-        let newest = days.last().copied().unwrap_or(i32::MIN);
-        let hourly: BTreeSet<i32> = days
-            .range(newest.saturating_sub(HOURLY_DAYS - 1)..)
-            .copied()
-            .collect();
-        let mut live: BTreeMap<(i32, Hour), std::collections::HashSet<&deltalake::Path>> =
-            BTreeMap::new();
-        for f in files {
-            for d in f.days.iter().filter(|d| hourly.contains(d)) {
-                live.entry((*d, f.hour)).or_default().insert(&f.path);
-            }
-        }
-        // A part is kept while every file it read is live in its hour (a closed one only
-        // while no other file is), and only while its day is one of the newest.
-        let oldest = hourly
-            .first()
-            .copied()
-            .unwrap_or(newest)
-            .min(newest.saturating_sub(HOURLY_DAYS - 1));
+        let live = Live::of(days, files);
+        // A closed hour is kept only while no other file is live in it.
         parts.retain(|key, part| {
-            if key.0 < oldest {
-                return false;
-            }
-            if !hourly.contains(&key.0) {
-                return true;
-            }
-            live.get(key).is_some_and(|files| {
-                part.files.iter().all(|p| files.contains(p))
-                    && (matches!(part.rows, PartRows::Open { .. })
-                        || files.len() == part.files.len())
-            })
+            let within = live.hours.get(key);
+            live.keeps(key.0, &part.files, within)
+                && (matches!(part.rows, PartRows::Open { .. })
+                    || !live.hourly.contains(&key.0)
+                    || within.is_some_and(|f| f.len() == part.files.len()))
         });
-        let mut unread = std::collections::HashSet::new();
-        let mut new_files: BTreeMap<(i32, Hour), Vec<deltalake::Path>> = BTreeMap::new();
-        for (key, files) in &live {
-            let part = parts.get(key);
-            for p in files {
-                if part.is_none_or(|part| !part.files.contains(*p)) {
-                    unread.insert((key.0, (*p).clone()));
-                    new_files.entry(*key).or_default().push((*p).clone());
-                }
-            }
-        }
+        let reading = live.reading(|day, hour, p| {
+            parts
+                .get(&(day, hour))
+                .is_some_and(|part| part.files.contains(p))
+        });
         Ok(Hours {
             table_id,
             tz,
             parts,
-            days: Arc::new(hourly),
-            unread: Arc::new(unread),
-            new_files,
+            reading,
         })
-    }
-
-    fn keep(&self, hours: Hours) {
-        *self
-            .kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hours);
     }
 
     /// The hours kept, open and closed (0 with nothing kept).
     pub fn hours(&self) -> usize {
-        self.kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map_or(0, |h| h.parts.len())
+        self.0.peek(|h| h.parts.len()).unwrap_or(0)
     }
 }
 
 impl Hours {
-    /// Where rows go: the unread files' rows of a day gathered hour by hour to their hour,
-    /// the rows of the other changed `days` to their day.
-    fn slot_of(&self, days: BTreeSet<i32>) -> SlotOf {
-        let (hourly, unread) = (self.days.clone(), self.unread.clone());
-        Arc::new(move |day, file: &EventFile| {
-            if hourly.contains(&day) {
-                unread
-                    .contains(&(day, file.path.clone()))
-                    .then_some((day, Some(file.hour)))
-            } else {
-                days.contains(&day).then_some((day, None))
-            }
-        })
-    }
-
-    /// The files to read: those of the changed `days` gathered whole, and the unread ones of
-    /// the days gathered hour by hour.
-    fn to_read(&self, files: Vec<EventFile>, days: &BTreeSet<i32>) -> Vec<EventFile> {
-        files
-            .into_iter()
-            .filter(|f| {
-                f.days.iter().any(|d| {
-                    if self.days.contains(d) {
-                        self.unread.contains(&(*d, f.path.clone()))
-                    } else {
-                        days.contains(d)
-                    }
-                })
-            })
-            .collect()
-    }
-
     /// Adds the rows read from each hour's unread files to the hour, closes the hours older
     /// than the newest two, and gives each day gathered hour by hour as the merge of its
     /// hours.
     fn merge(&mut self, read: Vec<((i32, Hour), SlotRows)>) -> Result<Vec<(i32, DaySeconds)>> {
         let mut read: BTreeMap<(i32, Hour), SlotRows> = read.into_iter().collect();
-        for (key, paths) in std::mem::take(&mut self.new_files) {
+        for (key, paths) in std::mem::take(&mut self.reading.new_files) {
             let mut rows = read.remove(&key).unwrap_or_default();
             match self.parts.get_mut(&key) {
                 Some(Part {
@@ -738,7 +636,7 @@ impl Hours {
         }
         self.close_hours();
         let mut out = Vec::new();
-        for &day in self.days.iter() {
+        for &day in self.reading.days.iter() {
             let mut merged = DaySeconds::default();
             let mut reserves: BTreeMap<String, Vec<Bucket>> = BTreeMap::new();
             let mut any = false;
@@ -761,13 +659,11 @@ impl Hours {
     /// Keeps only the counts per second of each hour older than the newest by more than
     /// `OPEN_HOURS`.
     fn close_hours(&mut self) {
-        use chrono::Datelike;
-        let ordinal = |h: &Hour| i64::from(h.0.num_days_from_ce()) * 24 + i64::from(h.1);
-        let Some(newest) = self.parts.keys().map(|k| ordinal(&k.1)).max() else {
+        let Some(newest) = self.parts.keys().map(|k| hours::ordinal(&k.1)).max() else {
             return;
         };
         for (key, part) in self.parts.iter_mut() {
-            if ordinal(&key.1) < newest - OPEN_HOURS && matches!(part.rows, PartRows::Open { .. }) {
+            if hours::closed(&key.1, newest) && matches!(part.rows, PartRows::Open { .. }) {
                 part.rows = PartRows::Closed(part.rows.seconds());
             }
         }
