@@ -266,6 +266,28 @@ async fn slots_users(
         .collect())
 }
 
+/// `RoaringBitmap::from_lsb0_bytes(0, bits)`, with each container of exactly 4096 values made
+/// an array: roaring 0.11 builds that one as a bitmap, which its serialization then writes as
+/// a bitmap while every reader of the portable format (roaring's own included) takes a
+/// container of 4096 values for an array. Removing and inserting one value again has the
+/// container checked (`ensure_correct_store`).
+fn bitmap_of_bits(bits: &[u8]) -> RoaringBitmap {
+    let mut b = RoaringBitmap::from_lsb0_bytes(0, bits);
+    let containers = (bits.len() as u64 * 8).div_ceil(1 << 16);
+    for k in 0..containers {
+        let lo = (k << 16) as u32;
+        let range = lo..=(lo | 0xffff);
+        if b.range_cardinality(range) == 4096 {
+            let before = if lo == 0 { 0 } else { b.rank(lo - 1) };
+            if let Some(v) = b.select(before as u32) {
+                b.remove(v);
+                b.insert(v);
+            }
+        }
+    }
+    b
+}
+
 impl Day {
     /// A day of fresh users (sorted distinct ids, each with its platforms' bits): per segment
     /// the bitmap of their codes in `dict` (which has every one of them) and the sketch of
@@ -297,10 +319,8 @@ impl Day {
                 "{missing} users have no code in the user dictionary"
             )));
         }
-        let mut of_bits: Vec<RoaringBitmap> = bits
-            .into_iter()
-            .map(|b| RoaringBitmap::from_lsb0_bytes(0, &b))
-            .collect();
+        let mut of_bits: Vec<RoaringBitmap> =
+            bits.into_iter().map(|b| bitmap_of_bits(&b)).collect();
         let all = of_bits.pop().expect("six bitsets");
         let mobile = &of_bits[1] | &of_bits[2];
         let mut bitmaps = vec![all];
@@ -431,13 +451,7 @@ impl Memory {
 impl Hours {
     /// Folds each closed hour into its day's closed part.
     fn close_hours(&mut self) -> Result<()> {
-        let Some(newest) = self
-            .parts
-            .keys()
-            .filter_map(|k| k.1.as_ref())
-            .map(hours::ordinal)
-            .max()
-        else {
+        let Some(newest) = hours::newest(self.parts.keys().filter_map(|k| k.1.as_ref())) else {
             return Ok(());
         };
         let closing: Vec<PartKey> = self
@@ -1168,6 +1182,26 @@ pub struct RangeUsers {
 mod tests {
     use super::*;
     use query::sketch::codes_of;
+
+    /// A container of exactly 4096 codes survives the round trip through the stored bytes
+    /// (roaring 0.11 builds it from bits as a bitmap, which its readers take for an array).
+    #[test]
+    fn a_container_of_4096_codes_round_trips() {
+        for ones in [4095u32, 4096, 4097] {
+            let mut bits = vec![0u8; 3 * 8192];
+            // The second container: every 16th code, then the rest as needed.
+            let codes: Vec<u32> = (0..ones).map(|i| 65_536 + i * 16).collect();
+            for c in &codes {
+                bits[(*c / 8) as usize] |= 1 << (c % 8);
+            }
+            bits[0] = 1;
+            let b = bitmap_of_bits(&bits);
+            assert_eq!(b.len(), u64::from(ones) + 1);
+            let mut bytes = Vec::new();
+            append_codes_bytes(&b, &mut bytes);
+            assert_eq!(codes_from_bytes(&bytes).unwrap(), b, "{ones} codes");
+        }
+    }
 
     #[test]
     fn window_estimates_equal_merged_sketches() {

@@ -185,9 +185,18 @@ pub fn whole_days(days: &BTreeSet<i32>) -> SlotOf {
 }
 
 /// An hour's place in time, for comparing hours.
-pub fn ordinal(h: &Hour) -> i64 {
+fn ordinal(h: &Hour) -> i64 {
     use chrono::Datelike;
     i64::from(h.0.num_days_from_ce()) * 24 + i64::from(h.1)
+}
+
+/// The newest of `hours`, but not after the current UTC hour: an event dated ahead of the
+/// clock (a client sending local time as UTC) must not close the hour being written.
+pub fn newest<'a>(hours: impl Iterator<Item = &'a Hour>) -> Option<i64> {
+    use chrono::Timelike;
+    let now = chrono::Utc::now();
+    let current = ordinal(&(now.date_naive(), now.hour() as i32));
+    hours.map(ordinal).max().map(|n| n.min(current))
 }
 
 /// Whether `hour` is closed: older than `newest` by more than `OPEN_HOURS`.

@@ -659,7 +659,7 @@ impl Hours {
     /// Keeps only the counts per second of each hour older than the newest by more than
     /// `OPEN_HOURS`.
     fn close_hours(&mut self) {
-        let Some(newest) = self.parts.keys().map(|k| hours::ordinal(&k.1)).max() else {
+        let Some(newest) = hours::newest(self.parts.keys().map(|k| &k.1)) else {
             return;
         };
         for (key, part) in self.parts.iter_mut() {
