@@ -21,8 +21,12 @@ use arrow::datatypes::{DataType, Date32Type, Field, Int64Type, SchemaRef, TimeUn
 use futures::TryStreamExt;
 use query::sketch::{HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_of, hll_relative_error};
 
+use crate::changes::Hour;
+use crate::hours::{self, Kept, Live, Reading, SlotOf};
 use crate::publish::{Scope, publish, schema, table_name};
-use crate::scan::{distinct, event_key, ints, strs, times, types};
+use crate::scan::{
+    EventFile, distinct, event_key, files_of_days, fold_files, ints, strs, times, types,
+};
 use crate::{Ctx, Job, Result};
 use lake::registry::Baseline;
 
@@ -75,7 +79,7 @@ struct Row {
 /// Per account, the instant (epoch µs) of its latest follower baseline within a day.
 type Cutoffs = HashMap<String, i64>;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Acct {
     follows: Vec<(u128, i64)>,
     unfollows: Vec<(u128, i64)>,
@@ -85,6 +89,61 @@ struct Acct {
 }
 
 type Acc = HashMap<String, Acct>;
+
+/// Adds one event to `acc`: a page view's viewer to its account and to its campaign's owner;
+/// a follow, unfollow, like or comment keyed by its event (a follow or unfollow after the day's
+/// baseline instant counts on top of it). Other types are left out.
+#[allow(clippy::too_many_arguments)]
+fn fold_row(
+    acc: &mut Acc,
+    owners: &HashMap<String, String>,
+    cutoffs: &Cutoffs,
+    t: &str,
+    a: Option<&str>,
+    campaign: Option<&str>,
+    user: u64,
+    id: &str,
+    ts: i64,
+) {
+    if t == "page_view" {
+        let owner = campaign.and_then(|c| owners.get(c));
+        if let Some(a) = a {
+            acc.entry(a.to_string()).or_default().viewers.push(user);
+        }
+        if let Some(o) = owner
+            && Some(o.as_str()) != a
+        {
+            acc.entry(o.clone()).or_default().viewers.push(user);
+        }
+        return;
+    }
+    let Some(a) = a else { return };
+    if !matches!(t, "follow" | "unfollow" | "like" | "comment") {
+        return;
+    }
+    let after = cutoffs.get(a).is_some_and(|cut| ts > *cut);
+    let entry = acc.entry(a.to_string()).or_default();
+    let item = (event_key(id), i64::from(after));
+    match t {
+        "follow" => entry.follows.push(item),
+        "unfollow" => entry.unfollows.push(item),
+        "like" => entry.likes.push(item),
+        _ => entry.comments.push(item),
+    }
+}
+
+/// The columns `fold_row` reads.
+const COLUMNS: [&str; 6] = [
+    "event_id",
+    "user_id",
+    "type",
+    "account_id",
+    "campaign_id",
+    "ts",
+];
+
+/// The event types `fold_row` counts.
+const TYPES: [&str; 5] = ["follow", "unfollow", "like", "comment", "page_view"];
 
 async fn day_rows(
     ctx: &Ctx<'_>,
@@ -96,21 +155,8 @@ async fn day_rows(
     let parts = ctx
         .scan
         .fold(
-            ctx.scan.day_filter(day).and(types(&[
-                "follow",
-                "unfollow",
-                "like",
-                "comment",
-                "page_view",
-            ])),
-            &[
-                "event_id",
-                "user_id",
-                "type",
-                "account_id",
-                "campaign_id",
-                "ts",
-            ],
+            ctx.scan.day_filter(day).and(types(&TYPES)),
+            &COLUMNS,
             Acc::new,
             move |acc: &mut Acc, batch| {
                 let ids = strs(batch, "event_id")?;
@@ -120,32 +166,17 @@ async fn day_rows(
                 let campaign = strs(batch, "campaign_id")?;
                 let ts = times(batch, "ts")?;
                 for i in 0..batch.num_rows() {
-                    let t = ty.get(i).unwrap_or("");
-                    let a = account.get(i);
-                    if t == "page_view" {
-                        let owner = campaign.get(i).and_then(|c| owners.get(c));
-                        let user = users.value(i) as u64;
-                        if let Some(a) = a {
-                            acc.entry(a.to_string()).or_default().viewers.push(user);
-                        }
-                        if let Some(o) = owner
-                            && Some(o.as_str()) != a
-                        {
-                            acc.entry(o.clone()).or_default().viewers.push(user);
-                        }
-                        continue;
-                    }
-                    let Some(a) = a else { continue };
-                    // A follow or unfollow after the day's baseline instant counts on top.
-                    let after = fold_cutoffs.get(a).is_some_and(|cut| ts.value(i) > *cut);
-                    let entry = acc.entry(a.to_string()).or_default();
-                    let item = (event_key(ids.get(i).unwrap_or("")), i64::from(after));
-                    match t {
-                        "follow" => entry.follows.push(item),
-                        "unfollow" => entry.unfollows.push(item),
-                        "like" => entry.likes.push(item),
-                        _ => entry.comments.push(item),
-                    }
+                    fold_row(
+                        acc,
+                        &owners,
+                        &fold_cutoffs,
+                        ty.get(i).unwrap_or(""),
+                        account.get(i),
+                        campaign.get(i),
+                        users.value(i) as u64,
+                        ids.get(i).unwrap_or(""),
+                        ts.value(i),
+                    );
                 }
                 Ok(())
             },
@@ -153,36 +184,86 @@ async fn day_rows(
         .await?;
     let mut merged: HashMap<String, Acct> = HashMap::new();
     for part in parts {
-        for (k, a) in part {
-            let m = merged.entry(k).or_default();
-            m.follows.extend(a.follows);
-            m.unfollows.extend(a.unfollows);
-            m.likes.extend(a.likes);
-            m.comments.extend(a.comments);
-            m.viewers.extend(a.viewers);
-        }
+        merge_acc(&mut merged, part);
     }
-    let mut out = BTreeMap::new();
-    for (account, mut a) in merged {
-        let viewers = bitmap_of(std::mem::take(&mut a.viewers));
-        let mut hll = Hll::new();
-        for u in viewers.iter() {
-            hll.insert(u);
-        }
+    let totals = merged
+        .into_iter()
+        .map(|(k, a)| (k, Totals::of(a)))
+        .collect();
+    Ok(rows_of(totals, &cutoffs))
+}
+
+/// Adds `from`'s events to `into`'s, account by account.
+fn merge_acc(into: &mut Acc, from: Acc) {
+    for (k, a) in from {
+        let m = into.entry(k).or_default();
+        m.follows.extend(a.follows);
+        m.unfollows.extend(a.unfollows);
+        m.likes.extend(a.likes);
+        m.comments.extend(a.comments);
+        m.viewers.extend(a.viewers);
+    }
+}
+
+/// An account's figures over a day (or an hour): distinct events counted, and the viewers.
+#[derive(Default, Clone)]
+struct Totals {
+    follows: i64,
+    follows_after: i64,
+    unfollows: i64,
+    unfollows_after: i64,
+    likes: i64,
+    comments: i64,
+    viewers: roaring::RoaringTreemap,
+}
+
+impl Totals {
+    fn of(mut a: Acct) -> Self {
         let (follows, follows_after) = distinct(&mut a.follows);
         let (unfollows, unfollows_after) = distinct(&mut a.unfollows);
+        Totals {
+            follows,
+            follows_after,
+            unfollows,
+            unfollows_after,
+            likes: distinct(&mut a.likes).0,
+            comments: distinct(&mut a.comments).0,
+            viewers: bitmap_of(a.viewers),
+        }
+    }
+
+    fn add(&mut self, o: &Totals) {
+        self.follows += o.follows;
+        self.follows_after += o.follows_after;
+        self.unfollows += o.unfollows;
+        self.unfollows_after += o.unfollows_after;
+        self.likes += o.likes;
+        self.comments += o.comments;
+        self.viewers |= &o.viewers;
+    }
+}
+
+/// A day's rows from each account's totals, and a row for each account whose baseline lands
+/// on the day though it did nothing.
+fn rows_of(totals: HashMap<String, Totals>, cutoffs: &Cutoffs) -> BTreeMap<String, Row> {
+    let mut out = BTreeMap::new();
+    for (account, t) in totals {
+        let mut hll = Hll::new();
+        for u in t.viewers.iter() {
+            hll.insert(u);
+        }
         let after = cutoffs
             .contains_key(&account)
-            .then_some(follows_after - unfollows_after);
+            .then_some(t.follows_after - t.unfollows_after);
         out.insert(
             account,
             Row {
-                follows,
-                unfollows,
-                reach: viewers.len() as i64,
+                follows: t.follows,
+                unfollows: t.unfollows,
+                reach: t.viewers.len() as i64,
                 reach_approx: hll.estimate(),
-                likes: distinct(&mut a.likes).0,
-                comments: distinct(&mut a.comments).0,
+                likes: t.likes,
+                comments: t.comments,
                 hll: hll.to_bytes(),
                 after,
                 stored: None,
@@ -203,7 +284,247 @@ async fn day_rows(
             stored: None,
         });
     }
+    out
+}
+
+/// The rows of the hours `slot_of` places (days gathered hour by hour) from one pass over
+/// `files`, per (day, hour).
+async fn gather(
+    ctx: &Ctx<'_>,
+    files: Vec<EventFile>,
+    slot_of: SlotOf,
+    owners: Arc<HashMap<String, String>>,
+    cutoffs: Arc<HashMap<i32, Cutoffs>>,
+) -> Result<BTreeMap<(i32, Hour), Acc>> {
+    let tz = ctx.opts.tz;
+    type Slots = (query::tz::LocalClock, BTreeMap<(i32, Hour), Acc>);
+    let parts = fold_files(
+        &ctx.events,
+        files,
+        |_: &EventFile| -> &'static [&'static str] { &COLUMNS },
+        move || (query::tz::LocalClock::new(tz), BTreeMap::new()),
+        move |acc: &mut Slots, file: &EventFile, batch: &RecordBatch| -> Result<()> {
+            let ids = strs(batch, "event_id")?;
+            let users = ints(batch, "user_id")?;
+            let ty = strs(batch, "type")?;
+            let account = strs(batch, "account_id")?;
+            let campaign = strs(batch, "campaign_id")?;
+            let ts = times(batch, "ts")?;
+            let whole_day = match file.days.as_slice() {
+                [d] => Some(*d),
+                _ => None,
+            };
+            let (mut current, mut slot) = (i32::MIN, None);
+            for i in 0..batch.num_rows() {
+                let t = ty.get(i).unwrap_or("");
+                if !TYPES.contains(&t) {
+                    continue;
+                }
+                let at = ts.value(i);
+                let day = whole_day.unwrap_or_else(|| acc.0.day(at));
+                if day != current {
+                    current = day;
+                    slot = slot_of(day, file);
+                }
+                let (Some((day, Some(hour))), Some(cut)) = (slot, cutoffs.get(&day)) else {
+                    continue;
+                };
+                fold_row(
+                    acc.1.entry((day, hour)).or_default(),
+                    &owners,
+                    cut,
+                    t,
+                    account.get(i),
+                    campaign.get(i),
+                    users.value(i) as u64,
+                    ids.get(i).unwrap_or(""),
+                    at,
+                );
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let mut out: BTreeMap<(i32, Hour), Acc> = BTreeMap::new();
+    for (_, slots) in parts {
+        for (key, acc) in slots {
+            merge_acc(out.entry(key).or_default(), acc);
+        }
+    }
     Ok(out)
+}
+
+/// A fingerprint of which account owns which campaign (a page view of a campaign's page
+/// reaches its owner).
+fn owners_print(owners: &HashMap<String, String>) -> i64 {
+    let mut pairs: Vec<(&String, &String)> = owners.iter().collect();
+    pairs.sort();
+    let json = serde_json::to_vec(&pairs).unwrap_or_default();
+    (xxhash_rust::xxh64::xxh64(&json, 0) & (i64::MAX as u64)) as i64
+}
+
+/// Sorts an account's events by key keeping one of each, and its viewers keeping each once.
+fn dedup_acct(a: &mut Acct) {
+    for v in [
+        &mut a.follows,
+        &mut a.unfollows,
+        &mut a.likes,
+        &mut a.comments,
+    ] {
+        v.sort_unstable_by_key(|e| e.0);
+        v.dedup_by_key(|e| e.0);
+    }
+    a.viewers.sort_unstable();
+    a.viewers.dedup();
+}
+
+/// What `spacepulse run` keeps of the accounts job between runs, so that a commit into the
+/// current hour reads only its own files (see [`crate::hours`]): the newest report days hour
+/// by hour (per UTC hour, the files read and, while the hour is open, its events keyed by
+/// `event_id` and its viewers; once closed, each account's counts and viewers' bitmap), a
+/// day being the merge of its hours. A file that arrives in a closed hour, or one read that is
+/// no longer live (a compaction rewrote it), has the whole hour read again, so a retry is
+/// still counted once; everything is read again when the events table was replaced, the
+/// report time zone, the follower baselines or the campaigns' owners changed.
+#[derive(Debug, Default)]
+pub struct Memory(Kept<Hours>);
+
+struct Hours {
+    table_id: String,
+    tz: query::tz::ReportTz,
+    /// The follower baselines' and the campaigns' owners' fingerprints.
+    key: (i64, i64),
+    parts: BTreeMap<(i32, Hour), Part>,
+    reading: Reading,
+}
+
+struct Part {
+    files: std::collections::HashSet<deltalake::Path>,
+    rows: PartRows,
+}
+
+enum PartRows {
+    /// An open hour's events, deduplicated, for those read later to be deduplicated against.
+    Open(Acc),
+    /// A closed hour: each account's totals.
+    Closed(HashMap<String, Totals>),
+}
+
+impl PartRows {
+    fn totals(&self) -> HashMap<String, Totals> {
+        match self {
+            PartRows::Open(acc) => acc
+                .iter()
+                .map(|(k, a)| (k.clone(), Totals::of(a.clone())))
+                .collect(),
+            PartRows::Closed(t) => t.clone(),
+        }
+    }
+}
+
+impl Memory {
+    /// The hours kept, checked against this run's live `files` of the changed `days`.
+    fn take(
+        &self,
+        ctx: &Ctx<'_>,
+        key: (i64, i64),
+        days: &BTreeSet<i32>,
+        files: &[EventFile],
+    ) -> Result<Hours> {
+        let table_id = hours::table_id(ctx)?;
+        let tz = ctx.opts.tz;
+        let kept = self
+            .0
+            .take()
+            .filter(|h| h.table_id == table_id && h.tz == tz && h.key == key);
+        let mut parts = kept.map(|h| h.parts).unwrap_or_default();
+        let live = Live::of(days, files);
+        parts.retain(|k, part| {
+            live.keeps_hour(k, &part.files, matches!(part.rows, PartRows::Open(_)))
+        });
+        let reading = live.reading(|day, hour, p| {
+            parts
+                .get(&(day, hour))
+                .is_some_and(|part| part.files.contains(p))
+        });
+        Ok(Hours {
+            table_id,
+            tz,
+            key,
+            parts,
+            reading,
+        })
+    }
+
+    /// The hours kept, open and closed (0 with nothing kept).
+    pub fn hours(&self) -> usize {
+        self.0.peek(|h| h.parts.len()).unwrap_or(0)
+    }
+}
+
+impl Hours {
+    /// Adds the events read from each hour's unread files to the hour, closes the older
+    /// hours, and gives each day gathered hour by hour as its accounts' totals.
+    fn merge(
+        &mut self,
+        mut read: BTreeMap<(i32, Hour), Acc>,
+    ) -> Result<BTreeMap<i32, HashMap<String, Totals>>> {
+        for (key, paths) in std::mem::take(&mut self.reading.new_files) {
+            let rows = read.remove(&key).unwrap_or_default();
+            match self.parts.get_mut(&key) {
+                Some(Part {
+                    files,
+                    rows: PartRows::Open(acc),
+                }) => {
+                    let touched: Vec<String> = rows.keys().cloned().collect();
+                    merge_acc(acc, rows);
+                    for k in touched {
+                        if let Some(a) = acc.get_mut(&k) {
+                            dedup_acct(a);
+                        }
+                    }
+                    files.extend(paths);
+                }
+                Some(_) => {
+                    return Err(crate::Error::Internal(
+                        "accounts: a new file for a closed hour that was not read again".into(),
+                    ));
+                }
+                None => {
+                    let mut rows = rows;
+                    rows.values_mut().for_each(dedup_acct);
+                    let part = Part {
+                        files: paths.into_iter().collect(),
+                        rows: PartRows::Open(rows),
+                    };
+                    self.parts.insert(key, part);
+                }
+            }
+        }
+        if let Some((day, hour)) = read.keys().next() {
+            return Err(crate::Error::Internal(format!(
+                "accounts: events read for day {day}, hour {hour:?}, which had no file to read"
+            )));
+        }
+        if let Some(newest) = hours::newest(self.parts.keys().map(|k| &k.1)) {
+            for (key, part) in self.parts.iter_mut() {
+                if hours::closed(&key.1, newest) && matches!(part.rows, PartRows::Open(_)) {
+                    part.rows = PartRows::Closed(part.rows.totals());
+                }
+            }
+        }
+        let mut out: BTreeMap<i32, HashMap<String, Totals>> = BTreeMap::new();
+        for (key, part) in &self.parts {
+            if !self.reading.days.contains(&key.0) {
+                continue;
+            }
+            let day = out.entry(key.0).or_default();
+            for (account, t) in part.rows.totals() {
+                day.entry(account).or_default().add(&t);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Where an account's running followers stand: the figure and the instant (epoch µs) of the
@@ -353,9 +674,42 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
                 .filter(|d| (lo..=hi).contains(d)),
         );
     }
+    // Under `spacepulse run` the newest days are gathered hour by hour, and only the files
+    // committed since the last run are read: a day is the merge of its hours.
+    let mut kept = None;
+    let mut by_hours: BTreeMap<i32, HashMap<String, Totals>> = BTreeMap::new();
+    if let Some(m) = &ctx.opts.memory {
+        let files = files_of_days(&ctx.events, ctx.opts.tz, &plan.days)?;
+        let key = (print, owners_print(&owners));
+        let mut h = m.accounts.take(ctx, key, &plan.days, &files)?;
+        let cutoffs: HashMap<i32, Cutoffs> = h
+            .reading
+            .days
+            .iter()
+            .map(|d| (*d, cutoffs_of(&by_account, ctx.opts.tz, *d)))
+            .collect();
+        let none = BTreeSet::new();
+        let read = gather(
+            ctx,
+            h.reading.to_read(files, &none),
+            h.reading.slot_of(&none),
+            owners.clone(),
+            Arc::new(cutoffs),
+        )
+        .await?;
+        by_hours = h.merge(read)?;
+        for d in h.reading.days.iter() {
+            by_hours.entry(*d).or_default();
+        }
+        kept = Some(h);
+    }
     for &day in &days {
         let cutoffs = Arc::new(cutoffs_of(&by_account, ctx.opts.tz, day));
-        for (account, row) in day_rows(ctx, day, owners.clone(), cutoffs).await? {
+        let day_rows = match by_hours.remove(&day) {
+            Some(totals) => rows_of(totals, &cutoffs),
+            None => day_rows(ctx, day, owners.clone(), cutoffs).await?,
+        };
+        for (account, row) in day_rows {
             rows.insert((day, account), row);
         }
         ctx.progress.advance(Job::Accounts.name());
@@ -468,5 +822,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(usize, u64, bool)> {
         &txns,
     )
     .await?;
+    if let (Some(m), Some(h)) = (&ctx.opts.memory, kept) {
+        m.accounts.0.keep(h);
+    }
     Ok((plan.days.len(), n, false))
 }

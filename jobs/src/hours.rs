@@ -111,6 +111,17 @@ impl<'a> Live<'a> {
         within.is_some_and(|live| read.iter().all(|p| live.contains(p)))
     }
 
+    /// Whether a part of one hour that read `read` can be kept (see `keeps`); a closed one
+    /// (`open` false), which can take no more rows, only while no other file is live in its
+    /// hour.
+    pub fn keeps_hour(&self, key: &(i32, Hour), read: &HashSet<Path>, open: bool) -> bool {
+        let within = self.hours.get(key);
+        self.keeps(key.0, read, within)
+            && (open
+                || !self.hourly.contains(&key.0)
+                || within.is_some_and(|f| f.len() == read.len()))
+    }
+
     /// What to read: each live file of an hourly day for which `read(day, hour, path)` is
     /// false.
     pub fn reading(&self, read: impl Fn(i32, Hour, &Path) -> bool) -> Reading {

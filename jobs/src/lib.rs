@@ -192,6 +192,7 @@ pub struct Memory {
     pub campaigns: campaigns::Memory,
     pub activity: activity::Memory,
     pub peaks: peaks::Memory,
+    pub accounts: accounts::Memory,
 }
 
 /// How a job went.

@@ -559,13 +559,8 @@ impl Memory {
             .filter(|h| h.table_id == table_id && h.tz == tz);
         let mut parts = kept.map(|h| h.parts).unwrap_or_default();
         let live = Live::of(days, files);
-        // A closed hour is kept only while no other file is live in it.
         parts.retain(|key, part| {
-            let within = live.hours.get(key);
-            live.keeps(key.0, &part.files, within)
-                && (matches!(part.rows, PartRows::Open { .. })
-                    || !live.hourly.contains(&key.0)
-                    || within.is_some_and(|f| f.len() == part.files.len()))
+            live.keeps_hour(key, &part.files, matches!(part.rows, PartRows::Open { .. }))
         });
         let reading = live.reading(|day, hour, p| {
             parts

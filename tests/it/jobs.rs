@@ -1094,9 +1094,9 @@ async fn generated_data_agrees_with_a_plain_oracle_and_incremental_equals_full()
     assert_eq!(per_day(&ctx, dau).await, before);
 }
 
-/// The campaigns, activity and peaks jobs as `spacepulse run` runs them, keeping the campaign
-/// events (and each user's contribution), the newest days' users hour by hour and their
-/// uploads and reservations hour by hour in memory between runs and reading only the files
+/// The campaigns, activity, peaks and accounts jobs as `spacepulse run` runs them, keeping the
+/// campaign events (and each user's contribution), and the newest days' users, uploads,
+/// reservations and account events hour by hour in memory between runs and reading only the files
 /// committed since: over many small commits (with producer
 /// retries and late events), a campaign registered part way, and a compaction that rewrites
 /// the folded files, their tables equal a full recompute's.
@@ -1127,7 +1127,12 @@ async fn jobs_kept_in_memory_between_runs_equal_a_full_recompute() {
         from: None,
         to: None,
         full: false,
-        jobs: vec![jobs::Job::Campaigns, jobs::Job::Activity, jobs::Job::Peaks],
+        jobs: vec![
+            jobs::Job::Campaigns,
+            jobs::Job::Activity,
+            jobs::Job::Peaks,
+            jobs::Job::Accounts,
+        ],
         memory: Some(memory.clone()),
     };
     let parts = 6;
@@ -1148,13 +1153,14 @@ async fn jobs_kept_in_memory_between_runs_equal_a_full_recompute() {
             memory.campaigns.files(),
             memory.activity.hours(),
             memory.peaks.hours(),
+            memory.accounts.hours(),
         ));
     }
     // The memory was used: every run left the files it had folded and the hours it read,
     // the closed hours merged (at most two open hours and a closed part for each of two days).
     assert!(
         kept.iter()
-            .all(|(f, h, p)| *f > 0 && (1..=4).contains(h) && *p > 0),
+            .all(|(f, h, p, a)| *f > 0 && (1..=4).contains(h) && *p > 0 && *a > 0),
         "{kept:?}"
     );
     let campaign_tables = |snap: BTreeMap<String, Vec<String>>| -> BTreeMap<String, Vec<String>> {
@@ -1166,13 +1172,17 @@ async fn jobs_kept_in_memory_between_runs_equal_a_full_recompute() {
                     || name == "activity"
                     || name.starts_with("uploads_")
                     || name == "campaign_peaks"
+                    || name == "accounts_daily"
             })
             .collect()
     };
     let incremental = campaign_tables(snapshot(&lake_dir).await);
-    assert_eq!(incremental.len(), 11, "{:?}", incremental.keys());
+    assert_eq!(incremental.len(), 12, "{:?}", incremental.keys());
     assert!(incremental.values().all(|rows| !rows.is_empty()));
-    jobs(lake, &["--full", "campaigns", "activity", "peaks"]);
+    jobs(
+        lake,
+        &["--full", "campaigns", "activity", "peaks", "accounts"],
+    );
     let full = campaign_tables(snapshot(&lake_dir).await);
     for (name, rows) in &full {
         assert!(
