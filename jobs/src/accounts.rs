@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 use query::sketch::{HLL_ESTIMATOR, HLL_PRECISION, Hll, bitmap_of, hll_relative_error};
 
 use crate::changes::Hour;
-use crate::hours::{self, Kept, Live, Reading, SlotOf};
+use crate::hours::{self, Kept, Live, Reading, RowSlots, SlotOf};
 use crate::publish::{Scope, publish, schema, table_name};
 use crate::scan::{
     EventFile, distinct, event_key, files_of_days, fold_files, ints, strs, times, types,
@@ -310,23 +310,17 @@ async fn gather(
             let account = strs(batch, "account_id")?;
             let campaign = strs(batch, "campaign_id")?;
             let ts = times(batch, "ts")?;
-            let whole_day = match file.days.as_slice() {
-                [d] => Some(*d),
-                _ => None,
-            };
-            let (mut current, mut slot) = (i32::MIN, None);
+            let mut slots = RowSlots::new(file, &slot_of);
             for i in 0..batch.num_rows() {
                 let t = ty.get(i).unwrap_or("");
                 if !TYPES.contains(&t) {
                     continue;
                 }
                 let at = ts.value(i);
-                let day = whole_day.unwrap_or_else(|| acc.0.day(at));
-                if day != current {
-                    current = day;
-                    slot = slot_of(day, file);
-                }
-                let (Some((day, Some(hour))), Some(cut)) = (slot, cutoffs.get(&day)) else {
+                let Some((day, Some(hour))) = slots.of(&mut acc.0, at) else {
+                    continue;
+                };
+                let Some(cut) = cutoffs.get(&day) else {
                     continue;
                 };
                 fold_row(

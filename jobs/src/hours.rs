@@ -189,6 +189,42 @@ impl Reading {
     }
 }
 
+/// The slots of one file's rows, in row order: the file's report day when its hour lies in
+/// one, else each row's own day from its `ts` (asking `slot_of` once per run of rows of a day).
+pub struct RowSlots<'a> {
+    file: &'a EventFile,
+    slot_of: &'a SlotOf,
+    whole_day: Option<i32>,
+    current: i32,
+    slot: Option<Slot>,
+}
+
+impl<'a> RowSlots<'a> {
+    pub fn new(file: &'a EventFile, slot_of: &'a SlotOf) -> Self {
+        let whole_day = match file.days.as_slice() {
+            [d] => Some(*d),
+            _ => None,
+        };
+        Self {
+            file,
+            slot_of,
+            whole_day,
+            current: i32::MIN,
+            slot: None,
+        }
+    }
+
+    /// The slot of a row at `ts` (µs).
+    pub fn of(&mut self, clock: &mut query::tz::LocalClock, ts: i64) -> Option<Slot> {
+        let day = self.whole_day.unwrap_or_else(|| clock.day(ts));
+        if day != self.current {
+            self.current = day;
+            self.slot = (self.slot_of)(day, self.file);
+        }
+        self.slot
+    }
+}
+
 /// Where rows go without a memory: each changed day whole.
 pub fn whole_days(days: &BTreeSet<i32>) -> SlotOf {
     let days = days.clone();

@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use query::tz::{LocalClock, MIN_US, ReportTz, SEC_US};
 
 use crate::changes::Hour;
-use crate::hours::{self, Kept, Live, Reading, Slot, SlotOf};
+use crate::hours::{self, Kept, Live, Reading, RowSlots, Slot, SlotOf};
 use crate::publish::{publish, schema};
 use crate::scan::{EventFile, event_key, files_of_days, fold_files, ints, par_map, strs, times};
 use crate::{Ctx, Job, Result};
@@ -159,11 +159,7 @@ async fn gather(
         let ts = times(batch, "ts")?;
         let photos = ints(batch, "photos")?;
         let campaigns = strs(batch, "campaign_id")?;
-        let whole_day = match file.days.as_slice() {
-            [d] => Some(*d),
-            _ => None,
-        };
-        let (mut current, mut slot) = (i32::MIN, None);
+        let mut slots = RowSlots::new(file, &slot_of);
         for i in 0..batch.num_rows() {
             let upload = match types.get(i) {
                 Some("photo_upload") => true,
@@ -179,12 +175,9 @@ async fn gather(
                 }
             };
             let t = ts.value(i);
-            let day = whole_day.unwrap_or_else(|| acc.clock.day(t));
-            if day != current {
-                current = day;
-                slot = slot_of(day, file);
-            }
-            let Some(slot) = slot else { continue };
+            let Some(slot) = slots.of(&mut acc.clock, t) else {
+                continue;
+            };
             let key = event_key(ids.get(i).unwrap_or(""));
             let weight = match campaign {
                 None if photos.is_null(i) => 1,
